@@ -1,0 +1,9 @@
+"""Exceptions with messages that say what was wrong and what to do."""
+
+
+class HarivoLoadError(OSError):
+    """A model folder, hub id or weight file could not be loaded."""
+
+
+class IncompatibleAdapterError(ValueError):
+    """A HARIVO adapter was built for a base model of another architecture."""

@@ -1,0 +1,81 @@
+"""Loading helpers: weight-format policy (safetensors unless pickle is opted into) and readable load errors."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import snapshot_download
+
+from .errors import HarivoLoadError
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
+
+
+def check_weight_format(path: str | os.PathLike, allow_pickle: bool = False) -> None:
+    """
+    Refuse pickle weights unless `allow_pickle` is set: unpickling a checkpoint can run arbitrary code.
+
+    Args:
+        path (`str` or `os.PathLike`): A weight file, or a folder searched recursively.
+        allow_pickle (`bool`, defaults to `False`): Accept `.bin` / `.ckpt` / `.pt` / `.pth` files.
+
+    Raises:
+        `HarivoLoadError`: `path` holds pickle weights and `allow_pickle` is `False`.
+    """
+    if allow_pickle:
+        return
+    path = Path(path)
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise HarivoLoadError(
+                f"{path} is a pickle checkpoint; loading it can run arbitrary code. Convert it to .safetensors, or, "
+                "if you trust its source, pass `allow_pickle=True` (CLI: --allow-pickle)."
+            )
+        return
+    for folder, _, files in os.walk(path):
+        names = set(files)
+        for name in files:
+            stem, suffix = os.path.splitext(name)
+            if suffix in PICKLE_SUFFIXES and stem + ".safetensors" not in names:
+                raise HarivoLoadError(
+                    f"{Path(folder) / name} has no .safetensors twin; loading pickle weights can run arbitrary code. "
+                    "Convert it to .safetensors, or, if you trust its source, pass `allow_pickle=True` "
+                    "(CLI: --allow-pickle)."
+                )
+
+
+def resolve_model_path(name_or_path: str | os.PathLike, what: str, **download_kwargs: Any) -> Path:
+    """
+    Return a local folder for a local path or a Hugging Face Hub repository id.
+
+    Args:
+        name_or_path (`str` or `os.PathLike`): A local folder or file, or a hub id such as `"org/model"`.
+        what (`str`): What is being loaded, for the error message (e.g. `"base model"`).
+        download_kwargs: Passed to `huggingface_hub.snapshot_download` (e.g. `revision`, `cache_dir`, `token`).
+
+    Raises:
+        `HarivoLoadError`: The path does not exist and the hub id could not be downloaded.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    text = str(name_or_path)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep + os.sep in text:
+        raise HarivoLoadError(f"The {what} path {text!r} does not exist.")
+    try:
+        return Path(snapshot_download(text, **download_kwargs))
+    except Exception as error:  # huggingface_hub raises many types: offline, 404, auth, ...
+        raise HarivoLoadError(
+            f"Could not find the {what} {text!r}: it is not a local path, and downloading it from the Hugging Face "
+            f"Hub failed ({type(error).__name__}: {error}). Pass the path of a local folder instead."
+        ) from error
+
+
+def describe_load_error(what: str, path: str | os.PathLike, error: BaseException) -> HarivoLoadError:
+    """Wrap an exception raised while loading weights into a `HarivoLoadError` that names the folder."""
+    message = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+    return HarivoLoadError(
+        f"Could not load the {what} from {str(path)!r}: {message}. Check that the folder is complete (config.json "
+        "and weights) and that its weight files are not truncated or corrupt."
+    )

@@ -1,0 +1,295 @@
+"""`HarivoAdapter`: everything HARIVO adds to a frozen text-to-image model, shipped and loaded as one folder.
+
+Folder layout (each sub-folder is a normal diffusers model folder: `config.json` + safetensors)::
+
+    harivo_adapter.json
+    motion_adapter/          temporal layers `l_theta` (a diffusers `MotionAdapter`, loadable by AnimateDiff)
+    mapping_network/         noise mapping network `m_theta`
+    frame_token_generator/   frame-wise token generator `t_theta`
+    projection_head/         h-space projection head `g_theta` (training only; optional)
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import MotionAdapter
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+from torch import nn
+
+from ..errors import HarivoLoadError, IncompatibleAdapterError
+from ..loading import WEIGHT_SUFFIXES, check_weight_format, describe_load_error, resolve_model_path
+from .frame_tokens import FrameTokenGenerator
+from .mapping_network import NoiseMappingNetwork
+from .projection_head import HSpaceProjectionHead
+
+ADAPTER_CONFIG_NAME = "harivo_adapter.json"
+COMPONENTS = {
+    "motion_adapter": MotionAdapter,
+    "mapping_network": NoiseMappingNetwork,
+    "frame_token_generator": FrameTokenGenerator,
+    "projection_head": HSpaceProjectionHead,
+}
+OPTIONAL_COMPONENTS = ("projection_head",)
+
+
+def zero_init_temporal_outputs(motion_adapter: MotionAdapter) -> MotionAdapter:
+    """Zero the output projection of every temporal transformer, so each temporal layer starts as the identity."""
+    for module in motion_adapter.modules():
+        if isinstance(module, AnimateDiffTransformer3D):
+            nn.init.zeros_(module.proj_out.weight)
+            nn.init.zeros_(module.proj_out.bias)
+    return motion_adapter
+
+
+def _as_tuple(value: Any, length: int) -> tuple:
+    return tuple(value) if isinstance(value, list | tuple) else (value,) * length
+
+
+class HarivoAdapter(ModelMixin):
+    r"""
+    The trainable parts of HARIVO, bundled. Its parameters are exactly the parameters HARIVO trains.
+
+    A `ModelMixin` so that diffusers pipelines save and load it as a component (through the `save_pretrained` /
+    `from_pretrained` below, which write one sub-folder per part).
+
+    Args:
+        motion_adapter ([`~diffusers.MotionAdapter`]): Temporal layers.
+        mapping_network ([`NoiseMappingNetwork`]): Noise mapping network.
+        frame_token_generator ([`FrameTokenGenerator`]): Frame-wise token generator (`num_tokens=0` is off).
+        projection_head ([`HSpaceProjectionHead`], *optional*): h-space projection head, needed only for training.
+    """
+
+    def __init__(
+        self,
+        motion_adapter: MotionAdapter,
+        mapping_network: NoiseMappingNetwork,
+        frame_token_generator: FrameTokenGenerator,
+        projection_head: HSpaceProjectionHead | None = None,
+    ):
+        super().__init__()
+        self.motion_adapter = motion_adapter
+        self.mapping_network = mapping_network
+        self.frame_token_generator = frame_token_generator
+        self.projection_head = projection_head
+
+    @property
+    def max_frames(self) -> int:
+        """Most frames the temporal layers (and frame tokens) support."""
+        limits = [self.motion_adapter.config.motion_max_seq_length]
+        if self.frame_token_generator.enabled:
+            limits.append(self.frame_token_generator.config.max_frames)
+        return min(limits)
+
+    @classmethod
+    def from_unet(
+        cls,
+        unet_config: Any,
+        *,
+        motion_adapter: MotionAdapter | None = None,
+        num_frame_tokens: int = 4,
+        max_frames: int = 32,
+        motion_num_attention_heads: int = 8,
+        mapping_hidden_channels: int = 64,
+        mapping_num_layers: int = 3,
+        renormalize_noise: bool = True,
+        projection_dim: int = 128,
+        with_projection_head: bool = True,
+    ) -> "HarivoAdapter":
+        r"""
+        Build a fresh adapter at identity for a base U-Net: zero-initialised temporal layers, identity mapping
+        network, zero frame tokens.
+
+        Args:
+            unet_config: The base `UNet2DConditionModel` or its `config`.
+            motion_adapter ([`~diffusers.MotionAdapter`], *optional*):
+                Start from these temporal layers (e.g. a pretrained AnimateDiff adapter) instead of fresh ones.
+            num_frame_tokens (`int`, defaults to 4): Tokens per frame, `K` (`0` is off).
+            max_frames (`int`, defaults to 32): Longest clip the fresh temporal layers and frame tokens support.
+            motion_num_attention_heads (`int`, defaults to 8): Heads of the fresh temporal attention layers.
+            mapping_hidden_channels (`int`, defaults to 64): Hidden channels of the mapping network.
+            mapping_num_layers (`int`, defaults to 3): 3-D convolutions in the mapping network.
+            renormalize_noise (`bool`, defaults to `True`): Per-frame renormalisation in the mapping network.
+            projection_dim (`int`, defaults to 128): Output dimension of the h-space projection head.
+            with_projection_head (`bool`, defaults to `True`): Build the projection head (needed to train `L_dc`).
+        """
+        config = getattr(unet_config, "config", unet_config)
+        channels = tuple(config["block_out_channels"])
+        if motion_adapter is None:
+            motion_adapter = MotionAdapter(
+                block_out_channels=channels,
+                motion_layers_per_block=config["layers_per_block"],
+                motion_norm_num_groups=config["norm_num_groups"],
+                motion_num_attention_heads=motion_num_attention_heads,
+                motion_max_seq_length=max_frames,
+            )
+            zero_init_temporal_outputs(motion_adapter)
+        max_frames = motion_adapter.config.motion_max_seq_length
+        mapping_network = NoiseMappingNetwork(
+            in_channels=config["in_channels"],
+            hidden_channels=mapping_hidden_channels,
+            num_layers=mapping_num_layers,
+            renormalize=renormalize_noise,
+        )
+        frame_token_generator = FrameTokenGenerator(
+            cross_attention_dim=config["cross_attention_dim"], num_tokens=num_frame_tokens, max_frames=max_frames
+        )
+        projection_head = (
+            HSpaceProjectionHead(in_channels=channels[-1], hidden_dim=4 * projection_dim, out_dim=projection_dim)
+            if with_projection_head
+            else None
+        )
+        return cls(motion_adapter, mapping_network, frame_token_generator, projection_head)
+
+    def check_compatible(self, unet_config: Any) -> None:
+        """
+        Raise `IncompatibleAdapterError` if this adapter was built for a base U-Net of another architecture.
+
+        Args:
+            unet_config: A `UNet2DConditionModel` / `UNetMotionModel` or its `config`.
+        """
+        config = getattr(unet_config, "config", unet_config)
+        motion = self.motion_adapter.config
+        num_blocks = len(config["block_out_channels"])
+        expected = {
+            "block_out_channels": (tuple(motion.block_out_channels), tuple(config["block_out_channels"])),
+            "layers_per_block": (
+                _as_tuple(motion.motion_layers_per_block, num_blocks),
+                _as_tuple(config["layers_per_block"], num_blocks),
+            ),
+            "in_channels (mapping network)": (self.mapping_network.config.in_channels, config["in_channels"]),
+        }
+        if self.frame_token_generator.enabled:
+            expected["cross_attention_dim (frame tokens)"] = (
+                self.frame_token_generator.config.cross_attention_dim,
+                config["cross_attention_dim"],
+            )
+        if self.projection_head is not None:
+            expected["mid-block channels (projection head)"] = (
+                self.projection_head.config.in_channels,
+                config["block_out_channels"][-1],
+            )
+        mismatches = [
+            f"{name}: adapter {ours}, base {theirs}" for name, (ours, theirs) in expected.items() if ours != theirs
+        ]
+        if mismatches:
+            raise IncompatibleAdapterError(
+                "This HARIVO adapter was built for a base model of another architecture ("
+                + "; ".join(mismatches)
+                + "). Use an adapter trained on a base model of the same family (e.g. SD-1.5 for SD-1.5)."
+            )
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, include_projection_head: bool = True, **kwargs: Any
+    ) -> None:
+        """
+        Save every component into its own sub-folder (safetensors) plus `harivo_adapter.json`.
+
+        Args:
+            save_directory (`str` or `os.PathLike`): Folder to write (created if needed).
+            include_projection_head (`bool`, defaults to `True`): Also save the training-only projection head.
+            kwargs: Passed to each component's `save_pretrained` (e.g. `variant`).
+        """
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("safe_serialization", True)
+        saved = []
+        for name in COMPONENTS:
+            component = getattr(self, name)
+            if component is None or (name == "projection_head" and not include_projection_head):
+                continue
+            component.save_pretrained(save_directory / name, **kwargs)
+            saved.append(name)
+        from .. import __version__
+
+        manifest = {"_class_name": type(self).__name__, "_harivo_version": __version__, "components": saved}
+        (save_directory / ADAPTER_CONFIG_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        allow_pickle: bool = False,
+        torch_dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> "HarivoAdapter":
+        r"""
+        Load a HARIVO adapter folder, or a plain diffusers `MotionAdapter` folder (then the mapping network is the
+        identity and frame tokens are off).
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`): Local folder or Hugging Face Hub id.
+            allow_pickle (`bool`, defaults to `False`): Accept pickle weight files (they can run code when loaded).
+            torch_dtype (`torch.dtype`, *optional*): Load the weights in this dtype.
+            kwargs: `revision`, `cache_dir`, `token`, ... for hub downloads; other diffusers loading arguments
+                (from a `DiffusionPipeline.from_pretrained` call) are ignored.
+        """
+        download_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token") if kwargs.get(k) is not None}
+        path = resolve_model_path(pretrained_model_name_or_path, "HARIVO adapter", **download_kwargs)
+        check_weight_format(path, allow_pickle)
+        # safetensors only, unless pickle is allowed: then safetensors first, pickle as a fallback
+        load_kwargs = {"use_safetensors": True if not allow_pickle else None, "torch_dtype": torch_dtype}
+        manifest_path = path / ADAPTER_CONFIG_NAME
+        if not manifest_path.is_file():
+            if _is_motion_adapter_folder(path):
+                motion_adapter = _load_component(MotionAdapter, path, "motion adapter", load_kwargs)
+                adapter = cls._around_motion_adapter(motion_adapter)
+                return adapter.to(dtype=torch_dtype) if torch_dtype is not None else adapter
+            raise HarivoLoadError(
+                f"{str(path)!r} is neither a HARIVO adapter folder (no {ADAPTER_CONFIG_NAME}) nor a diffusers "
+                "MotionAdapter folder (no config.json with _class_name MotionAdapter)."
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise describe_load_error("HARIVO adapter manifest", manifest_path, error) from error
+        components = {}
+        for name, component_cls in COMPONENTS.items():
+            folder = path / name
+            if name not in manifest.get("components", []) and name in OPTIONAL_COMPONENTS:
+                components[name] = None
+                continue
+            if not folder.is_dir():
+                raise HarivoLoadError(f"The HARIVO adapter at {str(path)!r} is missing its {name!r} sub-folder.")
+            components[name] = _load_component(component_cls, folder, name.replace("_", " "), load_kwargs)
+        return cls(**components)
+
+    @classmethod
+    def _around_motion_adapter(cls, motion_adapter: MotionAdapter) -> "HarivoAdapter":
+        """Wrap plain AnimateDiff temporal layers: identity mapping network, frame tokens off, no projection head."""
+        max_frames = motion_adapter.config.motion_max_seq_length
+        return cls(
+            motion_adapter,
+            NoiseMappingNetwork(in_channels=motion_adapter.config.conv_in_channels or 4),
+            FrameTokenGenerator(num_tokens=0, max_frames=max_frames),
+            None,
+        )
+
+
+def _is_motion_adapter_folder(path: Path) -> bool:
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("_class_name") == "MotionAdapter"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def _load_component(component_cls: type, folder: Path, what: str, load_kwargs: dict) -> nn.Module:
+    try:
+        if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
+            # a component without weights (e.g. frame tokens switched off) is saved as its config alone
+            component = component_cls.from_config(component_cls.load_config(folder))
+            if component.state_dict():
+                raise HarivoLoadError(f"The {what} at {str(folder)!r} has a config.json but no weight file.")
+            return component
+        return component_cls.from_pretrained(folder, **load_kwargs)
+    except HarivoLoadError:
+        raise
+    except Exception as error:  # diffusers / safetensors raise OSError, ValueError, SafetensorError, ...
+        raise describe_load_error(what, folder, error) from error

@@ -1,0 +1,81 @@
+"""Noise mapping network `m_theta` (method.md section 2).
+
+Maps IID Gaussian noise to a noise whose frames are correlated, before the frozen U-Net sees it:
+`eps~ = m(eps) = eps + Conv3D-stack(eps)`, with the last convolution zero-initialised so that the
+network is the identity at initialisation.
+"""
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+
+class NoiseMappingNetwork(ModelMixin, ConfigMixin):
+    r"""
+    Residual stack of 3-D convolutions over `(frames, height, width)` applied to video noise.
+
+    Args:
+        in_channels (`int`, defaults to 4): Latent channels of the base model (`unet.config.in_channels`).
+        hidden_channels (`int`, defaults to 64): Channels of the hidden convolutions.
+        num_layers (`int`, defaults to 3): Number of 3-D convolutions (at least 2).
+        kernel_size (`int`, defaults to 3): Cubic kernel size, odd so that the shape is kept.
+        renormalize (`bool`, defaults to `True`):
+            Give each mapped frame the mean and standard deviation of the input frame (over channels, height and
+            width), so that the frozen image model always sees the marginal statistics it was trained on while the
+            frames become correlated. Exactly the identity at initialisation.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 4,
+        hidden_channels: int = 64,
+        num_layers: int = 3,
+        kernel_size: int = 3,
+        renormalize: bool = True,
+    ):
+        super().__init__()
+        if num_layers < 2:
+            raise ValueError(f"`num_layers` must be at least 2, got {num_layers}.")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"`kernel_size` must be odd to keep the shape, got {kernel_size}.")
+        padding = kernel_size // 2
+        channels = [in_channels] + [hidden_channels] * (num_layers - 1) + [in_channels]
+        layers = []
+        for index in range(num_layers):
+            layers.append(nn.Conv3d(channels[index], channels[index + 1], kernel_size, padding=padding))
+            if index < num_layers - 1:
+                layers.append(nn.SiLU())
+        self.layers = nn.Sequential(*layers)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Zero the last convolution: the residual branch starts at zero, the network at the identity."""
+        last = self.layers[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            noise (`torch.Tensor`): IID Gaussian noise of shape `(batch, channels, frames, height, width)`.
+
+        Returns:
+            `torch.Tensor`: The mapped noise, same shape and dtype.
+        """
+        if noise.ndim != 5 or noise.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"NoiseMappingNetwork expects noise of shape (batch, {self.config.in_channels}, frames, height, width),"
+                f" got {tuple(noise.shape)}."
+            )
+        weight_dtype = self.layers[0].weight.dtype
+        mapped = noise + self.layers(noise.to(weight_dtype)).to(noise.dtype)  # (B, C, F, h, w)
+        if not self.config.renormalize:
+            return mapped
+        # statistics per (batch, frame), over channels, height and width; in float32 for fp16 safety
+        dims = (1, 3, 4)
+        source, mapped32 = noise.float(), mapped.float()
+        standardized = (mapped32 - mapped32.mean(dims, keepdim=True)) / (mapped32.std(dims, keepdim=True) + 1e-6)
+        restored = standardized * (source.std(dims, keepdim=True) + 1e-6) + source.mean(dims, keepdim=True)
+        return restored.to(noise.dtype)

@@ -1,0 +1,278 @@
+"""`HarivoUNet`: the frozen T2I U-Net with HARIVO's temporal layers and frame tokens, as one video denoiser.
+
+Composes onto diffusers' `UNetMotionModel`: the temporal layers of the `UNetMotionModel` *are* the adapter's
+modules (shared, not copied), so the adapter's parameters are exactly what trains and what gets saved.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel, UNetMotionModel
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+from .adapter import HarivoAdapter
+
+
+@dataclass
+class FeatureCapture:
+    """What a forward pass inside `HarivoUNet.capture` recorded.
+
+    Attributes:
+        attention_maps (`dict[str, torch.Tensor]`): Layer name -> self-attention probabilities of shape
+            `(batch * frames, heads, queries, keys)`, frames in the batch in `(batch, frame)` order.
+        h_space (`torch.Tensor` or `None`): Mid-block output `(batch * frames, channels, height, width)`.
+    """
+
+    attention_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    h_space: torch.Tensor | None = None
+
+
+class AttentionMapCaptureProcessor:
+    """Self-attention that materialises its probabilities and hands them to a `FeatureCapture`.
+
+    Mirrors diffusers' `AttnProcessor` (no fused kernel, since the map itself is needed). Installed only on the
+    layers being captured, and only while capturing.
+    """
+
+    def __init__(self, name: str, capture: FeatureCapture):
+        self.name = name
+        self.capture = capture
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        batch_size, sequence_length, _ = hidden_states.shape  # (B*F, h*w, C): frames are in the batch
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B*F*heads, h*w, d)
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, attention_mask)  # (B*F*heads, h*w, h*w)
+        self.capture.attention_maps[self.name] = probs.unflatten(0, (batch_size, attn.heads))
+        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def spatial_self_attention_layers(unet: nn.Module, blocks: Sequence[str] = ("down", "mid", "up")) -> list[str]:
+    """
+    Names of the frozen spatial self-attention layers (`attn1` of the image transformer blocks) of a U-Net.
+
+    Args:
+        unet (`nn.Module`): A `UNetMotionModel` or `UNet2DConditionModel`.
+        blocks (`Sequence[str]`, defaults to all): Which parts to list: `"down"`, `"mid"`, `"up"`.
+    """
+    prefixes = tuple(f"{part}_block" for part in blocks)
+    return [
+        name
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention)
+        and name.endswith(".attn1")
+        and "motion_modules" not in name
+        and name.startswith(prefixes)
+    ]
+
+
+def default_trsa_layers(unet: nn.Module) -> list[str]:
+    """The self-attention layers of the lowest-resolution decoder block that has any: the cheapest maps."""
+    for index in range(len(unet.up_blocks)):
+        names = [n for n in spatial_self_attention_layers(unet, ("up",)) if n.startswith(f"up_blocks.{index}.")]
+        if names:
+            return names
+    return []
+
+
+class _Identity(nn.Module):
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states
+
+
+class HarivoUNet(nn.Module):
+    r"""
+    Video denoiser: frozen `UNetMotionModel` spatial layers + the HARIVO adapter.
+
+    Args:
+        unet ([`~diffusers.UNetMotionModel`]): The motion U-Net; its temporal layers are replaced by the adapter's.
+        adapter ([`HarivoAdapter`]): The trainable HARIVO parts.
+    """
+
+    def __init__(self, unet: UNetMotionModel, adapter: HarivoAdapter):
+        super().__init__()
+        adapter.check_compatible(unet.config)
+        _share_temporal_layers(unet, adapter)
+        unet.freeze_unet2d_params()
+        self.unet = unet
+        self.adapter = adapter
+        self._temporal_enabled = True
+
+    @classmethod
+    def from_unet2d(cls, unet: UNet2DConditionModel, adapter: HarivoAdapter) -> "HarivoUNet":
+        """Build the video U-Net from a frozen text-to-image `UNet2DConditionModel` and an adapter."""
+        adapter.check_compatible(unet.config)
+        return cls(UNetMotionModel.from_unet2d(unet, adapter.motion_adapter), adapter)
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters HARIVO trains (those of the adapter)."""
+        return [p for p in self.adapter.parameters() if p.requires_grad]
+
+    def map_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """Apply the mapping network `m_theta` to IID noise `(B, C, F, h, w)`."""
+        return self.adapter.mapping_network(noise)
+
+    def encoder_states_per_frame(self, encoder_hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """
+        Text tokens per frame, with the frame tokens appended while temporal layers are enabled.
+
+        Args:
+            encoder_hidden_states (`torch.Tensor`): `(B, L, D)` text tokens of each video.
+            num_frames (`int`): Frames per video.
+
+        Returns:
+            `torch.Tensor`: `(B*F, L+K, D)`, frames moved into the batch in `(batch, frame)` order.
+        """
+        per_frame = encoder_hidden_states.repeat_interleave(num_frames, dim=0)  # (B*F, L, D)
+        generator = self.adapter.frame_token_generator
+        if not (self._temporal_enabled and generator.enabled):
+            return per_frame
+        tokens = generator(encoder_hidden_states, num_frames).to(per_frame.dtype)  # (B*F, K, D)
+        return torch.cat([per_frame, tokens], dim=1)  # (B*F, L+K, D)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            sample (`torch.Tensor`): Noisy latents `(B, C, F, h, w)`.
+            timestep (`torch.Tensor`, `float` or `int`): Diffusion timestep(s), scalar or `(B,)`.
+            encoder_hidden_states (`torch.Tensor`): Text tokens `(B, L, D)`.
+            cross_attention_kwargs (`dict`, *optional*): Passed to the attention processors (e.g. LoRA `scale`).
+            down_block_additional_residuals, mid_block_additional_residual: ControlNet residuals, frames in batch.
+
+        Returns:
+            `torch.Tensor`: The model output (noise or v prediction) `(B, C, F, h, w)`.
+        """
+        num_frames = sample.shape[2]
+        if num_frames > self.adapter.max_frames and self._temporal_enabled:
+            raise ValueError(
+                f"The temporal layers support at most {self.adapter.max_frames} frames, got {num_frames}."
+            )
+        context = self.encoder_states_per_frame(encoder_hidden_states, num_frames)
+        return self.unet(
+            sample,
+            timestep,
+            encoder_hidden_states=context,
+            cross_attention_kwargs=cross_attention_kwargs,
+            down_block_additional_residuals=down_block_additional_residuals,
+            mid_block_additional_residual=mid_block_additional_residual,
+        ).sample
+
+    @contextmanager
+    def temporal_layers_disabled(self) -> Iterator["HarivoUNet"]:
+        """
+        Bypass every temporal layer and the frame tokens: inside, the model is the frozen T2I U-Net run frame by
+        frame (used by `L_reg` and by tests). The bypassed layers are not computed at all.
+        """
+        swapped = []
+        for module_list in _motion_module_lists(self.unet):
+            swapped.append((module_list, list(module_list)))
+            for index in range(len(module_list)):
+                module_list[index] = _Identity()
+        self._temporal_enabled = False
+        try:
+            yield self
+        finally:
+            self._temporal_enabled = True
+            for module_list, originals in swapped:
+                for index, module in enumerate(originals):
+                    module_list[index] = module
+
+    @contextmanager
+    def capture(self, attention_layers: Sequence[str] = (), h_space: bool = False) -> Iterator[FeatureCapture]:
+        """
+        Record spatial self-attention maps of the given layers and/or the h-space during forwards inside.
+
+        Only the named layers materialise their maps; every other attention keeps the fused kernel.
+
+        Args:
+            attention_layers (`Sequence[str]`): Names from `spatial_self_attention_layers(unet)`.
+            h_space (`bool`, defaults to `False`): Record the mid-block output.
+        """
+        capture = FeatureCapture()
+        modules = dict(self.unet.named_modules())
+        allowed = set(spatial_self_attention_layers(self.unet))
+        unknown = [name for name in attention_layers if name not in allowed]
+        if unknown:
+            raise ValueError(f"Unknown spatial self-attention layers {unknown}. Choose among: {sorted(allowed)}.")
+        with ExitStack() as stack:
+            for name in attention_layers:
+                module = modules[name]
+                original = module.processor
+                module.set_processor(AttentionMapCaptureProcessor(name, capture))
+                stack.callback(module.set_processor, original)
+            if h_space:
+                handle = self.unet.mid_block.register_forward_hook(
+                    lambda _module, _args, output: setattr(capture, "h_space", output)
+                )
+                stack.callback(handle.remove)
+            yield capture
+
+
+def _motion_module_lists(unet: UNetMotionModel) -> list[nn.ModuleList]:
+    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+    return [block.motion_modules for block in blocks if hasattr(block, "motion_modules")]
+
+
+def _share_temporal_layers(unet: UNetMotionModel, adapter: HarivoAdapter) -> None:
+    """Make the U-Net's temporal layers the adapter's own modules (one copy of the weights, trained in place)."""
+    motion = adapter.motion_adapter
+    pairs = [*zip(unet.down_blocks, motion.down_blocks), *zip(unet.up_blocks, motion.up_blocks)]
+    if hasattr(unet.mid_block, "motion_modules") and motion.mid_block is not None:
+        pairs.append((unet.mid_block, motion.mid_block))
+    for unet_block, adapter_block in pairs:
+        ours, theirs = unet_block.motion_modules, adapter_block.motion_modules
+        ours_shapes = [p.shape for p in ours.parameters()]
+        if ours_shapes != [p.shape for p in theirs.parameters()]:
+            raise ValueError("The U-Net's temporal layers do not match the adapter's; build it with `from_unet2d`.")
+        unet_block.motion_modules = theirs

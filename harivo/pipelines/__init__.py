@@ -1,0 +1,3 @@
+from .pipeline_harivo import HarivoPipeline
+
+__all__ = ["HarivoPipeline"]

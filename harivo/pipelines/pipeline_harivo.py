@@ -1,0 +1,430 @@
+"""`HarivoPipeline`: text-to-video with a frozen Stable-Diffusion-class model and a HARIVO adapter."""
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AnimateDiffPipeline, AutoencoderKL, UNet2DConditionModel, UNetMotionModel
+from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, StableDiffusionMixin
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+from safetensors import SafetensorError
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ..errors import HarivoLoadError, IncompatibleAdapterError
+from ..loading import check_weight_format, describe_load_error
+from ..models.adapter import HarivoAdapter
+from ..models.video_unet import HarivoUNet, default_trsa_layers
+from . import mg_sampling
+
+MG_ENERGIES = ("frame_difference", "attention")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from harivo.pipelines import HarivoPipeline
+        >>> from harivo.video_io import save_video
+
+        >>> pipe = HarivoPipeline.from_pretrained("path/to/stable-diffusion-v1-5", adapter="path/to/harivo-adapter")
+        >>> video = pipe("a corgi running on the beach", num_frames=16, mg_scale=40.0).frames[0]
+        >>> save_video(video, "corgi.mp4", fps=8)
+        ```
+"""
+
+
+class HarivoPipeline(
+    DiffusionPipeline, StableDiffusionMixin, TextualInversionLoaderMixin, StableDiffusionLoraLoaderMixin
+):
+    r"""
+    Text-to-video generation with HARIVO: a frozen text-to-image model plus a [`HarivoAdapter`] (temporal layers,
+    noise mapping network, frame-wise tokens), sampled with optional mitigating-gradient (MG) guidance.
+
+    Args:
+        vae ([`~diffusers.AutoencoderKL`]): The base model's VAE.
+        text_encoder ([`~transformers.CLIPTextModel`]): The base model's text encoder.
+        tokenizer ([`~transformers.CLIPTokenizer`]): The base model's tokenizer.
+        unet ([`~diffusers.UNet2DConditionModel`] or [`~diffusers.UNetMotionModel`]): The frozen base U-Net.
+        adapter ([`HarivoAdapter`]): The HARIVO parts; its temporal layers are shared with the U-Net.
+        scheduler ([`~diffusers.SchedulerMixin`]): Any diffusers scheduler.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel | UNetMotionModel,
+        adapter: HarivoAdapter,
+        scheduler: SchedulerMixin,
+    ):
+        super().__init__()
+        if isinstance(unet, UNet2DConditionModel):
+            adapter.check_compatible(unet.config)
+            unet = UNetMotionModel.from_unet2d(unet, adapter.motion_adapter)
+        self.video_unet = HarivoUNet(unet, adapter)
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, adapter=adapter, scheduler=scheduler
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
+        self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
+
+    # Prompt encoding, decoding and scheduler kwargs are AnimateDiff's, unchanged.
+    encode_prompt = AnimateDiffPipeline.encode_prompt
+    decode_latents = AnimateDiffPipeline.decode_latents
+    prepare_extra_step_kwargs = AnimateDiffPipeline.prepare_extra_step_kwargs
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        adapter: HarivoAdapter | str | os.PathLike | None = None,
+        *,
+        allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> "HarivoPipeline":
+        r"""
+        Load a base model (diffusers folder or hub id) and a HARIVO adapter.
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`): Base text-to-image model (SD-1.5 architecture):
+                a local diffusers folder or a hub id; or a saved `HarivoPipeline` folder.
+            adapter ([`HarivoAdapter`], `str` or `os.PathLike`, *optional*): The adapter or its folder / hub id.
+                Required unless the folder is a saved `HarivoPipeline`.
+            allow_pickle (`bool`, defaults to `False`): Accept pickle weight files (they can run code when loaded).
+            kwargs: Passed to `DiffusionPipeline.from_pretrained` (`torch_dtype`, `scheduler`, `revision`, ...).
+        """
+        local = Path(pretrained_model_name_or_path).expanduser()
+        if local.exists():
+            check_weight_format(local, allow_pickle)
+            if adapter is None and not _has_component(local, "adapter"):
+                raise ValueError(
+                    f"{str(local)!r} holds no HARIVO adapter: pass `adapter=` (a HARIVO adapter folder, hub id or "
+                    "`HarivoAdapter`)."
+                )
+        if isinstance(adapter, str | os.PathLike):
+            adapter = HarivoAdapter.from_pretrained(
+                adapter, allow_pickle=allow_pickle, torch_dtype=kwargs.get("torch_dtype")
+            )
+        if adapter is not None:
+            kwargs["adapter"] = adapter
+        kwargs.setdefault("use_safetensors", True if not allow_pickle else None)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (HarivoLoadError, IncompatibleAdapterError):
+            raise
+        except (OSError, ValueError, SafetensorError) as error:
+            raise describe_load_error("base model", pretrained_model_name_or_path, error) from error
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1
+
+    @property
+    def clip_skip(self) -> int | None:
+        return self._clip_skip
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    def check_inputs(
+        self,
+        prompt,
+        num_frames,
+        height,
+        width,
+        num_inference_steps,
+        guidance_scale,
+        negative_prompt,
+        prompt_embeds,
+        negative_prompt_embeds,
+        mg_scale,
+        mg_window,
+        mg_energy,
+        output_type,
+        callback_on_step_end_tensor_inputs,
+    ) -> None:
+        """Raise a `ValueError` that says what to change for any input the pipeline cannot run."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
+        if prompt is not None and not isinstance(prompt, str | list):
+            raise ValueError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("Pass at most one of `negative_prompt` and `negative_prompt_embeds`.")
+        if (
+            prompt_embeds is not None
+            and negative_prompt_embeds is not None
+            and prompt_embeds.shape != negative_prompt_embeds.shape
+        ):
+            raise ValueError(
+                f"`prompt_embeds` {tuple(prompt_embeds.shape)} and `negative_prompt_embeds` "
+                f"{tuple(negative_prompt_embeds.shape)} must have the same shape."
+            )
+        factor = self.vae_scale_factor
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % factor != 0:
+                raise ValueError(
+                    f"`{name}` must be a positive multiple of the VAE's down-sampling factor {factor}, got {value}"
+                    f" (try {max(factor, round(value / factor) * factor) if isinstance(value, int | float) else factor})."
+                )
+        max_frames = self.adapter.max_frames
+        if not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames:
+            raise ValueError(
+                f"`num_frames` must be an integer from 1 to {max_frames} (the most these temporal layers support),"
+                f" got {num_frames}."
+            )
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps}.")
+        if guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
+        if mg_scale < 0:
+            raise ValueError(f"`mg_scale` (alpha) must be >= 0 (0 is off), got {mg_scale}.")
+        if len(mg_window) != 2 or not 0.0 <= mg_window[0] <= mg_window[1] <= 1.0:
+            raise ValueError(f"`mg_window` must be (start, end) with 0 <= start <= end <= 1, got {mg_window}.")
+        if mg_energy not in MG_ENERGIES:
+            raise ValueError(f"`mg_energy` must be one of {MG_ENERGIES}, got {mg_energy!r}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if not all(k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs):
+            raise ValueError(f"`callback_on_step_end_tensor_inputs` must be among {self._callback_tensor_inputs}.")
+        if not (
+            callable(getattr(self.scheduler, "set_timesteps", None))
+            and callable(getattr(self.scheduler, "step", None))
+        ):
+            raise ValueError(f"`scheduler` must be a diffusers scheduler, got {type(self.scheduler).__name__}.")
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        num_channels_latents: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Initial latents `z_T = m(eps) * init_noise_sigma`; `latents`, if given, is the IID noise `eps`."""
+        shape = (
+            batch_size,
+            num_channels_latents,
+            num_frames,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"Got {len(generator)} generators for a batch of {batch_size} videos; pass one per video."
+            )
+        if latents is None:
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}.")
+        else:
+            noise = latents.to(device=device, dtype=dtype)
+        return self.adapter.mapping_network(noise) * self.scheduler.init_noise_sigma  # (B, C, F, h, w)
+
+    def _predict_noise(self, latents, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
+        """The (classifier-free guided) model output for latents `(B, C, F, h, w)`."""
+        model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
+        model_input = self.scheduler.scale_model_input(model_input, t)
+        output = self.video_unet(model_input, t, prompt_embeds, cross_attention_kwargs=cross_attention_kwargs)
+        if self.do_classifier_free_guidance:
+            uncond, text = output.chunk(2)
+            output = uncond + self.guidance_scale * (text - uncond)
+        return output
+
+    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
+        if alphas_cumprod is None:
+            raise ValueError(
+                f"MG sampling needs a scheduler with `alphas_cumprod` (DDIM, DDPM, Euler, DPM-Solver, ...);"
+                f" {type(self.scheduler).__name__} has none. Set `mg_scale=0` or change the scheduler."
+            )
+        index = min(max(round(float(t)), 0), len(alphas_cumprod) - 1)
+        return alphas_cumprod[index].float()
+
+    def _mg_guided_noise(self, latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs):
+        """The model output at a guided step: MG moves it along the gradient of the temporal energy (section 6)."""
+        alpha_bar = self._alpha_bar(t).to(latents.device)
+        prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
+        layers = default_trsa_layers(self.unet) if mg_energy == "attention" else []
+        with torch.enable_grad():
+            latents_in = latents.detach().requires_grad_(True)
+            with self.video_unet.capture(layers) as capture:
+                output = self._predict_noise(latents_in, t, prompt_embeds, cross_attention_kwargs)
+            sample = self.scheduler.scale_model_input(latents_in, t)  # variance-preserving z_t
+            epsilon = mg_sampling.epsilon_from_output(output, sample, alpha_bar, prediction_type)
+            if mg_energy == "frame_difference":
+                energy = mg_sampling.frame_difference_energy(mg_sampling.predict_original(sample, epsilon, alpha_bar))
+            else:
+                energy = mg_sampling.attention_energy(capture.attention_maps, latents.shape[2])
+            (grad,) = torch.autograd.grad(energy, latents_in)
+        guided = mg_sampling.guide_noise_prediction(epsilon.detach(), grad, alpha_bar, mg_scale)
+        return mg_sampling.output_from_epsilon(guided, sample.detach(), alpha_bar, prediction_type)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        num_frames: int = 16,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompt: str | list[str] | None = None,
+        num_videos_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        mg_scale: float = 0.0,
+        mg_window: tuple[float, float] = (0.0, 0.5),
+        mg_energy: str = "frame_difference",
+        output_type: str = "pil",
+        return_dict: bool = True,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        clip_skip: int | None = None,
+        callback_on_step_end: Callable[["HarivoPipeline", int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+        decode_chunk_size: int = 16,
+    ) -> AnimateDiffPipelineOutput | tuple:
+        r"""
+        Generate videos from text.
+
+        Args:
+            prompt (`str` or `list[str]`, *optional*): The prompt(s); or pass `prompt_embeds`.
+            num_frames (`int`, defaults to 16): Frames per video (at most the adapter's `max_frames`).
+            height, width (`int`, *optional*): Size in pixels, multiples of the VAE factor; default to the U-Net's
+                `sample_size * vae_scale_factor`.
+            num_inference_steps (`int`, defaults to 50): Denoising steps.
+            guidance_scale (`float`, defaults to 7.5): Classifier-free guidance; `<= 1` is off.
+            negative_prompt (`str` or `list[str]`, *optional*): What not to generate.
+            num_videos_per_prompt (`int`, defaults to 1): Videos per prompt.
+            eta (`float`, defaults to 0.0): DDIM's eta; ignored by other schedulers.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): For reproducible sampling.
+            latents (`torch.Tensor`, *optional*): IID Gaussian noise `(B, C, F, h, w)` to start from; it goes
+                through the mapping network like sampled noise does.
+            prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Pre-computed text tokens.
+            mg_scale (`float`, defaults to 0.0): Mitigating-gradient guidance scale (alpha in the paper); 0 is off
+                and costs nothing; the paper's default is 40.
+            mg_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule, `[start, end)`,
+                in which MG guidance runs (each guided step costs one backward through the U-Net).
+            mg_energy (`str`, defaults to `"frame_difference"`): `"frame_difference"` (adjacent-frame difference of
+                the predicted clean latents) or `"attention"` (the `L_trsa` distance of self-attention maps).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
+            return_dict (`bool`, defaults to `True`): Return an `AnimateDiffPipelineOutput` rather than a tuple.
+            cross_attention_kwargs (`dict`, *optional*): Passed to the attention processors (e.g. LoRA `scale`).
+            clip_skip (`int`, *optional*): CLIP layers to skip when encoding the prompt.
+            callback_on_step_end (`Callable`, *optional*): Called as `fn(pipe, step, timestep, tensors)` after each
+                step; may return replacements for the tensors named in `callback_on_step_end_tensor_inputs`.
+            decode_chunk_size (`int`, defaults to 16): Frames decoded by the VAE at a time.
+
+        Returns:
+            `AnimateDiffPipelineOutput` with `frames`: a list of lists of PIL images, or an array / tensor of shape
+            `(batch, frames, height, width, 3)` (`"np"`) / `(batch, frames, 3, height, width)` (`"pt"`), or the
+            latents (`"latent"`).
+        """
+        # 0. Default height and width to the U-Net's sample size
+        default_size = self.unet.config.sample_size * self.vae_scale_factor
+        height = default_size if height is None else height
+        width = default_size if width is None else width
+
+        # 1. Check inputs
+        self.check_inputs(
+            prompt, num_frames, height, width, num_inference_steps, guidance_scale, negative_prompt, prompt_embeds,
+            negative_prompt_embeds, mg_scale, mg_window, mg_energy, output_type, callback_on_step_end_tensor_inputs,
+        )  # fmt: skip
+        self._guidance_scale = guidance_scale
+        self._clip_skip = clip_skip
+
+        # 2. Define call parameters
+        if prompt is not None:
+            batch_size = 1 if isinstance(prompt, str) else len(prompt)
+        else:
+            batch_size = prompt_embeds.shape[0]
+        device = self._execution_device
+
+        # 3. Encode input prompt; classifier-free guidance batches [negative; positive]
+        lora_scale = cross_attention_kwargs.get("scale") if cross_attention_kwargs else None
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, device, num_videos_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, lora_scale=lora_scale,
+            clip_skip=clip_skip,
+        )  # fmt: skip
+        if self.do_classifier_free_guidance:
+            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D)
+
+        # 4. Prepare timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+
+        # 5. Prepare latent variables: z_T = m(eps)
+        latents = self.prepare_latents(
+            batch_size * num_videos_per_prompt, self.unet.config.in_channels, num_frames, height, width,
+            prompt_embeds.dtype, device, generator, latents,
+        )  # fmt: skip
+
+        # 6. Prepare extra step kwargs
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        use_mg = mg_scale > 0 and num_frames > 1
+
+        # 7. Denoising loop; MG guidance inside the window
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if use_mg and mg_sampling.in_window(i, len(timesteps), mg_window):
+                    noise_pred = self._mg_guided_noise(
+                        latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs
+                    )
+                else:
+                    noise_pred = self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
+                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    tensors["negative_prompt_embeds"] = negative_prompt_embeds
+                    callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                    latents = callback_outputs.pop("latents", latents)
+                    prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                progress_bar.update()
+
+        # 8. Decode
+        if output_type == "latent":
+            video = latents
+        else:
+            video_tensor = self.decode_latents(latents, decode_chunk_size)
+            video = self.video_processor.postprocess_video(video=video_tensor, output_type=output_type)
+
+        # 9. Offload all models
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (video,)
+        return AnimateDiffPipelineOutput(frames=video)
+
+
+def _has_component(folder: Path, name: str) -> bool:
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return False
+    try:
+        return name in json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False

@@ -1,0 +1,85 @@
+"""Video frames in and out: conversions between PIL / numpy / torch, and mp4 / gif writing."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.utils import export_to_gif, export_to_video
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
+FrameInput = list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+def to_numpy_frames(frames: FrameInput) -> np.ndarray:
+    """
+    Frames as a `uint8` array of shape `(frames, height, width, 3)`.
+
+    Args:
+        frames: A list of PIL images; an array `(F, H, W, 3)` (`uint8`, or float in `[0, 1]`); or a tensor
+            `(F, 3, H, W)` / `(F, H, W, 3)` with values in `[0, 1]`.
+    """
+    if isinstance(frames, list | tuple):
+        if not frames or not all(isinstance(f, PIL.Image.Image) for f in frames):
+            raise ValueError("Expected a non-empty list of PIL images.")
+        return np.stack([np.asarray(f.convert("RGB")) for f in frames])
+    if isinstance(frames, torch.Tensor):
+        array = frames.detach().float().cpu()
+        if array.ndim == 4 and array.shape[1] in (1, 3) and array.shape[-1] not in (1, 3):
+            array = array.permute(0, 2, 3, 1)  # (F, C, H, W) -> (F, H, W, C)
+        frames = array.numpy()
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        shape = getattr(frames, "shape", None)
+        raise ValueError(f"Expected frames of shape (frames, height, width, 3), got {shape or type(frames).__name__}.")
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return frames
+
+
+def to_pil_frames(frames: FrameInput) -> list[PIL.Image.Image]:
+    """Frames as a list of RGB PIL images."""
+    return [PIL.Image.fromarray(frame) for frame in to_numpy_frames(frames)]
+
+
+def to_tensor_frames(frames: FrameInput) -> torch.Tensor:
+    """Frames as a float tensor in `[0, 1]` of shape `(frames, 3, height, width)`."""
+    return torch.from_numpy(to_numpy_frames(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Path:
+    """
+    Write frames to `.mp4` (or another ffmpeg container: `.webm`, `.mov`, `.mkv`, `.avi`) or `.gif`.
+
+    The file is written under a temporary name and renamed at the end, so an interrupted write never leaves a
+    truncated video at `path`.
+
+    Args:
+        frames: Any input `to_numpy_frames` accepts.
+        path (`str` or `os.PathLike`): Output file; its suffix picks the format.
+        fps (`int`, defaults to 8): Frames per second.
+
+    Returns:
+        `Path`: The written file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (*VIDEO_SUFFIXES, ".gif"):
+        raise ValueError(f"Cannot write {path.name!r}: use one of {', '.join((*VIDEO_SUFFIXES, '.gif'))}.")
+    if fps <= 0:
+        raise ValueError(f"`fps` must be positive, got {fps}.")
+    images = to_pil_frames(frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{suffix}")
+    try:
+        if suffix == ".gif":
+            export_to_gif(images, str(partial), fps=fps)
+        else:
+            # macro_block_size=1 keeps the exact size (small Shapes-world frames are not multiples of 16)
+            export_to_video(images, str(partial), fps=fps, macro_block_size=1)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,51 @@
+"""Tiny real components (random weights), built once per test session, saved in diffusers layout."""
+
+import pytest
+import torch
+from diffusers.utils import logging as diffusers_logging
+
+from harivo.models import HarivoAdapter, HarivoUNet
+from harivo.utils.tiny import tiny_stable_diffusion
+
+diffusers_logging.set_verbosity_error()
+
+
+@pytest.fixture(scope="session")
+def tiny_sd():
+    return tiny_stable_diffusion()
+
+
+@pytest.fixture(scope="session")
+def base_dir(tiny_sd, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny-sd"
+    tiny_sd.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def make_adapter(tiny_sd):
+    def make(num_frame_tokens: int = 0, **kwargs) -> HarivoAdapter:
+        torch.manual_seed(0)
+        kwargs.setdefault("max_frames", 8)
+        kwargs.setdefault("motion_num_attention_heads", 2)
+        kwargs.setdefault("mapping_hidden_channels", 8)
+        kwargs.setdefault("projection_dim", 16)
+        return HarivoAdapter.from_unet(tiny_sd.unet, num_frame_tokens=num_frame_tokens, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_model(tiny_sd, make_adapter):
+    def make(num_frame_tokens: int = 0, **kwargs) -> HarivoUNet:
+        return HarivoUNet.from_unet2d(tiny_sd.unet, make_adapter(num_frame_tokens, **kwargs))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def text_embeds(tiny_sd):
+    prompts = ["a small red circle moving left", "a large blue square moving up"]
+    ids = tiny_sd.tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return tiny_sd.text_encoder(ids)[0]  # (2, 77, 32)

@@ -1,0 +1,180 @@
+"""Pipeline layer, on tiny real components loaded from disk through the real loading code."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import AnimateDiffPipeline
+
+from harivo import HarivoLoadError, IncompatibleAdapterError
+from harivo.models import HarivoAdapter
+from harivo.pipelines import HarivoPipeline
+from harivo.schedulers import SCHEDULERS, make_scheduler
+from harivo.utils.tiny import tiny_unet
+from tests.helpers import randomize_temporal_layers
+
+CALL = {
+    "prompt": "a small red circle moving left",
+    "num_frames": 4,
+    "height": 16,
+    "width": 16,
+    "num_inference_steps": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_sd, tmp_path_factory):
+    torch.manual_seed(0)
+    adapter = HarivoAdapter.from_unet(tiny_sd.unet, num_frame_tokens=2, max_frames=8, motion_num_attention_heads=2)
+    path = tmp_path_factory.mktemp("adapters") / "harivo"
+    randomize_temporal_layers(adapter).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe(base_dir, adapter_dir):
+    pipe = HarivoPipeline.from_pretrained(base_dir, adapter=adapter_dir)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, seed=0, **kwargs):
+    return pipe(**{**CALL, **kwargs}, generator=torch.Generator().manual_seed(seed)).frames
+
+
+def test_output_types_and_shapes(pipe):
+    as_np = run(pipe, output_type="np")
+    assert as_np.shape == (1, 4, 16, 16, 3) and as_np.min() >= 0 and as_np.max() <= 1
+    as_pt = run(pipe, output_type="pt")
+    assert as_pt.shape == (1, 4, 3, 16, 16)
+    np.testing.assert_allclose(as_pt.permute(0, 1, 3, 4, 2).numpy(), as_np, atol=1e-6)
+    as_pil = run(pipe)
+    assert len(as_pil) == 1 and len(as_pil[0]) == 4 and isinstance(as_pil[0][0], PIL.Image.Image)
+    assert run(pipe, output_type="latent").shape == (1, 4, 4, 8, 8)
+    batch = run(pipe, prompt=["a red circle", "a blue square"], num_videos_per_prompt=2, output_type="pt")
+    assert batch.shape == (4, 4, 3, 16, 16)
+
+
+def test_deterministic_for_a_fixed_seed(pipe):
+    assert torch.equal(run(pipe, output_type="pt"), run(pipe, output_type="pt"))
+    assert not torch.equal(run(pipe, output_type="pt"), run(pipe, seed=1, output_type="pt"))
+
+
+def test_mg_off_equals_animatediff_and_mg_on_changes_the_video(tiny_sd, make_adapter):
+    adapter = randomize_temporal_layers(make_adapter(num_frame_tokens=0))  # identity mapping, no frame tokens
+    components = {k: getattr(tiny_sd, k) for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
+    harivo = HarivoPipeline(**components, unet=tiny_sd.unet, adapter=adapter)
+    animatediff = AnimateDiffPipeline(**components, unet=harivo.unet, motion_adapter=None)
+    for p in (harivo, animatediff):
+        p.set_progress_bar_config(disable=True)
+    reference = run(animatediff, output_type="pt")
+    plain = run(harivo, output_type="pt", mg_scale=0.0)
+    torch.testing.assert_close(plain, reference, atol=1e-5, rtol=0)
+    assert torch.equal(run(harivo, output_type="pt", mg_scale=40.0, mg_window=(0.0, 0.0)), plain)  # empty window
+    guided = run(harivo, output_type="pt", mg_scale=40.0, mg_window=(0.0, 1.0))
+    assert (guided - plain).abs().max() > 1e-3
+    stronger = run(harivo, output_type="pt", mg_scale=150.0, mg_window=(0.0, 1.0))
+    assert (stronger - plain).abs().mean() > (guided - plain).abs().mean()
+
+
+def test_mg_reduces_the_temporal_energy_of_the_first_prediction(pipe):
+    """One guided step moves the latents down the frame-difference energy, as section 6 intends."""
+
+    def first_step_latents(**kwargs):
+        captured = {}
+
+        def keep(pipeline, step, timestep, tensors):
+            captured.setdefault("latents", tensors["latents"])
+            return {}
+
+        run(pipe, output_type="latent", num_inference_steps=4, callback_on_step_end=keep, **kwargs)
+        return captured["latents"]
+
+    def roughness(latents):
+        return (latents[:, :, 1:] - latents[:, :, :-1]).pow(2).mean().item()
+
+    plain = first_step_latents(mg_scale=0.0)
+    guided = first_step_latents(mg_scale=100.0, mg_window=(0.0, 1.0))
+    assert roughness(guided) < roughness(plain)
+
+
+@pytest.mark.parametrize("energy", ["frame_difference", "attention"])
+def test_mg_energies_run(pipe, energy):
+    assert run(pipe, output_type="pt", mg_scale=40.0, mg_energy=energy).shape == (1, 4, 3, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["euler", "dpm-solver++", "euler-ancestral", "unipc"])
+def test_any_diffusers_scheduler(pipe, name):
+    original = pipe.scheduler
+    pipe.scheduler = make_scheduler(name, original.config)
+    try:
+        video = run(pipe, output_type="pt", mg_scale=20.0, mg_window=(0.0, 1.0))
+    finally:
+        pipe.scheduler = original
+    assert video.shape == (1, 4, 3, 16, 16) and torch.isfinite(video).all()
+
+
+def test_callback_can_replace_latents(pipe):
+    seen = []
+
+    def callback(pipeline, step, timestep, tensors):
+        seen.append(step)
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    latents = run(pipe, output_type="latent", callback_on_step_end=callback)
+    assert seen == [0, 1] and torch.count_nonzero(latents) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"height": 15}, "multiple of the VAE's down-sampling factor 2"),
+        ({"width": 0}, "positive multiple"),
+        ({"num_frames": 9}, "from 1 to 8"),
+        ({"num_inference_steps": 0}, "positive integer"),
+        ({"num_inference_steps": -3}, "positive integer"),
+        ({"mg_scale": -1.0}, "mg_scale"),
+        ({"mg_window": (0.6, 0.2)}, "mg_window"),
+        ({"mg_energy": "flow"}, "mg_energy"),
+        ({"output_type": "gif"}, "output_type"),
+        ({"prompt": None}, "exactly one of"),
+        ({"latents": torch.randn(1, 4, 3, 8, 8)}, "latents"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run(pipe, **kwargs)
+
+
+def test_unknown_scheduler_is_refused(pipe):
+    with pytest.raises(ValueError, match="Unknown scheduler 'karras-magic'"):
+        make_scheduler("karras-magic", pipe.scheduler.config)
+    assert "ddim" in SCHEDULERS
+
+
+def test_loading_errors(base_dir, adapter_dir, tmp_path, tiny_sd):
+    with pytest.raises(ValueError, match="holds no HARIVO adapter"):
+        HarivoPipeline.from_pretrained(base_dir)
+    with pytest.raises(HarivoLoadError, match="does not exist"):
+        HarivoPipeline.from_pretrained(base_dir, adapter=tmp_path / "missing")
+    with pytest.raises(HarivoLoadError, match="Could not load the base model"):
+        HarivoPipeline.from_pretrained(tmp_path, adapter=adapter_dir)
+    other = HarivoAdapter.from_unet(tiny_unet(cross_attention_dim=48), num_frame_tokens=2, max_frames=8)
+    with pytest.raises(IncompatibleAdapterError, match="another architecture"):
+        HarivoPipeline.from_pretrained(base_dir, adapter=other)
+
+
+def test_pickle_base_model_needs_opt_in(tiny_sd, adapter_dir, tmp_path):
+    tiny_sd.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    with pytest.raises(HarivoLoadError, match="allow_pickle"):
+        HarivoPipeline.from_pretrained(tmp_path / "pickled", adapter=adapter_dir)
+    pipe = HarivoPipeline.from_pretrained(tmp_path / "pickled", adapter=adapter_dir, allow_pickle=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert run(pipe, output_type="pt").shape == (1, 4, 3, 16, 16)
+
+
+def test_saved_pipeline_reloads_identically(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    reloaded = HarivoPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert torch.equal(run(reloaded, output_type="pt"), run(pipe, output_type="pt"))

@@ -1,0 +1,47 @@
+import imageio.v3 as iio
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from harivo.video_io import save_video, to_numpy_frames, to_pil_frames, to_tensor_frames
+
+
+@pytest.fixture
+def frames():
+    rng = np.random.default_rng(0)
+    return rng.random((5, 32, 48, 3)).astype(np.float32)  # (F, H, W, 3) in [0, 1]
+
+
+def test_conversions_agree(frames):
+    as_uint8 = to_numpy_frames(frames)
+    assert as_uint8.dtype == np.uint8 and as_uint8.shape == (5, 32, 48, 3)
+    pil = to_pil_frames(frames)
+    assert len(pil) == 5 and pil[0].size == (48, 32)
+    tensor = to_tensor_frames(pil)
+    assert tensor.shape == (5, 3, 32, 48)
+    assert np.array_equal(to_numpy_frames(tensor), as_uint8)
+    assert np.array_equal(to_numpy_frames(torch.from_numpy(frames).permute(0, 3, 1, 2)), as_uint8)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_writes_readable_videos(frames, tmp_path, suffix):
+    path = save_video(frames, tmp_path / "sub" / f"clip{suffix}", fps=4)
+    assert path.is_file() and not list(path.parent.glob(".*partial*"))
+    read = iio.imread(path, index=None) if suffix == ".mp4" else None
+    if suffix == ".mp4":
+        assert read.shape[0] == 5 and read.shape[1:3] == (32, 48)
+    else:
+        with PIL.Image.open(path) as gif:
+            assert gif.n_frames == 5 and gif.size == (48, 32)
+
+
+def test_bad_inputs(frames, tmp_path):
+    with pytest.raises(ValueError, match="use one of"):
+        save_video(frames, tmp_path / "clip.txt")
+    with pytest.raises(ValueError, match="fps"):
+        save_video(frames, tmp_path / "clip.gif", fps=0)
+    with pytest.raises(ValueError, match="shape"):
+        to_numpy_frames(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="PIL"):
+        to_numpy_frames([])
