@@ -56,6 +56,9 @@ class HarivoPipeline(
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    # The adapter is never called as a whole (its parts are), so offload hooks cannot move it: keep it on the
+    # device. Its temporal layers are the U-Net's own modules and move with the U-Net's hook.
+    _exclude_from_cpu_offload = ["adapter"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(

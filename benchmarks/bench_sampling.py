@@ -1,0 +1,95 @@
+"""Sampling cost, side by side in one run: diffusers' AnimateDiffPipeline vs HarivoPipeline (MG off / on).
+
+Same frozen U-Net, same temporal layers, same scheduler, seeds and sizes. Random weights: this measures cost,
+not quality. Run: `python -m benchmarks.bench_sampling [--size small] [--device cuda]`.
+"""
+
+import argparse
+import time
+
+import torch
+from diffusers import AnimateDiffPipeline, UNet2DConditionModel
+from diffusers.utils import logging as diffusers_logging
+
+from harivo import HarivoAdapter, HarivoPipeline
+from harivo.utils.tiny import tiny_stable_diffusion
+
+SIZES = {  # U-Net channels, latent side
+    "tiny": ((16, 32), 8),
+    "small": ((64, 128, 256), 32),
+}
+
+
+def build(size: str):
+    sd = tiny_stable_diffusion()
+    channels, latent = SIZES[size]
+    if size != "tiny":
+        torch.manual_seed(0)
+        sd.unet = UNet2DConditionModel(
+            sample_size=latent,
+            block_out_channels=channels,
+            layers_per_block=1,
+            norm_num_groups=32,
+            down_block_types=("CrossAttnDownBlock2D",) * (len(channels) - 1) + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(channels) - 1),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+        )
+    adapter = HarivoAdapter.from_unet(sd.unet, num_frame_tokens=4, max_frames=32, motion_num_attention_heads=4)
+    components = {k: getattr(sd, k) for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
+    harivo = HarivoPipeline(**components, unet=sd.unet, adapter=adapter)
+    animatediff = AnimateDiffPipeline(**components, unet=harivo.unet, motion_adapter=None)
+    return harivo, animatediff, latent * harivo.vae_scale_factor
+
+
+def measure(pipe, repeats: int, device: torch.device, **kwargs) -> tuple[float, float]:
+    """Median seconds per call and peak GPU memory in MiB (nan on CPU)."""
+    pipe(**{**kwargs, "num_inference_steps": 1})  # warm-up
+    times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        pipe(**kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
+    return sorted(times)[len(times) // 2], peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", choices=tuple(SIZES), default="tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    diffusers_logging.set_verbosity_error()
+    device = torch.device(args.device)
+    harivo, animatediff, side = build(args.size)
+    for pipe in (harivo, animatediff):
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+    call = {"prompt": "a red circle moving left", "num_frames": args.frames, "height": side, "width": side}
+    call["num_inference_steps"], call["output_type"] = args.steps, "latent"
+    rows = [
+        ("diffusers AnimateDiffPipeline", animatediff, {}),
+        ("HarivoPipeline, MG off (alpha=0)", harivo, {"mg_scale": 0.0}),
+        ("HarivoPipeline, MG alpha=40, first half", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 0.5)}),
+        ("HarivoPipeline, MG alpha=40, every step", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 1.0)}),
+    ]
+    print(
+        f"size={args.size} device={device} frames={args.frames} {side}x{side}px steps={args.steps} (median of {args.repeats})"
+    )
+    print(f"{'configuration':42s} {'s/video':>9s} {'s/step':>8s} {'peak MiB':>9s}")
+    for name, pipe, extra in rows:
+        seconds, peak = measure(pipe, args.repeats, device, **call, **extra)
+        print(f"{name:42s} {seconds:9.3f} {seconds / args.steps:8.4f} {peak:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
