@@ -1,6 +1,6 @@
 # Targets use the project's virtual environment; `make setup` (or scripts/setup.sh) creates it.
 PY ?= .venv/bin/python
-CHECK_DIRS := harivo tests benchmarks
+CHECK_DIRS := harivo tests benchmarks scripts
 
 .PHONY: setup style quality test
 

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from .errors import HarivoLoadError, IncompatibleAdapterError
+from .errors import HarivoLoadError, IncompatibleAdapterError, TrainingDivergedError
 from .schedulers import SCHEDULERS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -18,7 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="Generate a video from a text prompt.")
     gen.add_argument("prompt", help="What the video shows.")
     gen.add_argument("-o", "--output", default="out.mp4", help="Output file, .mp4 or .gif (default: out.mp4).")
-    gen.add_argument("--base-model", help="Base text-to-image model: a diffusers folder or a hub id.")
+    gen.add_argument(
+        "--base-model",
+        help="Base text-to-image model: a diffusers folder or a hub id (default: the embedded Shapes-world model).",
+    )
     gen.add_argument("--adapter", help="HARIVO adapter: a folder or a hub id.")
     gen.add_argument("--negative-prompt", default=None, help="What the video should not show.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
@@ -38,7 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--allow-pickle", action="store_true", help="Accept pickle weights (.bin/.ckpt); they can run code."
     )
+    train = commands.add_parser("train", help="Train a stage (vae, t2i, harivo) from a YAML config.")
+    train.add_argument("--config", help="YAML training config (see configs/).")
+    train.add_argument(
+        "overrides", nargs="*", help="section.key=value overrides, e.g. max_steps=100 optim.learning_rate=1e-4"
+    )
+    train.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint of output_dir.")
+    train.add_argument("--dry-run", action="store_true", help="Print the resolved config and exit.")
     return parser
+
+
+def train(args: argparse.Namespace) -> None:
+    from .training import Trainer, load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.dry_run:
+        print(config.to_yaml(), end="")
+        return
+    final = Trainer(config, resume=args.resume).train()
+    print(f"Done: {final}")
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -46,11 +67,12 @@ def generate(args: argparse.Namespace) -> None:
     from .schedulers import make_scheduler
     from .video_io import save_video
 
-    if not args.base_model or not args.adapter:
-        raise SystemExit(
-            "error: no default model is bundled yet; pass --base-model (a Stable Diffusion 1.5-class diffusers folder"
-            " or hub id) and --adapter (a HARIVO adapter folder)."
-        )
+    if args.adapter and not args.base_model:
+        raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
+    if not args.base_model:  # the embedded Shapes-world model
+        from .defaults import default_model_paths
+
+        args.base_model, args.adapter = default_model_paths()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     pipe = HarivoPipeline.from_pretrained(
@@ -88,7 +110,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "generate":
             generate(args)
-    except (HarivoLoadError, IncompatibleAdapterError, ValueError) as error:
+        elif args.command == "train":
+            train(args)
+    except (
+        HarivoLoadError,
+        IncompatibleAdapterError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        TrainingDivergedError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 

@@ -7,3 +7,7 @@ class HarivoLoadError(OSError):
 
 class IncompatibleAdapterError(ValueError):
     """A HARIVO adapter was built for a base model of another architecture."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss (or its gradient) became NaN or infinite."""

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import PIL.ImageDraw
 import torch
 from diffusers.utils import export_to_gif, export_to_video
 
@@ -83,3 +84,35 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Pat
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def contact_sheet(
+    videos: list[FrameInput], labels: list[str] | None = None, scale: int = 1, max_frames: int | None = None
+) -> PIL.Image.Image:
+    """
+    One row per video, its frames side by side, each row under an optional caption: a picture to look at.
+
+    Args:
+        videos (`list`): Videos (anything `to_numpy_frames` accepts), all of the same frame size.
+        labels (`list[str]`, *optional*): A caption per row.
+        scale (`int`, defaults to 1): Nearest-neighbour enlargement (Shapes-world frames are 64 pixels).
+        max_frames (`int`, *optional*): Show at most this many frames per row, evenly spaced.
+    """
+    if not videos:
+        raise ValueError("contact_sheet needs at least one video.")
+    rows = [to_numpy_frames(video) for video in videos]
+    if max_frames is not None:
+        rows = [row[np.linspace(0, len(row) - 1, min(max_frames, len(row))).round().astype(int)] for row in rows]
+    height, width = rows[0].shape[1:3]
+    label_height = 12 if labels else 0
+    columns = max(len(row) for row in rows)
+    sheet = PIL.Image.new("RGB", (columns * width * scale, len(rows) * (height * scale + label_height)), "white")
+    draw = PIL.ImageDraw.Draw(sheet)
+    for r, row in enumerate(rows):
+        top = r * (height * scale + label_height)
+        if labels:
+            draw.text((2, top), labels[r], fill="black")
+        for c, frame in enumerate(row):
+            image = PIL.Image.fromarray(frame).resize((width * scale, height * scale), PIL.Image.Resampling.NEAREST)
+            sheet.paste(image, (c * width * scale, top + label_height))
+    return sheet

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m ruff format --check harivo tests benchmarks
-.venv/bin/python -m ruff check harivo tests benchmarks
+.venv/bin/python -m ruff format --check harivo tests benchmarks scripts
+.venv/bin/python -m ruff check harivo tests benchmarks scripts
 .venv/bin/python -m pytest -q

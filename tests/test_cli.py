@@ -24,9 +24,10 @@ def test_generate_writes_a_video(base_dir, adapter_path, tmp_path, capsys):
     assert "Wrote" in capsys.readouterr().out
 
 
-def test_missing_model_paths_say_what_to_pass(tmp_path):
-    with pytest.raises(SystemExit, match="--base-model"):
-        main(["generate", "a red circle", "-o", str(tmp_path / "x.mp4")])
+def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "-o", str(tmp_path / "x.mp4"), "--adapter", str(tmp_path)])
+    assert "--adapter needs --base-model" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

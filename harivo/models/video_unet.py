@@ -233,7 +233,9 @@ class HarivoUNet(nn.Module):
         """
         Record spatial self-attention maps of the given layers and/or the h-space during forwards inside.
 
-        Only the named layers materialise their maps; every other attention keeps the fused kernel.
+        Only the named layers materialise their maps; every other attention keeps the fused kernel. With gradient
+        checkpointing on, the backward pass recomputes these layers after the context has closed, so they keep the
+        map-keeping processor (same values, no fused kernel) instead of getting their original one back.
 
         Args:
             attention_layers (`Sequence[str]`): Names from `spatial_self_attention_layers(unet)`.
@@ -245,12 +247,14 @@ class HarivoUNet(nn.Module):
         unknown = [name for name in attention_layers if name not in allowed]
         if unknown:
             raise ValueError(f"Unknown spatial self-attention layers {unknown}. Choose among: {sorted(allowed)}.")
+        recomputed = self.unet.is_gradient_checkpointing and torch.is_grad_enabled()
         with ExitStack() as stack:
             for name in attention_layers:
                 module = modules[name]
                 original = module.processor
                 module.set_processor(AttentionMapCaptureProcessor(name, capture))
-                stack.callback(module.set_processor, original)
+                if not recomputed:
+                    stack.callback(module.set_processor, original)
             if h_space:
                 handle = self.unet.mid_block.register_forward_hook(
                     lambda _module, _args, output: setattr(capture, "h_space", output)

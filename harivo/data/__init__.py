@@ -1,0 +1,27 @@
+from .shapes import (
+    IMAGE_WORLD,
+    VIDEO_WORLD,
+    ShapeScene,
+    ShapesImageDataset,
+    ShapesVideoDataset,
+    ShapesWorld,
+    build_shapes_tokenizer,
+    render_clip,
+    render_frame,
+)
+from .webvid import WebVidDataset, collate_videos, read_webvid_csv
+
+__all__ = [
+    "IMAGE_WORLD",
+    "VIDEO_WORLD",
+    "ShapeScene",
+    "ShapesImageDataset",
+    "ShapesVideoDataset",
+    "ShapesWorld",
+    "WebVidDataset",
+    "build_shapes_tokenizer",
+    "collate_videos",
+    "read_webvid_csv",
+    "render_clip",
+    "render_frame",
+]

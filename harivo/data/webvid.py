@@ -1,0 +1,159 @@
+"""A folder of captioned videos in the WebVid layout, decoded with PyAV.
+
+The CSV has one row per video: an id, a caption and where the file is. WebVid's own CSVs (`videoid`, `name`,
+`page_dir`) work as they are (`{root}/{page_dir}/{videoid}.mp4`); a `path` column (relative to `root`) takes
+precedence when present. A video that is missing, corrupt or too short is skipped, never a crash: the item
+comes back as `{"skipped": reason, "video_id": ...}`, `collate_videos` drops it from the batch and keeps the
+reason, and the trainer reports the counts at the end of each epoch.
+"""
+
+import csv
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, default_collate
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    video_id: str
+    caption: str
+    path: Path
+
+
+def read_webvid_csv(
+    csv_path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    id_column: str = "videoid",
+    caption_column: str = "name",
+    path_column: str = "path",
+    folder_column: str = "page_dir",
+) -> list[VideoRecord]:
+    """
+    Read the records of a WebVid-layout CSV.
+
+    Args:
+        csv_path (`str` or `os.PathLike`): The CSV file.
+        root (`str` or `os.PathLike`, *optional*): Folder the paths are relative to; defaults to the CSV's folder.
+        id_column, caption_column (`str`): Column names of the video id and the caption.
+        path_column (`str`, defaults to `"path"`): Column with the file path relative to `root`, if any.
+        folder_column (`str`, defaults to `"page_dir"`): Otherwise the file is `{root}/{folder}/{id}.mp4`.
+    """
+    csv_path = Path(csv_path)
+    root = Path(root) if root is not None else csv_path.parent
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        missing = {id_column, caption_column} - columns
+        if missing:
+            raise ValueError(
+                f"{csv_path} has no column {', '.join(sorted(missing))} (it has {', '.join(sorted(columns))}); "
+                "set the dataset's id_column / caption_column to the right names."
+            )
+        records = []
+        for row in reader:
+            video_id = row[id_column]
+            if row.get(path_column):
+                path = root / row[path_column]
+            elif row.get(folder_column) is not None:
+                path = root / row[folder_column] / f"{video_id}.mp4"
+            else:
+                path = root / f"{video_id}.mp4"
+            records.append(VideoRecord(video_id, row[caption_column], path))
+    return records
+
+
+def decode_frames(path: Path, num_frames: int, stride: int, start: int = 0) -> np.ndarray:
+    """Decode frames `start, start + stride, ...` (`num_frames` of them) as `(F, H, W, 3)` `uint8`."""
+    import av
+
+    wanted = set(range(start, start + num_frames * stride, stride))
+    last = max(wanted)
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if index >= last:
+                break
+    if len(frames) < num_frames:
+        raise ValueError(f"too short: {len(frames)} of the {num_frames} frames at stride {stride}")
+    return np.stack(frames)
+
+
+def resize_center_crop(frames: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize the short side to `resolution`, then centre-crop a square: `(F, 3, H, W)` to `(F, 3, r, r)`."""
+    height, width = frames.shape[-2:]
+    scale = resolution / min(height, width)
+    size = (max(resolution, round(height * scale)), max(resolution, round(width * scale)))
+    frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+    return frames[..., top : top + resolution, left : left + resolution]
+
+
+class WebVidDataset(Dataset):
+    """
+    Captioned clips from a folder of videos: `{"pixel_values": (F, 3, r, r) in [-1, 1], "caption": str}`.
+
+    Args:
+        csv_path (`str` or `os.PathLike`): The WebVid-layout CSV.
+        root (`str` or `os.PathLike`, *optional*): Folder the video paths are relative to (default: the CSV's).
+        num_frames (`int`, defaults to 16): Frames per clip.
+        frame_stride (`int`, defaults to 4): Take every `frame_stride`-th frame.
+        resolution (`int`, defaults to 64): Side of the square output frames (resize + centre crop).
+        **csv_kwargs: Column names, passed to `read_webvid_csv`.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | os.PathLike,
+        root: str | os.PathLike | None = None,
+        num_frames: int = 16,
+        frame_stride: int = 4,
+        resolution: int = 64,
+        **csv_kwargs,
+    ):
+        self.records = read_webvid_csv(csv_path, root, **csv_kwargs)
+        if not self.records:
+            raise ValueError(f"{csv_path} lists no videos.")
+        self.num_frames = num_frames
+        self.frame_stride = frame_stride
+        self.resolution = resolution
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        if not record.path.is_file():
+            return {"skipped": "missing", "video_id": record.video_id}
+        if record.path.suffix.lower() not in VIDEO_EXTENSIONS:
+            return {"skipped": "unsupported format", "video_id": record.video_id}
+        try:
+            frames = decode_frames(record.path, self.num_frames, self.frame_stride)
+        except ValueError as error:
+            reason = "too short" if "too short" in str(error) else "corrupt"
+            return {"skipped": reason, "video_id": record.video_id}
+        except Exception:  # PyAV raises a family of errors on damaged files
+            return {"skipped": "corrupt", "video_id": record.video_id}
+        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (F, 3, H, W)
+        pixels = resize_center_crop(pixels, self.resolution).clamp(0, 255)
+        return {"pixel_values": pixels / 127.5 - 1, "caption": record.caption}
+
+
+def collate_videos(items: list[dict]) -> dict:
+    """Batch the good items; the skipped ones are counted by reason under `"skipped"` (a `Counter`)."""
+    skipped = Counter(item["skipped"] for item in items if "skipped" in item)
+    good = [item for item in items if "skipped" not in item]
+    batch = default_collate(good) if good else {}
+    batch["skipped"] = skipped
+    return batch

@@ -1,0 +1,246 @@
+"""One typed configuration per training run: a YAML file plus `section.key=value` overrides.
+
+A run of any stage is a `TrainConfig`; the stage-specific section (`vae`, `t2i` or `harivo`) holds the model
+and loss settings of that stage, the others are ignored. `harivo train --dry-run` prints the resolved config,
+and every run writes it into its folder as `config.yaml`.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STAGES = ("vae", "t2i", "harivo")
+
+
+@dataclass
+class DataConfig:
+    """Where the training samples come from."""
+
+    kind: str = "shapes"  # "shapes" (procedural Shapes world) or "webvid" (a folder of captioned videos)
+    seed: int = 0  # Shapes world: the set's seed
+    length: int = 200_000  # Shapes world: samples per epoch
+    resolution: int = 64
+    num_frames: int = 16  # video stages
+    csv: str | None = None  # webvid: the CSV
+    root: str | None = None  # webvid: folder the CSV's paths are relative to (default: the CSV's folder)
+    frame_stride: int = 4  # webvid: take every n-th frame
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    lr_scheduler: str = "constant_with_warmup"  # any of diffusers.optimization.get_scheduler's names
+    lr_warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    use_8bit_adam: bool = False  # bitsandbytes' AdamW8bit (GPU only)
+
+
+@dataclass
+class VAEStageConfig:
+    """Stage 1 of the Shapes world: an `AutoencoderKL` trained from scratch on images."""
+
+    block_out_channels: tuple[int, ...] = (16, 32, 32)  # one down-sampling per level after the first
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 16
+    kl_weight: float = 1e-6
+    l1_weight: float = 1.0
+    saturated_weight: float = 0.0  # extra weight of saturated (object) pixels in the reconstruction loss
+
+
+@dataclass
+class T2IStageConfig:
+    """Stage 2 of the Shapes world: a text-to-image latent diffusion model trained from scratch on images."""
+
+    vae: str = "outputs/shapes/vae/final"  # the trained autoencoder (frozen here)
+    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    text_hidden_size: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    tokenizer_max_length: int = 16
+    caption_dropout: float = 0.1  # share of empty captions, for classifier-free guidance
+    validation_prompts: tuple[str, ...] = (
+        "a large red circle on a plain black background",
+        "a small blue triangle on a striped white background",
+        "a large yellow star on a checkered grey background",
+        "a small cyan square on a plain white background",
+    )
+
+
+@dataclass
+class HarivoStageConfig:
+    """HARIVO on a frozen text-to-image model: only the adapter trains."""
+
+    base_model: str = "outputs/shapes/t2i/final"  # a Stable Diffusion-class diffusers folder or hub id
+    motion_adapter: str | None = None  # start the temporal layers from an AnimateDiff MotionAdapter folder
+    num_frame_tokens: int = 4
+    max_frames: int = 32
+    motion_num_attention_heads: int = 8
+    mapping_hidden_channels: int = 64
+    mapping_num_layers: int = 3
+    projection_dim: int = 128
+    weight_diffusion: float = 1.0
+    weight_reg: float = 0.1
+    weight_trsa: float = 0.1
+    weight_dc: float = 0.01
+    trsa_layers: tuple[str, ...] | None = None  # default: the lowest-resolution decoder block's self-attention
+    dc_temperature: float = 0.1
+    dc_queue_size: int = 4096
+    caption_dropout: float = 0.1
+    validation_prompts: tuple[str, ...] = (
+        "a small red circle moving left on a plain black background",
+        "a large green square moving up on a plain white background",
+        "a large yellow star moving right on a striped black background",
+    )
+    validation_num_frames: int = 16
+    validation_steps: int = 25
+    validation_guidance_scale: float = 7.5
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "harivo"  # "vae", "t2i" or "harivo"
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 8  # per device
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16"
+    gradient_checkpointing: bool = False
+    allow_tf32: bool = True
+    checkpoint_every: int = 200
+    checkpoints_total_limit: int = 2
+    validate_every: int = 0  # 0: only at the end
+    num_validation_samples: int = 1  # seeds per validation prompt
+    log_every: int = 10
+    report_to: str | None = None  # an Accelerate tracker: "tensorboard", "wandb", ...
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    t2i: T2IStageConfig = field(default_factory=T2IStageConfig)
+    harivo: HarivoStageConfig = field(default_factory=HarivoStageConfig)
+
+    def validate(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {self.stage!r}.")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', not {self.mixed_precision!r}.")
+        if self.data.kind not in ("shapes", "webvid"):
+            raise ValueError(f"data.kind must be 'shapes' or 'webvid', not {self.data.kind!r}.")
+        if self.data.kind == "webvid" and not self.data.csv:
+            raise ValueError("data.kind is 'webvid' but data.csv is not set; give the WebVid-layout CSV.")
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}.")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_plain(dataclasses.asdict(self)), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check and convert a YAML value to a field's annotated type."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where} must be a list, not {value!r}.")
+        (item_type, *_) = typing.get_args(annotation)
+        return tuple(_coerce(item, item_type, where) for item in value)
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):  # YAML reads "1e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if annotation in (int, float, str, bool) and not (
+        isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))
+    ):
+        raise ValueError(f"{where} must be {annotation.__name__}, not {value!r}.")
+    return value
+
+
+def _build(cls: type, values: dict, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"{where or 'the config'} must be a mapping, not {values!r}.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(
+            f"Unknown key {', '.join(sorted(unknown))} in {where or 'the config'}; known keys: {', '.join(sorted(known))}."
+        )
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        path = f"{where}.{name}" if where else name
+        kwargs[name] = _build(hint, value, path) if dataclasses.is_dataclass(hint) else _coerce(value, hint, path)
+    return cls(**kwargs)
+
+
+def apply_override(values: dict, override: str) -> None:
+    """Apply one `section.key=value` override (the value is read as YAML) to a raw config dict."""
+    if "=" not in override:
+        raise ValueError(f"Override {override!r} is not of the form key=value (e.g. optim.learning_rate=1e-4).")
+    key, raw = override.split("=", 1)
+    *sections, name = key.strip().split(".")
+    target = values
+    for section in sections:
+        target = target.setdefault(section, {})
+    target[name] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """
+    Read a training config.
+
+    Args:
+        path (`str` or `Path`, *optional*): A YAML file; without one, every field keeps its default.
+        overrides (`list[str]`): `section.key=value` strings applied on top, e.g. `max_steps=10`.
+
+    Returns:
+        [`TrainConfig`]: The checked config.
+    """
+    values = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file {path} does not exist.")
+        values = yaml.safe_load(path.read_text()) or {}
+    for override in overrides:
+        apply_override(values, override)
+    config = _build(TrainConfig, values, "")
+    config.validate()
+    return config

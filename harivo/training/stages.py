@@ -1,0 +1,421 @@
+"""The three training stages: the Shapes world's autoencoder and text-to-image model, and HARIVO itself.
+
+A stage owns its models and its loss; the `Trainer` owns the loop. Each stage trains only its own parameters:
+the HARIVO stage trains the adapter and never writes the frozen base model into a checkpoint.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    MotionAdapter,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from diffusers.utils.torch_utils import randn_tensor
+from torch.utils.data import Dataset, default_collate
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from ..data import ShapesImageDataset, ShapesVideoDataset, WebVidDataset, build_shapes_tokenizer, collate_videos
+from ..losses import HarivoLoss, LossWeights
+from ..models import HarivoAdapter, HarivoUNet
+from ..video_io import contact_sheet
+from .config import TrainConfig
+
+SD_NOISE_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+
+def _weight_dtype(accelerator: Accelerator) -> torch.dtype:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def _freeze(module: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
+    """A frozen, eval-mode module on the device, in the mixed-precision dtype."""
+    module.requires_grad_(False).eval()
+    return module.to(accelerator.device, dtype=_weight_dtype(accelerator))
+
+
+class Stage:
+    """What the `Trainer` asks of a stage."""
+
+    collate = staticmethod(default_collate)
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
+        self.config = config
+        self.accelerator = accelerator
+        self.device = accelerator.device
+        self.generator = generator  # CPU generator of the training randomness; its state is checkpointed
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for module in self.trainable_modules().values() for p in module.parameters() if p.requires_grad]
+
+    def enable_gradient_checkpointing(self) -> None:
+        for module in self.trainable_modules().values():
+            if getattr(module, "supports_gradient_checkpointing", False):
+                module.enable_gradient_checkpointing()
+
+    def checkpointed_state(self) -> list:
+        """Extra stateful objects (with `state_dict`) that a checkpoint must hold."""
+        return []
+
+    def dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def save_trainable(self, folder: Path) -> None:
+        for name, module in self.trainable_modules().items():
+            self.accelerator.unwrap_model(module).save_pretrained(folder / name)
+
+    def load_trainable(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        for name, module in self.trainable_modules().items():
+            files = sorted((folder / name).rglob("*.safetensors"))
+            if not files:
+                raise FileNotFoundError(f"No weights for {name} in {folder}; the checkpoint is incomplete.")
+            state = {}
+            for file in files:
+                prefix = file.parent.relative_to(folder / name).as_posix()
+                prefix = "" if prefix == "." else prefix + "."
+                state.update({prefix + key: value for key, value in load_file(file).items()})
+            missing, unexpected = module.load_state_dict(state, strict=False)
+            if unexpected or [key for key in missing if "queue" not in key]:
+                raise RuntimeError(
+                    f"Checkpoint weights of {name} do not match: missing {missing}, extra {unexpected}."
+                )
+
+    def validate(self, folder: Path, num_samples: int) -> None:
+        raise NotImplementedError
+
+    def export(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def _random_timesteps(self, scheduler, batch_size: int) -> torch.Tensor:
+        steps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=self.generator)
+        return steps.to(self.device)
+
+    def _drop_captions(self, captions: list[str], probability: float) -> list[str]:
+        keep = torch.rand(len(captions), generator=self.generator) >= probability
+        return [caption if k else "" for caption, k in zip(captions, keep.tolist())]
+
+
+class VAEStage(Stage):
+    """An `AutoencoderKL` from scratch on Shapes images: L2 + L1 reconstruction and a small KL term."""
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
+        super().__init__(config, accelerator, generator)
+        settings = config.vae
+        levels = len(settings.block_out_channels)
+        self.vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * levels,
+            up_block_types=("UpDecoderBlock2D",) * levels,
+            block_out_channels=settings.block_out_channels,
+            layers_per_block=settings.layers_per_block,
+            latent_channels=settings.latent_channels,
+            norm_num_groups=settings.norm_num_groups,
+            sample_size=config.data.resolution,
+        ).to(self.device)
+        self.vae.train()
+        self.validation_images = torch.stack([self.dataset()[i]["pixel_values"] for i in range(8)])
+
+    def trainable_modules(self):
+        return {"vae": self.vae}
+
+    def dataset(self) -> Dataset:
+        data = self.config.data
+        return ShapesImageDataset(length=data.length, seed=data.seed, resolution=data.resolution)
+
+    def loss(self, batch):
+        pixels = batch["pixel_values"].to(self.device)
+        posterior = self.vae.encode(pixels).latent_dist
+        reconstruction = self.vae.decode(posterior.sample(generator=self.generator)).sample
+        # Pixels of saturated colour (the Shapes world's objects: a few percent of a frame) weigh more, or the
+        # autoencoder learns the backgrounds first and the objects' colours very late.
+        weight = 1 + self.config.vae.saturated_weight * (
+            pixels.amax(1, keepdim=True) - pixels.amin(1, keepdim=True) > 0.4
+        )
+        weight = weight / weight.mean()
+        mse = (weight * (reconstruction.float() - pixels.float()) ** 2).mean()
+        l1 = (weight * (reconstruction.float() - pixels.float()).abs()).mean()
+        kl = posterior.kl().mean()
+        total = mse + self.config.vae.l1_weight * l1 + self.config.vae.kl_weight * kl
+        return total, {"mse": mse.item(), "l1": l1.item(), "kl": kl.item(), "total": total.item()}
+
+    @torch.no_grad()
+    def validate(self, folder, num_samples):
+        self.vae.eval()
+        pixels = self.validation_images.to(self.device)
+        reconstruction = self.vae(pixels, sample_posterior=False).sample
+        self.vae.train()
+        to_image = lambda x: ((x.float().cpu() + 1) / 2).clamp(0, 1)  # noqa: E731
+        folder.mkdir(parents=True, exist_ok=True)
+        contact_sheet([to_image(pixels), to_image(reconstruction)], ["input", "reconstruction"], scale=2).save(
+            folder / "reconstructions.png"
+        )
+
+    @torch.no_grad()
+    def export(self, folder):
+        """Save the autoencoder with its `scaling_factor` set so that latents have unit variance (as SD's)."""
+        vae = self.accelerator.unwrap_model(self.vae).eval()
+        data = self.dataset()
+        pixels = torch.stack([data[i]["pixel_values"] for i in range(256)]).to(self.device)
+        latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(32)])
+        vae.register_to_config(scaling_factor=float(1.0 / latents.float().std()))
+        vae.save_pretrained(folder)
+
+
+class TextToImageStage(Stage):
+    """A Shapes-world text-to-image model from scratch: U-Net + CLIP text encoder, on a frozen autoencoder."""
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
+        super().__init__(config, accelerator, generator)
+        settings = config.t2i
+        self.vae = _freeze(AutoencoderKL.from_pretrained(settings.vae), accelerator)
+        self.tokenizer = build_shapes_tokenizer(model_max_length=settings.tokenizer_max_length)
+        self.text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(self.tokenizer),
+                hidden_size=settings.text_hidden_size,
+                intermediate_size=4 * settings.text_hidden_size,
+                num_hidden_layers=settings.text_layers,
+                num_attention_heads=settings.text_heads,
+                max_position_embeddings=settings.tokenizer_max_length,
+                bos_token_id=self.tokenizer.bos_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        ).to(self.device)
+        levels = len(settings.block_out_channels)
+        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.unet = UNet2DConditionModel(
+            sample_size=config.data.resolution // vae_factor,
+            in_channels=self.vae.config.latent_channels,
+            out_channels=self.vae.config.latent_channels,
+            block_out_channels=settings.block_out_channels,
+            layers_per_block=settings.layers_per_block,
+            norm_num_groups=settings.norm_num_groups,
+            down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+            cross_attention_dim=settings.text_hidden_size,
+            attention_head_dim=settings.attention_head_dim,
+        ).to(self.device)
+        self.unet.train()
+        self.text_encoder.train()
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=1000, **SD_NOISE_SCHEDULE)
+
+    def trainable_modules(self):
+        return {"unet": self.unet, "text_encoder": self.text_encoder}
+
+    def dataset(self) -> Dataset:
+        data = self.config.data
+        return ShapesImageDataset(length=data.length, seed=data.seed, resolution=data.resolution)
+
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return self.text_encoder(ids.to(self.device))[0]
+
+    def loss(self, batch):
+        pixels = batch["pixel_values"].to(self.device, dtype=self.vae.dtype)
+        with torch.no_grad():
+            posterior = self.vae.encode(pixels).latent_dist
+            latents = posterior.sample(generator=self.generator).float() * self.vae.config.scaling_factor
+        captions = self._drop_captions(batch["caption"], self.config.t2i.caption_dropout)
+        noise = randn_tensor(latents.shape, generator=self.generator, device=self.device)
+        timesteps = self._random_timesteps(self.noise_scheduler, len(latents))
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        prediction = self.unet(noisy, timesteps, self.encode_text(captions)).sample
+        loss = F.mse_loss(prediction.float(), noise)
+        return loss, {"diffusion": loss.item(), "total": loss.item()}
+
+    def pipeline(self) -> StableDiffusionPipeline:
+        unwrap = self.accelerator.unwrap_model
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=unwrap(self.text_encoder),
+            tokenizer=self.tokenizer,
+            unet=unwrap(self.unet),
+            scheduler=DDIMScheduler(
+                num_train_timesteps=1000,
+                clip_sample=False,
+                set_alpha_to_one=False,
+                steps_offset=1,
+                **SD_NOISE_SCHEDULE,
+            ),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    @torch.no_grad()
+    def validate(self, folder, num_samples):
+        pipe = self.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        self.unet.eval()
+        self.text_encoder.eval()
+        prompts = list(self.config.t2i.validation_prompts)
+        rows = []
+        for seed in range(num_samples * 4):
+            generator = torch.Generator().manual_seed(seed)
+            rows.append(pipe(prompts, num_inference_steps=25, generator=generator, output_type="np").images)
+        self.unet.train()
+        self.text_encoder.train()
+        folder.mkdir(parents=True, exist_ok=True)
+        columns = [[row[i] for row in rows] for i in range(len(prompts))]  # one row per prompt, one image per seed
+        contact_sheet([np.stack(c) for c in columns], prompts, scale=2).save(folder / "samples.png")
+
+    def export(self, folder):
+        pipe = self.pipeline()
+        pipe.vae.to(torch.float32)
+        pipe.save_pretrained(folder)
+
+
+class HarivoStage(Stage):
+    """HARIVO on a frozen text-to-image model: trains the adapter with `L_diff + L_reg + L_trsa + L_dc`."""
+
+    collate = staticmethod(collate_videos)
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
+        super().__init__(config, accelerator, generator)
+        settings = config.harivo
+        base = settings.base_model
+        self.vae = _freeze(AutoencoderKL.from_pretrained(base, subfolder="vae"), accelerator)
+        self.text_encoder = _freeze(CLIPTextModel.from_pretrained(base, subfolder="text_encoder"), accelerator)
+        self.tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+        self.noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+        self.inference_scheduler_config = self.noise_scheduler.config
+        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+        motion_adapter = MotionAdapter.from_pretrained(settings.motion_adapter) if settings.motion_adapter else None
+        self.adapter = HarivoAdapter.from_unet(
+            unet,
+            motion_adapter=motion_adapter,
+            num_frame_tokens=settings.num_frame_tokens,
+            max_frames=settings.max_frames,
+            motion_num_attention_heads=settings.motion_num_attention_heads,
+            mapping_hidden_channels=settings.mapping_hidden_channels,
+            mapping_num_layers=settings.mapping_num_layers,
+            projection_dim=settings.projection_dim,
+            with_projection_head=settings.weight_dc > 0,
+        )
+        self.model = HarivoUNet.from_unet2d(unet, self.adapter).to(self.device)
+        self.model.train()
+        weights = LossWeights(settings.weight_diffusion, settings.weight_reg, settings.weight_trsa, settings.weight_dc)
+        self.loss_fn = HarivoLoss(
+            weights,
+            trsa_layers=settings.trsa_layers,
+            dc_temperature=settings.dc_temperature,
+            dc_queue_size=settings.dc_queue_size,
+            embedding_dim=settings.projection_dim,
+        ).to(self.device)
+
+    def trainable_modules(self):
+        return {"adapter": self.adapter}
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.model.unet.enable_gradient_checkpointing()
+
+    def checkpointed_state(self):
+        return [self.loss_fn]  # the L_dc queue of negatives
+
+    def save_trainable(self, folder: Path) -> None:
+        self.accelerator.unwrap_model(self.adapter).save_pretrained(folder / "adapter", include_projection_head=True)
+
+    def dataset(self) -> Dataset:
+        data = self.config.data
+        if data.kind == "webvid":
+            return WebVidDataset(
+                data.csv,
+                data.root,
+                num_frames=data.num_frames,
+                frame_stride=data.frame_stride,
+                resolution=data.resolution,
+            )
+        return ShapesVideoDataset(
+            length=data.length, seed=data.seed, resolution=data.resolution, num_frames=data.num_frames
+        )
+
+    @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`(B, F, 3, H, W)` pixels in [-1, 1] to scaled latents `(B, C, F, h, w)`."""
+        batch_size, num_frames = pixels.shape[:2]
+        flat = pixels.flatten(0, 1).to(self.device, dtype=self.vae.dtype)  # frames into the batch: (B*F, 3, H, W)
+        latents = torch.cat(
+            [self.vae.encode(chunk).latent_dist.sample(generator=self.generator) for chunk in flat.split(64)]
+        )
+        latents = latents.float() * self.vae.config.scaling_factor  # (B*F, C, h, w)
+        return latents.unflatten(0, (batch_size, num_frames)).transpose(1, 2)  # (B, C, F, h, w)
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return self.text_encoder(ids.to(self.device))[0].float()
+
+    def loss(self, batch):
+        if "pixel_values" not in batch:
+            raise RuntimeError("Every video of this batch was skipped (missing, corrupt or too short).")
+        latents = self.encode_video(batch["pixel_values"])
+        text = self.encode_text(self._drop_captions(batch["caption"], self.config.harivo.caption_dropout))
+        return self.loss_fn(self.model, self.noise_scheduler, latents, text, generator=self.generator)
+
+    def pipeline(self):
+        from ..pipelines import HarivoPipeline
+
+        scheduler = DDIMScheduler.from_config(self.inference_scheduler_config)
+        return HarivoPipeline(self.vae, self.text_encoder, self.tokenizer, self.model.unet, self.adapter, scheduler)
+
+    @torch.no_grad()
+    def validate(self, folder, num_samples):
+        from ..video_io import save_video
+
+        settings = self.config.harivo
+        pipe = self.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        self.model.eval()
+        videos, labels = [], []
+        for index, prompt in enumerate(settings.validation_prompts):
+            for seed in range(num_samples):
+                frames = pipe(
+                    prompt,
+                    num_frames=settings.validation_num_frames,
+                    num_inference_steps=settings.validation_steps,
+                    guidance_scale=settings.validation_guidance_scale,
+                    generator=torch.Generator().manual_seed(seed),
+                    output_type="np",
+                ).frames[0]
+                save_video(frames, folder / f"{index:02d}-seed{seed}.gif", fps=8)
+                videos.append(frames)
+                labels.append(f"{prompt} (seed {seed})")
+        self.model.train()
+        contact_sheet(videos, labels, scale=2).save(folder / "samples.png")
+
+    def export(self, folder):
+        self.accelerator.unwrap_model(self.adapter).save_pretrained(folder, include_projection_head=False)
+
+
+def build_stage(config: TrainConfig, accelerator: Accelerator, generator: torch.Generator) -> Stage:
+    stage_cls = {"vae": VAEStage, "t2i": TextToImageStage, "harivo": HarivoStage}[config.stage]
+    return stage_cls(config, accelerator, generator)

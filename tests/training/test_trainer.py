@@ -1,0 +1,152 @@
+"""A few real training steps of each stage on tiny settings, then the trained folders loaded as users would."""
+
+import json
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from diffusers import StableDiffusionPipeline
+
+from harivo import HarivoAdapter, HarivoPipeline
+from harivo.errors import TrainingDivergedError
+from harivo.training import Trainer, find_checkpoints, load_config
+
+TINY = {
+    "vae": ["stage=vae", "vae.block_out_channels=[8, 16]", "vae.norm_num_groups=8", "data.resolution=16"],
+    "t2i": [
+        "stage=t2i",
+        "data.resolution=16",
+        "t2i.block_out_channels=[16, 32]",
+        "t2i.norm_num_groups=8",
+        "t2i.attention_head_dim=4",
+        "t2i.text_hidden_size=16",
+        "t2i.text_heads=2",
+        "t2i.validation_prompts=['a small red circle on a plain black background']",
+    ],
+    "harivo": [
+        "stage=harivo",
+        "data.resolution=16",
+        "data.num_frames=4",
+        "harivo.num_frame_tokens=2",
+        "harivo.max_frames=8",
+        "harivo.motion_num_attention_heads=2",
+        "harivo.mapping_hidden_channels=8",
+        "harivo.projection_dim=16",
+        "harivo.dc_queue_size=8",
+        "harivo.validation_prompts=['a small red circle moving left on a plain black background']",
+        "harivo.validation_num_frames=4",
+        "harivo.validation_steps=2",
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps one global state per process; tests that change mixed precision need a fresh one."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def tiny_config(stage, output_dir, *overrides):
+    common = [f"output_dir={output_dir}", "max_steps=2", "batch_size=2", "checkpoint_every=1", "log_every=1"]
+    return load_config(None, [*TINY[stage], *common, "optim.lr_warmup_steps=0", *overrides])
+
+
+def read_log(output_dir):
+    lines = (output_dir / "logs.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if "total" in record]
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("vae")
+    return Trainer(tiny_config("vae", output_dir)).train()
+
+
+@pytest.fixture(scope="module")
+def trained_t2i(tmp_path_factory, trained_vae):
+    output_dir = tmp_path_factory.mktemp("t2i")
+    return Trainer(tiny_config("t2i", output_dir, f"t2i.vae={trained_vae}")).train()
+
+
+def test_vae_stage_exports_an_autoencoder_with_unit_variance_latents(trained_vae):
+    config = json.loads((trained_vae / "config.json").read_text())
+    assert config["_class_name"] == "AutoencoderKL" and config["scaling_factor"] > 0
+    assert (trained_vae.parent / "validation" / "step-000002" / "reconstructions.png").is_file()
+
+
+def test_t2i_stage_exports_a_stable_diffusion_folder(trained_t2i):
+    pipe = StableDiffusionPipeline.from_pretrained(trained_t2i, safety_checker=None)
+    image = pipe("a large blue square on a plain white background", num_inference_steps=2, output_type="np").images
+    assert image.shape == (1, 16, 16, 3)
+    assert (trained_t2i.parent / "validation" / "step-000002" / "samples.png").is_file()
+    records = read_log(trained_t2i.parent)
+    assert [r["step"] for r in records] == [1, 2] and all("diffusion" in r and "lr" in r for r in records)
+
+
+def test_harivo_stage_trains_only_the_adapter_and_logs_every_term(trained_t2i, tmp_path):
+    config = tiny_config("harivo", tmp_path, f"harivo.base_model={trained_t2i}")
+    trainer = Trainer(config)
+    frozen = {k: v.clone() for k, v in trainer.stage.model.unet.state_dict().items() if "motion_modules" not in k}
+    adapter_before = {k: v.clone() for k, v in trainer.stage.adapter.state_dict().items()}
+    final = trainer.train()
+    frozen_after = trainer.stage.model.unet.state_dict()
+    assert all(torch.equal(value, frozen_after[key]) for key, value in frozen.items())
+    adapter_after = trainer.stage.adapter.state_dict()
+    assert any(not torch.equal(value, adapter_after[key]) for key, value in adapter_before.items())
+
+    records = read_log(tmp_path)
+    assert {"diffusion", "reg", "trsa", "dc", "total", "lr", "samples_per_s"} <= set(records[-1])
+    # checkpoints hold the adapter only, never the frozen base model
+    weights = find_checkpoints(tmp_path)[-1][1] / "weights"
+    assert sorted(p.name for p in weights.iterdir()) == ["adapter"]
+    assert (tmp_path / "validation" / "step-000002" / "00-seed0.gif").is_file()
+
+    pipe = HarivoPipeline.from_pretrained(trained_t2i, adapter=HarivoAdapter.from_pretrained(final))
+    frames = pipe("a small red circle moving left", num_frames=4, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (1, 4, 16, 16, 3)
+
+
+def test_gradient_checkpointing_gives_the_same_loss(trained_t2i, tmp_path):
+    plain = tiny_config("harivo", tmp_path / "plain", f"harivo.base_model={trained_t2i}", "max_steps=1")
+    checkpointed = tiny_config(
+        "harivo", tmp_path / "ckpt", f"harivo.base_model={trained_t2i}", "max_steps=1", "gradient_checkpointing=true"
+    )
+    Trainer(plain).train()
+    Trainer(checkpointed).train()
+    assert read_log(tmp_path / "plain")[0]["total"] == pytest.approx(read_log(tmp_path / "ckpt")[0]["total"], rel=1e-5)
+
+
+def test_bf16_mixed_precision_trains(tmp_path):
+    bf16 = tiny_config("vae", tmp_path / "bf16", "max_steps=1", "mixed_precision=bf16")
+    Trainer(bf16).train()
+    assert torch.isfinite(torch.tensor(read_log(tmp_path / "bf16")[0]["total"]))
+
+
+def test_divergence_stops_with_a_clear_message_and_saves_nothing_corrupt(tmp_path):
+    config = tiny_config("vae", tmp_path, "max_steps=5", "optim.learning_rate=1e30", "optim.max_grad_norm=1e30")
+    with pytest.raises(TrainingDivergedError, match=r"became (nan|inf).*last good checkpoint is .*checkpoint-(\d)"):
+        Trainer(config).train()
+    checkpoints = find_checkpoints(tmp_path)
+    assert checkpoints and not list(tmp_path.glob("*.tmp")) and not (tmp_path / "final").exists()
+    from safetensors.torch import load_file
+
+    weights = load_file(next((checkpoints[-1][1] / "weights" / "vae").glob("*.safetensors")))
+    assert all(torch.isfinite(value).all() for value in weights.values())
+
+
+def test_existing_run_needs_resume(tmp_path):
+    Trainer(tiny_config("vae", tmp_path, "max_steps=1")).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(tiny_config("vae", tmp_path, "max_steps=1")).train()
+
+
+def test_eight_bit_adam_without_bitsandbytes_says_what_to_install(tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install bitsandbytes"):
+            Trainer(tiny_config("vae", tmp_path, "optim.use_8bit_adam=true"))
+    else:
+        pytest.skip("bitsandbytes is installed")
