@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .errors import HarivoLoadError, IncompatibleAdapterError
+from .defaults import load_default_pipeline
+from .errors import HarivoLoadError, IncompatibleAdapterError, TrainingDivergedError
 from .losses import HarivoLoss, LossWeights
 from .models import HarivoAdapter, HarivoUNet
 from .pipelines import HarivoPipeline
@@ -16,6 +17,8 @@ __all__ = [
     "HarivoUNet",
     "IncompatibleAdapterError",
     "LossWeights",
+    "TrainingDivergedError",
     "__version__",
+    "load_default_pipeline",
     "save_video",
 ]

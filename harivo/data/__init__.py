@@ -1,4 +1,6 @@
 from .shapes import (
+    FULL_WORLD,
+    HELD_OUT_COMPOSITIONS,
     IMAGE_WORLD,
     VIDEO_WORLD,
     ShapeScene,
@@ -12,6 +14,8 @@ from .shapes import (
 from .webvid import WebVidDataset, collate_videos, read_webvid_csv
 
 __all__ = [
+    "FULL_WORLD",
+    "HELD_OUT_COMPOSITIONS",
     "IMAGE_WORLD",
     "VIDEO_WORLD",
     "ShapeScene",

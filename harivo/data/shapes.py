@@ -97,6 +97,7 @@ class ShapesWorld:
     backgrounds: tuple[str, ...] = tuple(BACKGROUNDS)
     styles: tuple[str, ...] = STYLES
     directions: tuple[str, ...] = tuple(DIRECTIONS)
+    held_out: tuple[tuple[tuple[str, str], ...], ...] = ()  # compositions never shown, e.g. ((shape, star), ...)
 
     def scenes(self, with_motion: bool = True) -> Iterator[ShapeScene]:
         """Every scene of this world, in a fixed order."""
@@ -104,23 +105,27 @@ class ShapesWorld:
         for combo in itertools.product(
             self.shapes, self.colours, self.sizes, self.backgrounds, self.styles, directions
         ):
-            yield ShapeScene(*combo)
+            if not self.is_held_out(scene := ShapeScene(*combo)):
+                yield scene
 
     def sample(self, rng: np.random.Generator, with_motion: bool = True) -> ShapeScene:
         pick = lambda values: values[rng.integers(len(values))]  # noqa: E731
-        direction = pick(self.directions) if with_motion else None
-        return ShapeScene(
-            pick(self.shapes),
-            pick(self.colours),
-            pick(self.sizes),
-            pick(self.backgrounds),
-            pick(self.styles),
-            direction,
-        )
+        while True:  # rejection sampling keeps the other compositions uniform
+            direction = pick(self.directions) if with_motion else None
+            scene = ShapeScene(
+                pick(self.shapes), pick(self.colours), pick(self.sizes), pick(self.backgrounds), pick(self.styles),
+                direction,
+            )  # fmt: skip
+            if not self.is_held_out(scene):
+                return scene
+
+    def is_held_out(self, scene: ShapeScene) -> bool:
+        return any(all(getattr(scene, name) == value for name, value in pattern) for pattern in self.held_out)
 
     def contains(self, scene: ShapeScene) -> bool:
         return (
-            scene.shape in self.shapes
+            not self.is_held_out(scene)
+            and scene.shape in self.shapes
             and scene.colour in self.colours
             and scene.size in self.sizes
             and scene.background in self.backgrounds
@@ -129,7 +134,15 @@ class ShapesWorld:
         )
 
 
-IMAGE_WORLD = ShapesWorld()
+# Compositions the text-to-image model never sees together (each attribute alone it sees often): the test of
+# "draws compositions it never saw". The autoencoder, which reads no caption, sees every image (`FULL_WORLD`).
+HELD_OUT_COMPOSITIONS = (
+    (("shape", "star"), ("colour", "green")),
+    (("shape", "square"), ("background", "white"), ("style", "checkered")),
+    (("colour", "cyan"), ("size", "small"), ("background", "black")),
+)
+FULL_WORLD = ShapesWorld()
+IMAGE_WORLD = ShapesWorld(held_out=HELD_OUT_COMPOSITIONS)
 VIDEO_WORLD = ShapesWorld(shapes=("circle", "square", "triangle"), colours=("red", "green", "blue"), styles=("plain",))
 
 
@@ -269,7 +282,9 @@ class _ShapesDataset(Dataset):
 
 @dataclass
 class ShapesImageDataset(_ShapesDataset):
-    """Captioned still images of the whole world: `{"pixel_values": (3, H, W) in [-1, 1], "caption": str}`."""
+    """Captioned still images of the image world: `{"pixel_values": (3, H, W) in [-1, 1], "caption": str}`."""
+
+    world: ShapesWorld = field(default_factory=lambda: IMAGE_WORLD)
 
     def scene(self, index: int) -> ShapeScene:
         return self.world.sample(self.rng(index), with_motion=False)

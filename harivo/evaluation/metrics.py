@@ -21,7 +21,8 @@ def score_clip(frames: np.ndarray, scene: ShapeScene) -> dict[str, float]:
 
     Returns:
         `dict[str, float]`: `fidelity_<attribute>` (share of frames matching the prompt, a missing object counts
-        as a miss) and `fidelity` (their mean); `found` (share of frames with an object); `motion_correct` (1 if
+        as a miss) and `fidelity` (their mean); `found` (share of frames with an object); for a clip (more than
+        one frame) also `motion_correct` (1 if
         the centroid travels at least `MIN_TRAVEL` pixels in the prompted direction); `travel` (pixels moved
         along it); `identity` (share of frames showing the clip's most common colour+shape); `area_variation`
         (std / mean of the object area); `background_flicker` (mean absolute change of background pixels
@@ -35,6 +36,8 @@ def score_clip(frames: np.ndarray, scene: ShapeScene) -> dict[str, float]:
     scores["fidelity"] = float(np.mean([scores[f"fidelity_{name}"] for name in ATTRIBUTES]))
     found = [d for d in detections if d.found]
     scores["found"] = len(found) / len(detections)
+    if len(detections) == 1:  # a still image: fidelity only
+        return scores
     if len(found) >= 2:
         centers = np.array([d.center for d in found])
         if scene.direction is not None:

@@ -71,6 +71,9 @@ class T2IStageConfig:
     text_heads: int = 4
     tokenizer_max_length: int = 16
     caption_dropout: float = 0.1  # share of empty captions, for classifier-free guidance
+    # Share of image captions given a random "moving <direction>" phrase: the text encoder learns the words of the
+    # video captions (as a real CLIP knows them) and that a still image does not depend on them.
+    motion_phrase_probability: float = 0.0
     validation_prompts: tuple[str, ...] = (
         "a large red circle on a plain black background",
         "a small blue triangle on a striped white background",
@@ -90,6 +93,7 @@ class HarivoStageConfig:
     motion_num_attention_heads: int = 8
     mapping_hidden_channels: int = 64
     mapping_num_layers: int = 3
+    train_mapping_network: bool = True  # false keeps it at its initial identity
     projection_dim: int = 128
     weight_diffusion: float = 1.0
     weight_reg: float = 0.1

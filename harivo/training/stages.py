@@ -4,6 +4,7 @@ A stage owns its models and its loss; the `Trainer` owns the loop. Each stage tr
 the HARIVO stage trains the adapter and never writes the frozen base model into a checkpoint.
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.data import Dataset, default_collate
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..data import ShapesImageDataset, ShapesVideoDataset, WebVidDataset, build_shapes_tokenizer, collate_videos
+from ..data import (
+    FULL_WORLD,
+    ShapesImageDataset,
+    ShapesVideoDataset,
+    WebVidDataset,
+    build_shapes_tokenizer,
+    collate_videos,
+)
+from ..data.shapes import DIRECTIONS, ShapeScene
 from ..losses import HarivoLoss, LossWeights
 from ..models import HarivoAdapter, HarivoUNet
 from ..video_io import contact_sheet
@@ -39,6 +48,14 @@ def _freeze(module: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Modul
     """A frozen, eval-mode module on the device, in the mixed-precision dtype."""
     module.requires_grad_(False).eval()
     return module.to(accelerator.device, dtype=_weight_dtype(accelerator))
+
+
+def encode_captions(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, captions: list[str]) -> torch.Tensor:
+    """Text tokens `(B, L, D)` of captions, padded to the tokenizer's length as Stable Diffusion does."""
+    ids = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    return text_encoder(ids.to(text_encoder.device))[0]
 
 
 class Stage:
@@ -136,7 +153,7 @@ class VAEStage(Stage):
 
     def dataset(self) -> Dataset:
         data = self.config.data
-        return ShapesImageDataset(length=data.length, seed=data.seed, resolution=data.resolution)
+        return ShapesImageDataset(length=data.length, seed=data.seed, resolution=data.resolution, world=FULL_WORLD)
 
     def loss(self, batch):
         pixels = batch["pixel_values"].to(self.device)
@@ -224,27 +241,34 @@ class TextToImageStage(Stage):
         return ShapesImageDataset(length=data.length, seed=data.seed, resolution=data.resolution)
 
     def encode_text(self, captions: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(
-            captions,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        return self.text_encoder(ids.to(self.device))[0]
+        return encode_captions(self.tokenizer, self.text_encoder, captions)
 
     def loss(self, batch):
         pixels = batch["pixel_values"].to(self.device, dtype=self.vae.dtype)
         with torch.no_grad():
             posterior = self.vae.encode(pixels).latent_dist
             latents = posterior.sample(generator=self.generator).float() * self.vae.config.scaling_factor
-        captions = self._drop_captions(batch["caption"], self.config.t2i.caption_dropout)
+        captions = self._add_motion_phrases(batch["caption"], self.config.t2i.motion_phrase_probability)
+        captions = self._drop_captions(captions, self.config.t2i.caption_dropout)
         noise = randn_tensor(latents.shape, generator=self.generator, device=self.device)
         timesteps = self._random_timesteps(self.noise_scheduler, len(latents))
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = self.unet(noisy, timesteps, self.encode_text(captions)).sample
         loss = F.mse_loss(prediction.float(), noise)
         return loss, {"diffusion": loss.item(), "total": loss.item()}
+
+    def _add_motion_phrases(self, captions: list[str], probability: float) -> list[str]:
+        if probability == 0:
+            return captions
+        directions = list(DIRECTIONS)
+        add = torch.rand(len(captions), generator=self.generator) < probability
+        picks = torch.randint(len(directions), (len(captions),), generator=self.generator)
+        return [
+            dataclasses.replace(ShapeScene.from_caption(caption), direction=directions[pick]).caption
+            if flag
+            else caption
+            for caption, flag, pick in zip(captions, add.tolist(), picks.tolist())
+        ]
 
     def pipeline(self) -> StableDiffusionPipeline:
         unwrap = self.accelerator.unwrap_model
@@ -315,6 +339,8 @@ class HarivoStage(Stage):
             projection_dim=settings.projection_dim,
             with_projection_head=settings.weight_dc > 0,
         )
+        if not settings.train_mapping_network:
+            self.adapter.mapping_network.requires_grad_(False)
         self.model = HarivoUNet.from_unet2d(unet, self.adapter).to(self.device)
         self.model.train()
         weights = LossWeights(settings.weight_diffusion, settings.weight_reg, settings.weight_trsa, settings.weight_dc)
@@ -365,14 +391,7 @@ class HarivoStage(Stage):
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(
-            captions,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        return self.text_encoder(ids.to(self.device))[0].float()
+        return encode_captions(self.tokenizer, self.text_encoder, captions).float()
 
     def loss(self, batch):
         if "pixel_values" not in batch:

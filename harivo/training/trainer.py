@@ -194,7 +194,8 @@ class Trainer:
             for batch in loader:
                 self.state.batches_in_epoch += 1
                 skipped.update(batch.pop("skipped", {}) or {})
-                yield batch
+                if batch:  # empty when every video of the batch was skipped
+                    yield batch
             if skipped:
                 self.accelerator.print(
                     f"Epoch {self.state.epoch}: skipped {sum(skipped.values())} videos ("

@@ -89,3 +89,14 @@ def test_tokenizer_gives_every_word_one_token_and_captions_fit():
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
     longest = max((s.caption for s in IMAGE_WORLD.scenes()), key=len)
     assert len(tokenizer(longest).input_ids) <= tokenizer.model_max_length == 16
+
+
+def test_held_out_compositions_never_appear_in_the_image_set_but_their_parts_do():
+    from harivo.data import FULL_WORLD, HELD_OUT_COMPOSITIONS
+
+    dataset = ShapesImageDataset(seed=0)
+    seen = [dataset.scene(i) for i in range(4000)]
+    assert not any(IMAGE_WORLD.is_held_out(scene) for scene in seen)
+    assert any(s.shape == "star" for s in seen) and any(s.colour == "green" for s in seen)
+    held_out = [s for s in FULL_WORLD.scenes(with_motion=False) if IMAGE_WORLD.is_held_out(s)]
+    assert len(HELD_OUT_COMPOSITIONS) == 3 and held_out and not IMAGE_WORLD.contains(held_out[0])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from harivo.data import ShapeScene, render_clip, render_frame
-from harivo.evaluation.metrics import score_clip
+from harivo.evaluation.metrics import ATTRIBUTES, score_clip
 
 SCENE = ShapeScene("triangle", "blue", "large", "white", "plain", "right")
 
@@ -46,3 +46,4 @@ def test_still_prompt_has_no_motion_score():
     frame = render_frame(scene, (20.0, 20.0))
     scores = score_clip(np.stack([frame, frame]), scene)
     assert "motion_correct" not in scores and scores["fidelity"] == 1.0
+    assert set(score_clip(frame[None], scene)) == {*(f"fidelity_{a}" for a in ATTRIBUTES), "fidelity", "found"}

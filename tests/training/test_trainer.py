@@ -150,3 +150,38 @@ def test_eight_bit_adam_without_bitsandbytes_says_what_to_install(tmp_path):
             Trainer(tiny_config("vae", tmp_path, "optim.use_8bit_adam=true"))
     else:
         pytest.skip("bitsandbytes is installed")
+
+
+def test_harivo_on_a_video_folder_skips_and_reports_bad_videos(base_dir, tmp_path, capsys):
+    from tests.data.test_webvid import write_csv, write_video
+
+    (tmp_path / "clips").mkdir()
+    rows = []
+    for name in ("a.mp4", "b.webm", "c.avi"):
+        write_video(tmp_path / "clips" / name, num_frames=10, height=20, width=24)
+        rows.append((name, f"a video {name}", f"clips/{name}"))
+    write_video(tmp_path / "clips" / "short.mp4", num_frames=2)
+    (tmp_path / "clips" / "broken.mp4").write_bytes(b"garbage" * 50)
+    rows += [("short", "x", "clips/short.mp4"), ("broken", "x", "clips/broken.mp4"), ("gone", "x", "clips/gone.mp4")]
+    write_csv(tmp_path / "videos.csv", rows)
+    run = tmp_path / "run"
+    config = tiny_config(
+        "harivo", run, f"harivo.base_model={base_dir}", f"data.csv={tmp_path / 'videos.csv'}", "data.kind=webvid",
+        "data.frame_stride=2", "max_steps=4", "batch_size=1", "harivo.num_frame_tokens=0",
+    )  # fmt: skip
+    Trainer(config).train()
+    epochs = [json.loads(line) for line in (run / "logs.jsonl").read_text().splitlines() if "skipped" in line]
+    assert epochs[0]["skipped"] == {"too short": 1, "corrupt": 1, "missing": 1}
+    assert "skipped 3 videos (1 corrupt, 1 missing, 1 too short)" in capsys.readouterr().out
+    assert len(read_log(run)) == 4
+
+
+def test_mapping_network_can_stay_frozen_at_identity(base_dir, tmp_path):
+    config = tiny_config("harivo", tmp_path, f"harivo.base_model={base_dir}", "harivo.train_mapping_network=false")
+    trainer = Trainer(config)
+    before = {k: v.clone() for k, v in trainer.stage.adapter.mapping_network.state_dict().items()}
+    trainer.train()
+    after = trainer.stage.adapter.mapping_network.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in before.items())
+    noise = torch.randn(1, 4, 4, 8, 8)
+    assert torch.allclose(trainer.stage.adapter.mapping_network(noise), noise, atol=1e-5)
