@@ -24,6 +24,13 @@ def test_generate_writes_a_video(base_dir, adapter_path, tmp_path, capsys):
     assert "Wrote" in capsys.readouterr().out
 
 
+def test_generate_with_the_embedded_default_model(tmp_path, capsys):
+    out = tmp_path / "default.gif"
+    main(["generate", "a large green square moving up on a plain white background", "-o", str(out), "--steps", "3",
+          "--num-frames", "4"])  # fmt: skip
+    assert iio.imread(out, index=None).shape == (4, 64, 64, 3)
+
+
 def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["generate", "a red circle", "-o", str(tmp_path / "x.mp4"), "--adapter", str(tmp_path)])

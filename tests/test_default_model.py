@@ -1,0 +1,34 @@
+"""The embedded default model: present, small, loadable by diffusers as it is, and it draws what it is asked."""
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from harivo import HarivoAdapter, load_default_pipeline
+from harivo.data import ShapeScene
+from harivo.defaults import DEFAULT_MODEL_DIR, DEFAULT_PROMPT, default_model_paths
+from harivo.evaluation.metrics import score_clip
+
+
+def test_default_model_is_under_30_megabytes():
+    size = sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.rglob("*") if path.is_file())
+    assert size < 30 * 2**20
+
+
+def test_base_model_loads_as_a_stable_diffusion_pipeline_and_adapter_fits_it():
+    base, adapter = default_model_paths()
+    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
+    HarivoAdapter.from_pretrained(adapter).check_compatible(pipe.unet.config)
+    assert pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1) == 64
+
+
+def test_default_model_draws_the_prompted_colour_and_background():
+    pipe = load_default_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(
+        DEFAULT_PROMPT, num_frames=8, num_inference_steps=10, generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).frames[0]  # fmt: skip
+    frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    scores = score_clip(frames, ShapeScene.from_caption(DEFAULT_PROMPT))
+    assert scores["found"] >= 0.75 and scores["fidelity_colour"] >= 0.75, scores
