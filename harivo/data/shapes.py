@@ -8,7 +8,7 @@ HARIVO's frozen-T2I claim is about).
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -293,7 +293,7 @@ class ShapesImageDataset(_ShapesDataset):
         rng = self.rng(index)
         scene = self.world.sample(rng, with_motion=False)
         # A still image is one frame of a random trajectory: positions cover the whole frame.
-        frames, _ = render_clip(replace(scene, direction=None), 1, rng, self.resolution)
+        frames, _ = render_clip(scene, 1, rng, self.resolution)
         return {"pixel_values": _to_model_range(frames[0]), "caption": scene.caption}
 
 

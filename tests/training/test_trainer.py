@@ -142,7 +142,6 @@ def test_existing_run_needs_resume(tmp_path):
 
 
 def test_eight_bit_adam_without_bitsandbytes_says_what_to_install(tmp_path):
-    pytest.importorskip("torch")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
