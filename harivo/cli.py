@@ -1,4 +1,4 @@
-"""Command line: `harivo generate "prompt" -o out.mp4`."""
+"""Command line: `harivo generate`, `harivo train`, `harivo eval` and `harivo eval-videos`."""
 
 import argparse
 import sys
@@ -41,6 +41,36 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--allow-pickle", action="store_true", help="Accept pickle weights (.bin/.ckpt); they can run code."
     )
+    evaluate = commands.add_parser(
+        "eval", help="Shapes-world evaluation of a model: detector scores, diversity, FVD-analog, contact sheet."
+    )
+    evaluate.add_argument("--base-model", help="Text-to-image model (default: the embedded Shapes model).")
+    evaluate.add_argument("--adapter", help="HARIVO adapter (default: the embedded one).")
+    evaluate.add_argument("-o", "--output-dir", default="eval", help="Where results go (default: ./eval).")
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Sampling seeds (default: 0 1 2).")
+    evaluate.add_argument("--prompts-per-group", type=int, default=8, help="Prompts in and out of the video data.")
+    evaluate.add_argument("--num-frames", type=int, default=16)
+    evaluate.add_argument("--steps", type=int, default=25)
+    evaluate.add_argument("--guidance-scale", type=float, default=7.5)
+    evaluate.add_argument("--mg-scale", "--alpha", type=float, default=0.0)
+    evaluate.add_argument("--mg-window", type=float, nargs=2, default=(0.0, 0.5), metavar=("START", "END"))
+    evaluate.add_argument(
+        "--frame-by-frame", action="store_true", help="Bypass the temporal layers: the frozen T2I model per frame."
+    )
+    evaluate.add_argument("--real", action="store_true", help="Score rendered clips instead (the upper bound).")
+
+    real = commands.add_parser(
+        "eval-videos", help="FVD (I3D) and CLIP score of generated video files against real ones."
+    )
+    real.add_argument("--generated", required=True, help="Folder of generated videos (mp4/webm/avi/gif).")
+    real.add_argument("--reference", help="Folder of real videos, for FVD.")
+    real.add_argument("--i3d", help="I3D TorchScript file (i3d_torchscript.pt), for FVD.")
+    real.add_argument("--clip", help="CLIP model folder or hub id, for the CLIP score.")
+    real.add_argument("--captions", help="CSV with `name` (the caption) and `path` (file name in --generated).")
+    real.add_argument("--num-frames", type=int, default=16, help="Frames read per video (default: 16).")
+    real.add_argument("--device", default="cpu")
+    real.add_argument("-o", "--output", default="eval_videos.json", help="JSON of the numbers.")
+
     train = commands.add_parser("train", help="Train a stage (vae, t2i, harivo) from a YAML config.")
     train.add_argument("--config", help="YAML training config (see configs/).")
     train.add_argument(
@@ -99,6 +129,104 @@ def generate(args: argparse.Namespace) -> None:
     print(f"Wrote {path} ({len(frames)} frames, {time.perf_counter() - start:.1f} s on {device}).")
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    from .evaluation.suite import (
+        EvalSettings,
+        evaluation_prompts,
+        format_table,
+        generate_clips,
+        render_reference_clips,
+        score_clips,
+        write_results,
+    )
+    from .video_io import contact_sheet
+
+    groups = evaluation_prompts(args.prompts_per_group)
+    prompts = [p for group in groups.values() for p in group]
+    settings = EvalSettings(
+        seeds=tuple(args.seeds),
+        num_frames=args.num_frames,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        mg_scale=args.mg_scale,
+        mg_window=tuple(args.mg_window),
+    )
+    start = time.perf_counter()
+    if args.real:
+        clips, label = render_reference_clips(prompts, settings.seeds, settings.num_frames), "rendered clips"
+    else:
+        pipe, label = _load_pipeline(args.base_model, args.adapter), args.adapter or "embedded default model"
+        if args.frame_by_frame:
+            with pipe.video_unet.temporal_layers_disabled():
+                clips = generate_clips(pipe, prompts, settings)
+            label += " (frame by frame)"
+        else:
+            clips = generate_clips(pipe, prompts, settings)
+    reference = render_reference_clips(prompts, settings.seeds, settings.num_frames, offset=1000)
+    rows = {str(label): score_clips(clips, groups, reference=reference)}
+    seconds = time.perf_counter() - start
+    folder = write_results(args.output_dir, rows, {"prompts": groups, "settings": vars(settings), "seconds": seconds})
+    first = settings.seeds[0]
+    contact_sheet(clips[first], prompts, scale=2, max_frames=8).save(folder / "samples.png")
+    print(format_table(rows))
+    print(f"Wrote {folder}/results.json, table.md and samples.png ({seconds:.0f} s).")
+
+
+def evaluate_videos(args: argparse.Namespace) -> None:
+    import csv
+    import json
+    from pathlib import Path
+
+    from .data.webvid import decode_frames
+
+    if not (args.i3d and args.reference) and not args.clip:
+        raise ValueError("Nothing to compute: pass --i3d with --reference for FVD, and/or --clip for the CLIP score.")
+    suffixes = {".mp4", ".webm", ".avi", ".gif", ".mov", ".mkv"}
+
+    def read_folder(folder: str) -> dict:
+        paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes)
+        if not paths:
+            raise FileNotFoundError(f"No videos ({', '.join(sorted(suffixes))}) in {folder}.")
+        return {p.name: decode_frames(p, args.num_frames, 1) for p in paths}
+
+    generated = read_folder(args.generated)
+    results = {"num_generated": len(generated)}
+    if args.i3d and args.reference:
+        from .evaluation.fvd import I3DFeatureExtractor, fvd
+
+        reference = read_folder(args.reference)
+        results["fvd"] = fvd(reference.values(), generated.values(), I3DFeatureExtractor(args.i3d, args.device))
+        results["num_reference"] = len(reference)
+    if args.clip:
+        from .evaluation.clip_score import ClipScorer
+
+        if not args.captions:
+            raise ValueError("--clip needs --captions (a CSV with `name` and `path` columns).")
+        with open(args.captions, newline="") as handle:
+            captions = {row["path"]: row["name"] for row in csv.DictReader(handle)}
+        missing = sorted(set(generated) - set(captions))
+        if missing:
+            raise ValueError(f"No caption for {len(missing)} video(s) in {args.captions}, e.g. {missing[0]}.")
+        names = sorted(generated)
+        results["clip_score"] = ClipScorer(args.clip, args.device)(
+            [generated[n] for n in names], [captions[n] for n in names]
+        )
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+def _load_pipeline(base_model, adapter, device: str = "cpu"):
+    from .pipelines import HarivoPipeline
+
+    if adapter and not base_model:
+        raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
+    if not base_model:
+        from .defaults import default_model_paths
+
+        base_model, adapter = default_model_paths()
+    return HarivoPipeline.from_pretrained(base_model, adapter=adapter).to(device)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from diffusers.utils import logging as diffusers_logging
@@ -112,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
             generate(args)
         elif args.command == "train":
             train(args)
+        elif args.command == "eval":
+            evaluate(args)
+        elif args.command == "eval-videos":
+            evaluate_videos(args)
     except (
         HarivoLoadError,
         IncompatibleAdapterError,

@@ -127,7 +127,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     checkpoints_total_limit: int = 2
     validate_every: int = 0  # 0: only at the end
-    num_validation_samples: int = 1  # seeds per validation prompt
+    num_validation_samples: int = 1  # seeds per validation prompt; 0: no validation samples at all
     log_every: int = 10
     report_to: str | None = None  # an Accelerate tracker: "tensorboard", "wandb", ...
     data: DataConfig = field(default_factory=DataConfig)

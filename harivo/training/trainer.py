@@ -315,7 +315,7 @@ class Trainer:
                 parameter.grad = self.accelerator.reduce(parameter.grad, reduction="mean")
 
     def validate(self) -> None:
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_main_process and self.config.num_validation_samples > 0:
             folder = self.output_dir / "validation" / f"step-{self.state.step:06d}"
             self.stage.validate(folder, self.config.num_validation_samples)
         self.accelerator.wait_for_everyone()

@@ -1,0 +1,96 @@
+"""The Shapes evaluation suite: prompt groups, scores with spread over seeds, diversity, FVD-analog, report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from harivo.data import IMAGE_WORLD, VIDEO_WORLD, ShapeScene
+from harivo.data.shapes import DIRECTIONS
+from harivo.evaluation.suite import (
+    IN_DISTRIBUTION,
+    OUT_OF_DISTRIBUTION,
+    EvalSettings,
+    diversity,
+    evaluation_prompts,
+    format_table,
+    generate_clips,
+    render_reference_clips,
+    score_clips,
+    write_results,
+)
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def groups():
+    return evaluation_prompts(4)
+
+
+@pytest.fixture(scope="module")
+def real(groups):
+    prompts = [p for g in groups.values() for p in g]
+    return render_reference_clips(prompts, SEEDS, 12)
+
+
+def test_prompt_groups_split_on_the_video_data(groups):
+    inside = [ShapeScene.from_caption(p) for p in groups[IN_DISTRIBUTION]]
+    outside = [ShapeScene.from_caption(p) for p in groups[OUT_OF_DISTRIBUTION]]
+    assert all(VIDEO_WORLD.contains(s) for s in inside)
+    assert not any(VIDEO_WORLD.contains(s) or IMAGE_WORLD.is_held_out(s) for s in outside)
+    for scenes in (inside, outside):
+        assert sorted(s.direction for s in scenes) == sorted(DIRECTIONS)
+    assert evaluation_prompts(4) == groups  # fixed, so that runs compare
+
+
+def test_real_clips_score_at_the_top_and_broken_ones_lower(groups, real):
+    reference = render_reference_clips([p for g in groups.values() for p in g], SEEDS, 12, offset=1000)
+    scores = score_clips(real, groups, reference=reference)
+    for group in groups:
+        result = scores[group]
+        assert result["fidelity"]["mean"] == 1.0 and result["motion_correct"]["mean"] == 1.0
+        assert result["background_flicker"]["mean"] == 0.0 and result["num_clips"] == 12
+        assert result["diversity"]["mean"] > 5.0
+    rng = np.random.default_rng(0)
+    shuffled = {s: [clip[rng.permutation(len(clip))] for clip in clips] for s, clips in real.items()}
+    same_start = dict.fromkeys(real, real[0])  # every seed draws the same clip: no diversity
+    broken = score_clips(shuffled, groups, reference=reference)
+    collapsed = score_clips(same_start, groups, reference=reference)
+    for group in groups:
+        assert broken[group]["jerk"]["mean"] > 5 * scores[group]["jerk"]["mean"] + 1
+        assert broken[group]["fvd"]["mean"] > scores[group]["fvd"]["mean"]
+        assert collapsed[group]["diversity"]["mean"] == 0.0
+        assert collapsed[group]["fidelity"]["std"] == 0.0
+
+
+def test_diversity_is_the_spread_of_start_positions():
+    prompt = "a small red circle moving left on a plain black background"
+    clips = render_reference_clips([prompt], SEEDS, 4)
+    assert diversity([clips[s][0] for s in SEEDS]) > 0
+    assert diversity([clips[0][0]] * 3) == 0.0
+
+
+def test_every_seed_needs_every_prompt(groups, real):
+    with pytest.raises(ValueError, match="one clip per prompt"):
+        score_clips({0: real[0][:-1]}, groups)
+
+
+def test_table_and_results_files(tmp_path, groups, real):
+    rows = {"rendered clips": score_clips(real, groups)}
+    table = format_table(rows)
+    assert "rendered clips" in table and "fidelity (in) ↑" in table and "1.00 ± 0.00" in table
+    folder = write_results(tmp_path / "out", rows, {"note": "test"})
+    assert json.loads((folder / "results.json").read_text())["rows"]["rendered clips"][IN_DISTRIBUTION]
+    assert (folder / "table.md").read_text().startswith("| method")
+
+
+def test_generate_clips_lays_out_seeds_and_prompts(base_dir, make_adapter):
+    from harivo import HarivoPipeline
+
+    pipe = HarivoPipeline.from_pretrained(base_dir, adapter=make_adapter())
+    settings = EvalSettings(seeds=(0, 1), num_frames=3, num_inference_steps=2, batch_size=2)
+    clips = generate_clips(pipe, ["a", "b", "c"], settings, progress=False)
+    assert list(clips) == [0, 1] and all(len(v) == 3 for v in clips.values())
+    assert clips[0][0].dtype == np.uint8 and clips[0][0].shape[0] == 3
+    assert not np.array_equal(clips[0][0], clips[1][0])  # other seed, other clip
