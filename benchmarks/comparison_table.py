@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.state import AcceleratorState
 
 from harivo import HarivoPipeline
 from harivo.defaults import DEFAULT_MODEL_DIR
@@ -48,6 +49,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes" / "harivo
 # The AnimateDiff recipe: temporal layers only, diffusion loss only.
 ANIMATEDIFF = {
     "harivo.num_frame_tokens": 0,
+    "harivo.noise_frame_correlation": 0.0,
     "harivo.train_mapping_network": False,
     "harivo.weight_reg": 0.0,
     "harivo.weight_trsa": 0.0,
@@ -55,7 +57,7 @@ ANIMATEDIFF = {
 }
 # Each HARIVO component, as overrides on top of the AnimateDiff recipe.
 COMPONENTS = {
-    "mapping network": {"harivo.train_mapping_network": True},
+    "mapping network": {"harivo.train_mapping_network": True, "harivo.noise_frame_correlation": 0.5},
     "frame tokens": {"harivo.num_frame_tokens": 4},
     "L_reg": {"harivo.weight_reg": 0.1},
     "L_trsa": {"harivo.weight_trsa": 0.1},
@@ -98,6 +100,7 @@ def train_adapter(overrides: dict, settings: dict, folder: Path) -> Path:
     values = {**settings, **overrides, "output_dir": str(folder)}
     config = load_config(CONFIG, [f"{key}={json.dumps(value)}" for key, value in values.items()])
     Trainer(config, resume=True).train()
+    AcceleratorState._reset_state(reset_partial_state=True)  # the next row starts its own Accelerator
     return final
 
 
@@ -114,13 +117,14 @@ def main() -> None:
     quick = args.quick
     output = Path(args.output or ("outputs/comparison-quick" if quick else "outputs/comparison"))
     steps = args.steps or (4 if quick else 600)
-    num_frames = 4 if quick else 8
+    num_frames = 4 if quick else 16
     training = {
         "harivo.base_model": args.base_model,
         "max_steps": steps,
-        "batch_size": 2 if quick else 8,
+        "batch_size": 2 if quick else 4,
         "data.num_frames": num_frames,
         "optim.learning_rate": 1e-4,
+        "harivo.timestep_bias": 2.0,
         "optim.lr_warmup_steps": min(50, steps // 4),
         "checkpoint_every": max(steps // 3, 1),
         "validate_every": 0,
@@ -132,7 +136,7 @@ def main() -> None:
         num_inference_steps=4 if quick else 25,
         batch_size=16,
     )
-    groups = evaluation_prompts(2 if quick else 8)
+    groups = evaluation_prompts(2 if quick else 6)
     prompts = [p for group in groups.values() for p in group]
     reference = render_reference_clips(prompts, settings.seeds, num_frames, offset=1000)
 
@@ -199,7 +203,11 @@ def plot_mg_sweep(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = [m for m in HEADLINE_METRICS if m != "diversity"]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3 * len(metrics), 2.8))
+    columns = (len(metrics) + 1) // 2
+    figure, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 5.6))
+    axes = axes.ravel()
+    for axis in axes[len(metrics) :]:
+        axis.axis("off")
     for axis, metric in zip(axes, metrics):
         for group, style in ((IN_DISTRIBUTION, "o-"), (OUT_OF_DISTRIBUTION, "s--")):
             values = [results[f"full HARIVO, MG alpha {a:g}"][group].get(metric) for a in MG_ALPHAS]

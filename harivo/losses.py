@@ -192,6 +192,9 @@ class HarivoLoss(nn.Module):
             lowest-resolution decoder block's (`default_trsa_layers`).
         dc_temperature (`float`, defaults to 0.1), dc_queue_size (`int`, defaults to 4096): `L_dc` settings.
         embedding_dim (`int`, defaults to 128): Projection-head output dimension.
+        timestep_bias (`float`, defaults to 0): Sample training timesteps with density `∝ (t / T)^bias`: `0` is
+            uniform; larger values train more at high noise, where a clip's layout (and so its temporal
+            consistency) is decided and where the epsilon loss gives the temporal layers the least signal.
     """
 
     def __init__(
@@ -201,8 +204,12 @@ class HarivoLoss(nn.Module):
         dc_temperature: float = 0.1,
         dc_queue_size: int = 4096,
         embedding_dim: int = 128,
+        timestep_bias: float = 0.0,
     ):
         super().__init__()
+        if timestep_bias < 0:
+            raise ValueError(f"`timestep_bias` must be >= 0 (0 is uniform), got {timestep_bias}.")
+        self.timestep_bias = timestep_bias
         self.weights = weights or LossWeights()
         self.trsa_layers = None if trsa_layers is None else list(trsa_layers)
         self.terms = {
@@ -212,6 +219,15 @@ class HarivoLoss(nn.Module):
         }
         self.dc = DecoupledContrastiveLoss(dc_temperature, dc_queue_size, embedding_dim)
         self.terms["dc"] = self.dc
+
+    def sample_timesteps(self, batch_size: int, num_train_timesteps: int, generator=None, device=None) -> torch.Tensor:
+        """`(B,)` integer timesteps, uniform or biased towards high noise (`timestep_bias`)."""
+        if self.timestep_bias == 0:
+            return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator, device=device)
+        uniform = torch.rand(batch_size, generator=generator, device=device)
+        # inverse CDF of the density (t/T)^bias on [0, 1)
+        fraction = uniform ** (1.0 / (1.0 + self.timestep_bias))
+        return (fraction * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
 
     def active_terms(self) -> dict[str, float]:
         return {name: weight for name, weight in vars(self.weights).items() if weight != 0}
@@ -241,7 +257,7 @@ class HarivoLoss(nn.Module):
         noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         mapped_noise = model.map_noise(noise)  # eps~ = m(eps)
         num_train_timesteps = scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, num_train_timesteps, (batch_size,), generator=generator, device=latents.device)
+        timesteps = self.sample_timesteps(batch_size, num_train_timesteps, generator, latents.device)
         noisy_latents = scheduler.add_noise(latents, mapped_noise, timesteps)  # sqrt(a) z0 + sqrt(1-a) eps~
         prediction_type = scheduler.config.prediction_type
         if prediction_type == "epsilon":

@@ -3,7 +3,8 @@
     python scripts/sample_default_model.py --figure docs/images/default_model_samples.png --seeds 4
 
 Prompts come in two groups (`shapes-world.md`): inside the video training distribution, and outside it
-(attributes only the frozen image model saw). Scores are the detector's, averaged per group.
+(attributes only the frozen image model saw). Video scores are `harivo eval`'s (mean and spread over seeds) on
+these hand-picked prompts; the image model is scored on seen and held-out compositions.
 """
 
 import argparse
@@ -17,16 +18,24 @@ from harivo import HarivoPipeline
 from harivo.data import VIDEO_WORLD, ShapeScene
 from harivo.defaults import default_model_paths, load_default_pipeline
 from harivo.evaluation.metrics import mean_scores, score_clip
+from harivo.evaluation.suite import (
+    IN_DISTRIBUTION,
+    OUT_OF_DISTRIBUTION,
+    EvalSettings,
+    generate_clips,
+    render_reference_clips,
+    score_clips,
+)
 from harivo.video_io import contact_sheet
 
 PROMPTS = {
-    "in video distribution": [
+    IN_DISTRIBUTION: [
         "a small red circle moving left on a plain black background",
         "a large green square moving up on a plain white background",
         "a large blue triangle moving right on a plain grey background",
         "a small green circle moving down on a plain black background",
     ],
-    "outside video distribution": [
+    OUT_OF_DISTRIBUTION: [
         "a large yellow star moving right on a plain black background",
         "a large red square moving left on a striped white background",
         "a small magenta triangle moving up on a checkered grey background",
@@ -86,40 +95,30 @@ def main() -> None:
         pipe = HarivoPipeline.from_pretrained(args.base_model, adapter=args.adapter, torch_dtype=torch.float32)
     else:
         pipe = load_default_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    results, rows, labels = {}, [], []
-    start = time.perf_counter()
     for group, prompts in PROMPTS.items():
-        scores = []
         for prompt in prompts:
-            scene = ShapeScene.from_caption(prompt)
-            assert VIDEO_WORLD.contains(scene) == (group == "in video distribution"), prompt
-            for seed in range(args.seeds):
-                frames = pipe(
-                    prompt,
-                    num_frames=args.num_frames,
-                    num_inference_steps=args.steps,
-                    mg_scale=args.mg_scale,
-                    guidance_scale=args.guidance_scale,
-                    generator=torch.Generator().manual_seed(seed),
-                    output_type="np",
-                ).frames[0]
-                frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
-                scores.append(score_clip(frames, scene))
-                if seed == 0:
-                    rows.append(frames)
-                    labels.append(prompt)
-        results[group] = mean_scores(scores)
+            assert VIDEO_WORLD.contains(ShapeScene.from_caption(prompt)) == (group == IN_DISTRIBUTION), prompt
+    settings = EvalSettings(
+        seeds=tuple(range(args.seeds)),
+        num_frames=args.num_frames,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        mg_scale=args.mg_scale,
+    )
+    prompts = [p for group in PROMPTS.values() for p in group]
+    start = time.perf_counter()
+    clips = generate_clips(pipe, prompts, settings)
     elapsed = time.perf_counter() - start
-    clips = sum(len(p) for p in PROMPTS.values()) * args.seeds
-    results["seconds_per_clip"] = elapsed / clips
+    reference = render_reference_clips(prompts, settings.seeds, settings.num_frames, offset=1000)
+    results = score_clips(clips, PROMPTS, reference=reference)
+    results["seconds_per_clip"] = elapsed / (len(prompts) * args.seeds)
     results["text_to_image"] = score_text_to_image(base, args.t2i_prompts, args.steps, args.guidance_scale)
     print(json.dumps(results, indent=2))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
     if args.figure:
-        contact_sheet(rows, labels, scale=1, max_frames=8).save(args.figure)
+        contact_sheet(clips[0], prompts, scale=1, max_frames=8).save(args.figure)
         print(f"Wrote {args.figure}")
 
 

@@ -130,3 +130,14 @@ def test_v_prediction_target(make_model, text_embeds):
     assert logs["diffusion"] > 0
     with pytest.raises(ValueError, match="prediction_type"):
         HarivoLoss()(model, DDPMScheduler(prediction_type="sample"), torch.randn(2, 4, NUM_FRAMES, 8, 8), text_embeds)
+
+
+def test_timestep_bias_moves_training_towards_high_noise():
+    generator = torch.Generator().manual_seed(0)
+    uniform = HarivoLoss(timestep_bias=0.0).sample_timesteps(20000, 1000, generator)
+    biased = HarivoLoss(timestep_bias=2.0).sample_timesteps(20000, 1000, generator)
+    assert uniform.min() >= 0 and uniform.max() <= 999 and biased.max() <= 999
+    assert abs(uniform.float().mean().item() - 499.5) < 10
+    assert abs(biased.float().mean().item() - 750) < 10  # density ∝ (t/T)^2 has mean 3T/4
+    with pytest.raises(ValueError, match="timestep_bias"):
+        HarivoLoss(timestep_bias=-1.0)

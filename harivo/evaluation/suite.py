@@ -173,23 +173,20 @@ def score_clips(
 
 
 def format_table(rows: dict[str, dict], metrics: dict[str, str] = HEADLINE_METRICS) -> str:
-    """A Markdown table: one row per method, `mean ± std` of each metric for each group."""
+    """Markdown: one table per prompt group, one row per method, `mean ± std` of each metric."""
     groups = list(next(iter(rows.values())))
-    short = {IN_DISTRIBUTION: "in", OUT_OF_DISTRIBUTION: "out"}
-    header = ["method"] + [
-        f"{metric} ({short.get(g, g)}) {'↑' if better == 'higher' else '↓'}"
-        for metric, better in metrics.items()
-        for g in groups
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, result in rows.items():
-        cells = [method]
-        for metric in metrics:
-            for group in groups:
+    header = ["method"] + [f"{metric} {'↑' if better == 'higher' else '↓'}" for metric, better in metrics.items()]
+    sections = []
+    for group in groups:
+        lines = [f"**{group}**", "", "| " + " | ".join(header) + " |", "|---" + "|---:" * len(metrics) + "|"]
+        for method, result in rows.items():
+            cells = [method]
+            for metric in metrics:
                 value = result.get(group, {}).get(metric)
                 cells.append("–" if value is None else f"{value['mean']:.2f} ± {value['std']:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            lines.append("| " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
 
 
 def write_results(folder: str | Path, rows: dict[str, dict], extra: dict | None = None) -> Path:

@@ -96,6 +96,7 @@ class HarivoAdapter(ModelMixin):
         mapping_hidden_channels: int = 64,
         mapping_num_layers: int = 3,
         renormalize_noise: bool = True,
+        noise_frame_correlation: float = 0.0,
         projection_dim: int = 128,
         with_projection_head: bool = True,
     ) -> "HarivoAdapter":
@@ -113,6 +114,8 @@ class HarivoAdapter(ModelMixin):
             mapping_hidden_channels (`int`, defaults to 64): Hidden channels of the mapping network.
             mapping_num_layers (`int`, defaults to 3): 3-D convolutions in the mapping network.
             renormalize_noise (`bool`, defaults to `True`): Per-frame renormalisation in the mapping network.
+            noise_frame_correlation (`float`, defaults to 0): Correlation between frames that the mapping network's
+                fixed frame mixing gives the noise (`0`: the identity).
             projection_dim (`int`, defaults to 128): Output dimension of the h-space projection head.
             with_projection_head (`bool`, defaults to `True`): Build the projection head (needed to train `L_dc`).
         """
@@ -133,6 +136,7 @@ class HarivoAdapter(ModelMixin):
             hidden_channels=mapping_hidden_channels,
             num_layers=mapping_num_layers,
             renormalize=renormalize_noise,
+            frame_correlation=noise_frame_correlation,
         )
         frame_token_generator = FrameTokenGenerator(
             cross_attention_dim=config["cross_attention_dim"], num_tokens=num_frame_tokens, max_frames=max_frames

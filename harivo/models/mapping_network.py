@@ -1,8 +1,14 @@
 """Noise mapping network `m_theta` (method.md section 2).
 
 Maps IID Gaussian noise to a noise whose frames are correlated, before the frozen U-Net sees it:
-`eps~ = m(eps) = eps + Conv3D-stack(eps)`, with the last convolution zero-initialised so that the
-network is the identity at initialisation.
+`eps~ = m(eps) = mix(eps) + Conv3D-stack(eps)`, with the last convolution zero-initialised.
+
+`mix` is a fixed frame-mixing map with one parameter, the correlation `rho` between any two frames [ours]:
+`mix(eps) = sqrt(1 - rho) (eps - mean_f eps) + sqrt(1 + (F - 1) rho) mean_f eps`. Every frame of `mix(eps)` is
+still exactly `N(0, I)` (what the frozen image model was trained on), and any two frames have correlation `rho`:
+`rho = 0` is the identity (the network starts as the identity), `rho = 1` gives every frame the same noise (no
+motion can come out of the noise). Independent per-frame noise makes the fine detail of every frame differ (the
+background flickers) even when the temporal layers agree on the layout; a shared part removes that at the source.
 """
 
 import torch
@@ -34,8 +40,13 @@ class NoiseMappingNetwork(ModelMixin, ConfigMixin):
         num_layers: int = 3,
         kernel_size: int = 3,
         renormalize: bool = True,
+        frame_correlation: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= frame_correlation < 1.0:
+            raise ValueError(
+                f"`frame_correlation` must be in [0, 1) (1 would freeze every frame), got {frame_correlation}."
+            )
         if num_layers < 2:
             raise ValueError(f"`num_layers` must be at least 2, got {num_layers}.")
         if kernel_size % 2 != 1:
@@ -56,6 +67,15 @@ class NoiseMappingNetwork(ModelMixin, ConfigMixin):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
+    def mix_frames(self, noise: torch.Tensor) -> torch.Tensor:
+        """The fixed frame-mixing part: unit-variance frames with pairwise correlation `frame_correlation`."""
+        rho = self.config.frame_correlation
+        if rho == 0:
+            return noise
+        num_frames = noise.shape[2]
+        mean = noise.mean(dim=2, keepdim=True)  # (B, C, 1, h, w), variance 1/F per element
+        return (1 - rho) ** 0.5 * (noise - mean) + (1 + (num_frames - 1) * rho) ** 0.5 * mean
+
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
         """
         Args:
@@ -70,12 +90,12 @@ class NoiseMappingNetwork(ModelMixin, ConfigMixin):
                 f" got {tuple(noise.shape)}."
             )
         weight_dtype = self.layers[0].weight.dtype
-        mapped = noise + self.layers(noise.to(weight_dtype)).to(noise.dtype)  # (B, C, F, h, w)
+        mapped = self.mix_frames(noise) + self.layers(noise.to(weight_dtype)).to(noise.dtype)  # (B, C, F, h, w)
         if not self.config.renormalize:
             return mapped
         # statistics per (batch, frame), over channels, height and width; in float32 for fp16 safety
         dims = (1, 3, 4)
-        source, mapped32 = noise.float(), mapped.float()
+        source, mapped32 = self.mix_frames(noise).float(), mapped.float()
         standardized = (mapped32 - mapped32.mean(dims, keepdim=True)) / (mapped32.std(dims, keepdim=True) + 1e-6)
         restored = standardized * (source.std(dims, keepdim=True) + 1e-6) + source.mean(dims, keepdim=True)
         return restored.to(noise.dtype)

@@ -93,7 +93,8 @@ class HarivoStageConfig:
     motion_num_attention_heads: int = 8
     mapping_hidden_channels: int = 64
     mapping_num_layers: int = 3
-    train_mapping_network: bool = True  # false keeps it at its initial identity
+    train_mapping_network: bool = True  # false keeps it at its initial map
+    noise_frame_correlation: float = 0.0  # the mapping network's fixed frame mixing: correlation of frames' noise
     projection_dim: int = 128
     weight_diffusion: float = 1.0
     weight_reg: float = 0.1
@@ -102,6 +103,7 @@ class HarivoStageConfig:
     trsa_layers: tuple[str, ...] | None = None  # default: the lowest-resolution decoder block's self-attention
     dc_temperature: float = 0.1
     dc_queue_size: int = 4096
+    timestep_bias: float = 0.0  # training-timestep density ∝ (t/T)^bias: 0 uniform, > 0 more high-noise steps
     caption_dropout: float = 0.1
     validation_prompts: tuple[str, ...] = (
         "a small red circle moving left on a plain black background",

@@ -336,6 +336,7 @@ class HarivoStage(Stage):
             motion_num_attention_heads=settings.motion_num_attention_heads,
             mapping_hidden_channels=settings.mapping_hidden_channels,
             mapping_num_layers=settings.mapping_num_layers,
+            noise_frame_correlation=settings.noise_frame_correlation,
             projection_dim=settings.projection_dim,
             with_projection_head=settings.weight_dc > 0,
         )
@@ -350,6 +351,7 @@ class HarivoStage(Stage):
             dc_temperature=settings.dc_temperature,
             dc_queue_size=settings.dc_queue_size,
             embedding_dim=settings.projection_dim,
+            timestep_bias=settings.timestep_bias,
         ).to(self.device)
 
     def trainable_modules(self):

@@ -55,3 +55,24 @@ def test_save_load_round_trip(tmp_path):
     loaded = NoiseMappingNetwork.from_pretrained(tmp_path)
     noise = torch.randn(1, 4, 3, 4, 4)
     assert torch.equal(loaded(noise), network(noise))
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6])
+def test_frame_mixing_keeps_unit_variance_and_gives_the_asked_correlation(rho):
+    network = NoiseMappingNetwork(in_channels=4, hidden_channels=8, frame_correlation=rho)
+    noise = torch.randn(64, 4, 6, 8, 8, generator=torch.Generator().manual_seed(0))
+    mapped = network(noise)
+    frames = mapped.transpose(1, 2).flatten(2)  # (B, F, C*h*w)
+    assert frames.var().item() == pytest.approx(1.0, abs=0.03)
+    correlation = (frames[:, 0] * frames[:, 3]).mean().item()
+    assert correlation == pytest.approx(rho, abs=0.03)
+
+
+def test_frame_mixing_is_off_at_zero_and_checks_its_range():
+    noise = torch.randn(2, 4, 5, 8, 8)
+    assert torch.equal(NoiseMappingNetwork(in_channels=4, hidden_channels=8, renormalize=False)(noise), noise)
+    single_frame = torch.randn(2, 4, 1, 8, 8)
+    mixing = NoiseMappingNetwork(in_channels=4, hidden_channels=8, frame_correlation=0.5, renormalize=False)
+    assert torch.allclose(mixing(single_frame), single_frame, atol=1e-6)
+    with pytest.raises(ValueError, match="frame_correlation"):
+        NoiseMappingNetwork(frame_correlation=1.0)

@@ -1,0 +1,34 @@
+"""The comparison-table benchmark end to end in its quick mode: every row trains, samples and is scored."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import comparison_table
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_quick_table_has_every_row_and_writes_its_files(tmp_path, monkeypatch):
+    out = tmp_path / "table"
+    monkeypatch.setattr(sys, "argv", ["comparison_table.py", "--quick", "--steps", "1", "--output", str(out)])
+    comparison_table.main()
+    results = json.loads((out / "results.json").read_text())
+    names = [row.name for row in comparison_table.build_rows()]
+    assert list(results["rows"]) == names
+    assert results["rows"]["rendered clips"]["in video distribution"]["fidelity"]["mean"] == 1.0
+    assert all((out / name).is_file() for name in ("table.md", "samples.png", "mg_sweep.png"))
+    # a rerun reuses every cached row: no training, no sampling
+    cached = {path: path.stat().st_mtime_ns for path in (out / "rows").iterdir()}
+    comparison_table.main()
+    assert {path: path.stat().st_mtime_ns for path in (out / "rows").iterdir()} == cached
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
