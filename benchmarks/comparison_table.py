@@ -189,7 +189,7 @@ def main() -> None:
     shown = [0, len(groups[IN_DISTRIBUTION])]  # first prompt of each group
     videos = [samples[name][i] for i in shown for name in samples]
     labels = [f"{name}: {prompts[i]}" for i in shown for name in samples]
-    contact_sheet(videos, labels, scale=2).save(folder / "samples.png")
+    contact_sheet(videos, labels, scale=1, max_frames=8).save(folder / "samples.png")
     plot_mg_sweep(results, folder / "mg_sweep.png")
     print(format_table(results))
     print(f"Wrote {folder}/results.json, table.md, samples.png and mg_sweep.png")

@@ -24,3 +24,24 @@ def frame_by_frame(unet, sample: torch.Tensor, timestep, text: torch.Tensor) -> 
     context = text.repeat_interleave(frames, dim=0)
     out = unet(images, timestep, encoder_hidden_states=context).sample
     return out.reshape(batch, frames, channels, height, width).permute(0, 2, 1, 3, 4)
+
+
+def save_tiny_clip(path):
+    """A random-weight CLIP (model + processor with the Shapes tokenizer) saved in transformers layout at `path`."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from harivo.data.shapes import build_shapes_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_shapes_tokenizer(model_max_length=16)
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 16},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 1, "num_attention_heads": 2},
+        projection_dim=16,
+    )  # fmt: skip
+    CLIPModel(config).save_pretrained(path)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+    return path

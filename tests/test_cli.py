@@ -61,15 +61,16 @@ def test_missing_adapter_folder(base_dir, tmp_path, capsys):
     assert torch.__version__  # the CLI ran in-process, no subprocess needed
 
 
-def test_eval_writes_results_table_and_contact_sheet(tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--frame-by-frame"]])
+def test_eval_writes_results_table_and_contact_sheet(tmp_path, capsys, extra):
     import json
 
     out = tmp_path / "eval"
-    main(
-        ["eval", "-o", str(out), "--seeds", "0", "1", "--prompts-per-group", "1", "--num-frames", "4", "--steps", "2"]
-    )
+    arguments = ["--seeds", "0", "1", "--prompts-per-group", "1", "--num-frames", "4", "--steps", "2"]
+    main(["eval", "-o", str(out), *arguments, *extra])
     results = json.loads((out / "results.json").read_text())
-    (row,) = results["rows"].values()
+    ((label, row),) = results["rows"].items()
+    assert label.endswith("(frame by frame)") == bool(extra)
     assert set(row) == {"in video distribution", "outside video distribution"}
     assert row["in video distribution"]["num_clips"] == 2 and "fvd" in row["in video distribution"]
     assert (out / "samples.png").is_file() and "| method" in (out / "table.md").read_text()
@@ -98,6 +99,7 @@ def test_eval_videos_fvd_and_clip_score_on_files(tmp_path, capsys):
     from harivo.data import FULL_WORLD, render_clip
     from harivo.video_io import save_video
     from tests.evaluation.test_fvd import TinyI3D
+    from tests.helpers import save_tiny_clip
 
     rng = np.random.default_rng(0)
     rows = ["path,name"]
@@ -112,7 +114,10 @@ def test_eval_videos_fvd_and_clip_score_on_files(tmp_path, capsys):
     torch.manual_seed(0)
     torch.jit.script(TinyI3D()).save(str(tmp_path / "i3d.pt"))
     out = tmp_path / "numbers.json"
+    clip_dir = save_tiny_clip(tmp_path / "clip")
     main(["eval-videos", "--generated", str(tmp_path / "generated"), "--reference", str(tmp_path / "reference"),
-          "--i3d", str(tmp_path / "i3d.pt"), "--num-frames", "8", "-o", str(out)])  # fmt: skip
+          "--i3d", str(tmp_path / "i3d.pt"), "--clip", str(clip_dir), "--captions", str(tmp_path / "captions.csv"),
+          "--num-frames", "8", "-o", str(out)])  # fmt: skip
     numbers = json.loads(out.read_text())
     assert numbers["num_generated"] == 3 and numbers["num_reference"] == 3 and numbers["fvd"] >= 0
+    assert 0 <= numbers["clip_score"] <= 100

@@ -4,6 +4,7 @@ Composes onto diffusers' `UNetMotionModel`: the temporal layers of the `UNetMoti
 modules (shared, not copied), so the adapter's parameters are exactly what trains and what gets saved.
 """
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -228,6 +229,12 @@ class HarivoUNet(nn.Module):
                 for index, module in enumerate(originals):
                     module_list[index] = module
 
+    @functools.cached_property
+    def _spatial_self_attention(self) -> dict[str, Attention]:
+        """The frozen spatial self-attention layers by name (the U-Net's structure never changes)."""
+        modules = dict(self.unet.named_modules())
+        return {name: modules[name] for name in spatial_self_attention_layers(self.unet)}
+
     @contextmanager
     def capture(self, attention_layers: Sequence[str] = (), h_space: bool = False) -> Iterator[FeatureCapture]:
         """
@@ -242,11 +249,10 @@ class HarivoUNet(nn.Module):
             h_space (`bool`, defaults to `False`): Record the mid-block output.
         """
         capture = FeatureCapture()
-        modules = dict(self.unet.named_modules())
-        allowed = set(spatial_self_attention_layers(self.unet))
-        unknown = [name for name in attention_layers if name not in allowed]
+        modules = self._spatial_self_attention  # looked up once: training calls this every step
+        unknown = [name for name in attention_layers if name not in modules]
         if unknown:
-            raise ValueError(f"Unknown spatial self-attention layers {unknown}. Choose among: {sorted(allowed)}.")
+            raise ValueError(f"Unknown spatial self-attention layers {unknown}. Choose among: {sorted(modules)}.")
         recomputed = self.unet.is_gradient_checkpointing and torch.is_grad_enabled()
         with ExitStack() as stack:
             for name in attention_layers:

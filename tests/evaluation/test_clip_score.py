@@ -3,29 +3,15 @@
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from harivo.data import ShapeScene, render_clip
-from harivo.data.shapes import build_shapes_tokenizer
 from harivo.evaluation.clip_score import ClipScorer
+from tests.helpers import save_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tokenizer = build_shapes_tokenizer(model_max_length=16)
-    config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 16},
-        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 1, "num_attention_heads": 2},
-        projection_dim=16,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("clip")
-    CLIPModel(config).save_pretrained(path)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
-    return path
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 def _clip(caption: str, seed: int = 0) -> np.ndarray:
