@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="Training steps of every adapter.")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--only", nargs="*", default=None, help="Row names to (re)compute; default: all.")
+    parser.add_argument("--skip", nargs="*", default=(), help="Row names to leave out of this run's table.")
     args = parser.parse_args()
 
     quick = args.quick
@@ -144,6 +145,8 @@ def main() -> None:
     rows_dir.mkdir(parents=True, exist_ok=True)
     results, samples, costs = {}, {}, {}
     for row in build_rows():
+        if row.name in args.skip:
+            continue
         cache = rows_dir / f"{slug(asdict(row))}.json"
         clips_file = cache.with_suffix(".npz")
         if cache.is_file() and clips_file.is_file() and (args.only is None or row.name not in args.only):
@@ -209,13 +212,14 @@ def plot_mg_sweep(results: dict, path: Path) -> None:
     for axis in axes[len(metrics) :]:
         axis.axis("off")
     for axis, metric in zip(axes, metrics):
+        alphas = [a for a in MG_ALPHAS if f"full HARIVO, MG alpha {a:g}" in results]
         for group, style in ((IN_DISTRIBUTION, "o-"), (OUT_OF_DISTRIBUTION, "s--")):
-            values = [results[f"full HARIVO, MG alpha {a:g}"][group].get(metric) for a in MG_ALPHAS]
-            if any(v is None for v in values):
+            values = [results[f"full HARIVO, MG alpha {a:g}"][group].get(metric) for a in alphas]
+            if not values or any(v is None for v in values):
                 continue
             means = np.array([v["mean"] for v in values])
             stds = np.array([v["std"] for v in values])
-            positions = np.arange(len(MG_ALPHAS))
+            positions = [MG_ALPHAS.index(a) for a in alphas]
             axis.errorbar(positions, means, yerr=stds, fmt=style, capsize=3, label=group.split()[0])
         axis.set_xticks(np.arange(len(MG_ALPHAS)), [f"{a:g}" for a in MG_ALPHAS])
         axis.set_xlabel("MG alpha")
