@@ -8,7 +8,7 @@ against rendered clips of the same prompts.
 
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,22 +196,3 @@ def write_results(folder: str | Path, rows: dict[str, dict], extra: dict | None 
     (folder / "results.json").write_text(json.dumps({"rows": rows, **(extra or {})}, indent=2) + "\n")
     (folder / "table.md").write_text(format_table(rows) + "\n")
     return folder
-
-
-def evaluate_pipeline(
-    pipe,
-    groups: dict[str, list[str]] | None = None,
-    settings: EvalSettings | None = None,
-    classifier: ShapesVideoClassifier | None = None,
-    progress: bool = True,
-    on_clips: Callable[[dict], None] | None = None,
-) -> dict:
-    """Generate and score: the whole Shapes evaluation of one pipeline (see `score_clips` for the result)."""
-    groups = groups or evaluation_prompts()
-    settings = settings or EvalSettings()
-    prompts = [p for group in groups.values() for p in group]
-    clips = generate_clips(pipe, prompts, settings, progress=progress)
-    if on_clips is not None:
-        on_clips(clips)
-    reference = render_reference_clips(prompts, settings.seeds, settings.num_frames, offset=1000)
-    return score_clips(clips, groups, classifier, reference)
