@@ -49,6 +49,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes" / "harivo
 # The AnimateDiff recipe: temporal layers only, diffusion loss only.
 ANIMATEDIFF = {
     "harivo.num_frame_tokens": 0,
+    "harivo.motion_conditioning": False,
     "harivo.noise_frame_correlation": 0.0,
     "harivo.train_mapping_network": False,
     "harivo.weight_reg": 0.0,

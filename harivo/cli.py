@@ -93,21 +93,12 @@ def train(args: argparse.Namespace) -> None:
 
 
 def generate(args: argparse.Namespace) -> None:
-    from .pipelines import HarivoPipeline
     from .schedulers import make_scheduler
     from .video_io import save_video
 
-    if args.adapter and not args.base_model:
-        raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
-    if not args.base_model:  # the embedded Shapes-world model
-        from .defaults import default_model_paths
-
-        args.base_model, args.adapter = default_model_paths()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
-    pipe = HarivoPipeline.from_pretrained(
-        args.base_model, adapter=args.adapter, allow_pickle=args.allow_pickle, torch_dtype=dtype
-    )
+    pipe = _load_pipeline(args.base_model, args.adapter, allow_pickle=args.allow_pickle, torch_dtype=dtype)
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.to(device)
@@ -215,16 +206,17 @@ def evaluate_videos(args: argparse.Namespace) -> None:
     print(json.dumps(results, indent=2))
 
 
-def _load_pipeline(base_model, adapter, device: str = "cpu"):
+def _load_pipeline(base_model: str | None, adapter: str | None, **kwargs):
+    """`HarivoPipeline.from_pretrained(base_model, adapter=adapter, **kwargs)`; neither given: the embedded model."""
     from .pipelines import HarivoPipeline
 
     if adapter and not base_model:
         raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
-    if not base_model:
+    if not base_model:  # the embedded Shapes-world model
         from .defaults import default_model_paths
 
         base_model, adapter = default_model_paths()
-    return HarivoPipeline.from_pretrained(base_model, adapter=adapter).to(device)
+    return HarivoPipeline.from_pretrained(base_model, adapter=adapter, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:

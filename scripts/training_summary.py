@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-LOSS_KEYS = ("total", "mse", "l1", "kl", "diffusion", "reg", "trsa", "dc")
+LOSS_KEYS = ("total", "mse", "l1", "kl", "diffusion", "caption_content", "reg", "trsa", "dc")
 
 
 def summarize(run: Path) -> dict:

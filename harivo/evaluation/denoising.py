@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..training.stages import encode_captions
+from ..utils.text import encode_captions
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ Folder layout (each sub-folder is a normal diffusers model folder: `config.json`
     motion_adapter/          temporal layers `l_theta` (a diffusers `MotionAdapter`, loadable by AnimateDiff)
     mapping_network/         noise mapping network `m_theta`
     frame_token_generator/   frame-wise token generator `t_theta`
+    motion_conditioner/      prompt vectors for the temporal layers [ours] (optional)
     projection_head/         h-space projection head `g_theta` (training only; optional)
 """
 
@@ -24,6 +25,7 @@ from ..errors import HarivoLoadError, IncompatibleAdapterError
 from ..loading import WEIGHT_SUFFIXES, check_weight_format, describe_load_error, resolve_model_path
 from .frame_tokens import FrameTokenGenerator
 from .mapping_network import NoiseMappingNetwork
+from .motion_conditioning import MotionConditioner
 from .projection_head import HSpaceProjectionHead
 
 ADAPTER_CONFIG_NAME = "harivo_adapter.json"
@@ -31,9 +33,16 @@ COMPONENTS = {
     "motion_adapter": MotionAdapter,
     "mapping_network": NoiseMappingNetwork,
     "frame_token_generator": FrameTokenGenerator,
+    "motion_conditioner": MotionConditioner,
     "projection_head": HSpaceProjectionHead,
 }
-OPTIONAL_COMPONENTS = ("projection_head",)
+OPTIONAL_COMPONENTS = ("motion_conditioner", "projection_head")
+
+
+def temporal_transformers(motion_adapter: MotionAdapter) -> list[AnimateDiffTransformer3D]:
+    """The temporal transformers of a `MotionAdapter` in a fixed order: down blocks, mid block, up blocks."""
+    blocks = [*motion_adapter.down_blocks, motion_adapter.mid_block, *motion_adapter.up_blocks]
+    return [module for block in blocks if block is not None for module in block.motion_modules]
 
 
 def zero_init_temporal_outputs(motion_adapter: MotionAdapter) -> MotionAdapter:
@@ -61,6 +70,7 @@ class HarivoAdapter(ModelMixin):
         mapping_network ([`NoiseMappingNetwork`]): Noise mapping network.
         frame_token_generator ([`FrameTokenGenerator`]): Frame-wise token generator (`num_tokens=0` is off).
         projection_head ([`HSpaceProjectionHead`], *optional*): h-space projection head, needed only for training.
+        motion_conditioner ([`MotionConditioner`], *optional*): Prompt vectors for the temporal layers [ours].
     """
 
     def __init__(
@@ -69,12 +79,21 @@ class HarivoAdapter(ModelMixin):
         mapping_network: NoiseMappingNetwork,
         frame_token_generator: FrameTokenGenerator,
         projection_head: HSpaceProjectionHead | None = None,
+        motion_conditioner: MotionConditioner | None = None,
     ):
         super().__init__()
         self.motion_adapter = motion_adapter
         self.mapping_network = mapping_network
         self.frame_token_generator = frame_token_generator
+        self.motion_conditioner = motion_conditioner
         self.projection_head = projection_head
+        if motion_conditioner is not None:
+            widths = tuple(module.proj_in.out_features for module in temporal_transformers(motion_adapter))
+            if tuple(motion_conditioner.config.layer_channels) != widths:
+                raise IncompatibleAdapterError(
+                    f"The motion conditioner was built for temporal layers of widths "
+                    f"{tuple(motion_conditioner.config.layer_channels)}, these have {widths}."
+                )
 
     @property
     def max_frames(self) -> int:
@@ -82,6 +101,8 @@ class HarivoAdapter(ModelMixin):
         limits = [self.motion_adapter.config.motion_max_seq_length]
         if self.frame_token_generator.enabled:
             limits.append(self.frame_token_generator.config.max_frames)
+        if self.motion_conditioner is not None:
+            limits.append(self.motion_conditioner.config.max_frames)
         return min(limits)
 
     @classmethod
@@ -99,6 +120,8 @@ class HarivoAdapter(ModelMixin):
         noise_frame_correlation: float = 0.0,
         projection_dim: int = 128,
         with_projection_head: bool = True,
+        motion_conditioning: bool = False,
+        motion_conditioning_dim: int = 128,
     ) -> "HarivoAdapter":
         r"""
         Build a fresh adapter at identity for a base U-Net: zero-initialised temporal layers, identity mapping
@@ -118,6 +141,9 @@ class HarivoAdapter(ModelMixin):
                 fixed frame mixing gives the noise (`0`: the identity).
             projection_dim (`int`, defaults to 128): Output dimension of the h-space projection head.
             with_projection_head (`bool`, defaults to `True`): Build the projection head (needed to train `L_dc`).
+            motion_conditioning (`bool`, defaults to `False`): Add a [`MotionConditioner`], which gives the temporal
+                layers the prompt [ours]; zero-initialised, so the fresh adapter is still the identity.
+            motion_conditioning_dim (`int`, defaults to 128): Hidden width of the motion conditioner.
         """
         config = getattr(unet_config, "config", unet_config)
         channels = tuple(config["block_out_channels"])
@@ -146,7 +172,15 @@ class HarivoAdapter(ModelMixin):
             if with_projection_head
             else None
         )
-        return cls(motion_adapter, mapping_network, frame_token_generator, projection_head)
+        motion_conditioner = None
+        if motion_conditioning:
+            motion_conditioner = MotionConditioner(
+                cross_attention_dim=config["cross_attention_dim"],
+                layer_channels=tuple(module.proj_in.out_features for module in temporal_transformers(motion_adapter)),
+                hidden_dim=motion_conditioning_dim,
+                max_frames=max_frames,
+            )
+        return cls(motion_adapter, mapping_network, frame_token_generator, projection_head, motion_conditioner)
 
     def check_compatible(self, unet_config: Any) -> None:
         """
@@ -169,6 +203,11 @@ class HarivoAdapter(ModelMixin):
         if self.frame_token_generator.enabled:
             expected["cross_attention_dim (frame tokens)"] = (
                 self.frame_token_generator.config.cross_attention_dim,
+                config["cross_attention_dim"],
+            )
+        if self.motion_conditioner is not None:
+            expected["cross_attention_dim (motion conditioner)"] = (
+                self.motion_conditioner.config.cross_attention_dim,
                 config["cross_attention_dim"],
             )
         if self.projection_head is not None:

@@ -15,7 +15,7 @@ from diffusers import UNet2DConditionModel, UNetMotionModel
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from .adapter import HarivoAdapter
+from .adapter import HarivoAdapter, temporal_transformers
 
 
 @dataclass
@@ -129,6 +129,21 @@ class HarivoUNet(nn.Module):
         self.unet = unet
         self.adapter = adapter
         self._temporal_enabled = True
+        # Prompt vectors of the current forward, one (B, F, C) per temporal layer; read by the hooks below
+        self._motion_condition: list[torch.Tensor] | None = None
+        if adapter.motion_conditioner is not None:
+            for index, module in enumerate(temporal_transformers(adapter.motion_adapter)):
+                module.proj_in.register_forward_hook(functools.partial(self._add_motion_condition, index))
+
+    def _add_motion_condition(
+        self, index: int, _module: nn.Module, _args: tuple, output: torch.Tensor
+    ) -> torch.Tensor:
+        """Add layer `index`'s prompt vectors to its temporal attention input `(B*h*w, F, C)`."""
+        if self._motion_condition is None:
+            return output
+        vectors = self._motion_condition[index]  # (B, F, C)
+        pixels = output.shape[0] // vectors.shape[0]  # rows are in (batch, pixel) order
+        return output + vectors.to(output.dtype).repeat_interleave(pixels, dim=0)
 
     @classmethod
     def from_unet2d(cls, unet: UNet2DConditionModel, adapter: HarivoAdapter) -> "HarivoUNet":
@@ -200,6 +215,12 @@ class HarivoUNet(nn.Module):
                 f"The temporal layers support at most {self.adapter.max_frames} frames, got {num_frames}."
             )
         context = self.encoder_states_per_frame(encoder_hidden_states, num_frames)
+        conditioner = self.adapter.motion_conditioner
+        self._motion_condition = (
+            conditioner(encoder_hidden_states, num_frames)
+            if conditioner is not None and self._temporal_enabled
+            else None
+        )
         return self.unet(
             sample,
             timestep,

@@ -74,6 +74,9 @@ class T2IStageConfig:
     # Share of image captions given a random "moving <direction>" phrase: the text encoder learns the words of the
     # video captions (as a real CLIP knows them) and that a still image does not depend on them.
     motion_phrase_probability: float = 0.0
+    # Weight of the caption-content loss: linear heads must read every caption attribute (motion included) from the
+    # text encoder's pooled output, as they could from a pretrained CLIP's; 0 switches it off.
+    caption_content_weight: float = 0.0
     validation_prompts: tuple[str, ...] = (
         "a large red circle on a plain black background",
         "a small blue triangle on a striped white background",
@@ -95,6 +98,8 @@ class HarivoStageConfig:
     mapping_num_layers: int = 3
     train_mapping_network: bool = True  # false keeps it at its initial map
     noise_frame_correlation: float = 0.0  # the mapping network's fixed frame mixing: correlation of frames' noise
+    motion_conditioning: bool = False  # give the temporal layers the prompt (MotionConditioner) [ours]
+    motion_conditioning_dim: int = 128
     projection_dim: int = 128
     weight_diffusion: float = 1.0
     weight_reg: float = 0.1

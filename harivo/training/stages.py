@@ -34,7 +34,9 @@ from ..data import (
 from ..data.shapes import DIRECTIONS, ShapeScene
 from ..losses import HarivoLoss, LossWeights
 from ..models import HarivoAdapter, HarivoUNet
+from ..utils.text import encode_captions, tokenize_captions
 from ..video_io import contact_sheet
+from .caption_content import CaptionContentHead
 from .config import TrainConfig
 
 SD_NOISE_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
@@ -48,14 +50,6 @@ def _freeze(module: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Modul
     """A frozen, eval-mode module on the device, in the mixed-precision dtype."""
     module.requires_grad_(False).eval()
     return module.to(accelerator.device, dtype=_weight_dtype(accelerator))
-
-
-def encode_captions(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, captions: list[str]) -> torch.Tensor:
-    """Text tokens `(B, L, D)` of captions, padded to the tokenizer's length as Stable Diffusion does."""
-    ids = tokenizer(
-        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    return text_encoder(ids.to(text_encoder.device))[0]
 
 
 class Stage:
@@ -232,16 +226,21 @@ class TextToImageStage(Stage):
         self.unet.train()
         self.text_encoder.train()
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=1000, **SD_NOISE_SCHEDULE)
+        self.caption_head = (
+            CaptionContentHead(settings.text_hidden_size).to(self.device)
+            if settings.caption_content_weight > 0
+            else None
+        )
 
     def trainable_modules(self):
-        return {"unet": self.unet, "text_encoder": self.text_encoder}
+        modules = {"unet": self.unet, "text_encoder": self.text_encoder}
+        if self.caption_head is not None:  # training-only; checkpointed, never exported
+            modules["caption_content_head"] = self.caption_head
+        return modules
 
     def dataset(self) -> Dataset:
         data = self.config.data
         return ShapesImageDataset(length=data.length, seed=data.seed, resolution=data.resolution)
-
-    def encode_text(self, captions: list[str]) -> torch.Tensor:
-        return encode_captions(self.tokenizer, self.text_encoder, captions)
 
     def loss(self, batch):
         pixels = batch["pixel_values"].to(self.device, dtype=self.vae.dtype)
@@ -253,9 +252,16 @@ class TextToImageStage(Stage):
         noise = randn_tensor(latents.shape, generator=self.generator, device=self.device)
         timesteps = self._random_timesteps(self.noise_scheduler, len(latents))
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        prediction = self.unet(noisy, timesteps, self.encode_text(captions)).sample
-        loss = F.mse_loss(prediction.float(), noise)
-        return loss, {"diffusion": loss.item(), "total": loss.item()}
+        text = self.text_encoder(tokenize_captions(self.tokenizer, captions).to(self.device))
+        prediction = self.unet(noisy, timesteps, text.last_hidden_state).sample
+        diffusion = F.mse_loss(prediction.float(), noise)
+        terms = {"diffusion": diffusion.item()}
+        loss = diffusion
+        if self.caption_head is not None:
+            content = self.caption_head.loss(text.pooler_output, captions)
+            loss = loss + self.config.t2i.caption_content_weight * content
+            terms["caption_content"] = content.item()
+        return loss, {**terms, "total": loss.item()}
 
     def _add_motion_phrases(self, captions: list[str], probability: float) -> list[str]:
         if probability == 0:
@@ -339,6 +345,8 @@ class HarivoStage(Stage):
             noise_frame_correlation=settings.noise_frame_correlation,
             projection_dim=settings.projection_dim,
             with_projection_head=settings.weight_dc > 0,
+            motion_conditioning=settings.motion_conditioning,
+            motion_conditioning_dim=settings.motion_conditioning_dim,
         )
         if not settings.train_mapping_network:
             self.adapter.mapping_network.requires_grad_(False)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState
@@ -82,6 +83,24 @@ def test_t2i_stage_exports_a_stable_diffusion_folder(trained_t2i):
     assert (trained_t2i.parent / "validation" / "step-000002" / "samples.png").is_file()
     records = read_log(trained_t2i.parent)
     assert [r["step"] for r in records] == [1, 2] and all("diffusion" in r and "lr" in r for r in records)
+
+
+def test_caption_content_head_trains_is_checkpointed_and_not_exported(trained_vae, tmp_path):
+    extra = [f"t2i.vae={trained_vae}", "t2i.caption_content_weight=0.5", "t2i.motion_phrase_probability=0.5"]
+    trainer = Trainer(tiny_config("t2i", tmp_path, *extra, "num_validation_samples=0"))
+    head_before = {k: v.clone() for k, v in trainer.stage.caption_head.state_dict().items()}
+    final = trainer.train()
+    head_after = trainer.stage.caption_head.state_dict()
+    assert any(not torch.equal(value, head_after[key]) for key, value in head_before.items())
+    records = read_log(tmp_path)
+    assert all(r["total"] > r["diffusion"] and r["caption_content"] > 0 for r in records)
+    assert (find_checkpoints(tmp_path)[-1][1] / "weights" / "caption_content_head").is_dir()
+    assert not (final / "caption_content_head").exists()
+    StableDiffusionPipeline.from_pretrained(final, safety_checker=None)  # still a plain diffusers folder
+    # resuming restores the head with the rest
+    resumed = Trainer(tiny_config("t2i", tmp_path, *extra, "num_validation_samples=0", "max_steps=3"), resume=True)
+    resumed.train()
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2, 3]
 
 
 def test_harivo_stage_trains_only_the_adapter_and_logs_every_term(trained_t2i, tmp_path):
@@ -184,3 +203,22 @@ def test_mapping_network_can_stay_frozen_at_identity(base_dir, tmp_path):
     assert all(torch.equal(value, after[key]) for key, value in before.items())
     noise = torch.randn(1, 4, 4, 8, 8)
     assert torch.allclose(trainer.stage.adapter.mapping_network(noise), noise, atol=1e-5)
+
+
+def test_motion_conditioner_trains_and_ships_with_the_adapter(base_dir, tmp_path):
+    config = tiny_config(
+        "harivo", tmp_path, f"harivo.base_model={base_dir}", "harivo.motion_conditioning=true",
+        "harivo.motion_conditioning_dim=16", "num_validation_samples=0",
+    )  # fmt: skip
+    trainer = Trainer(config)
+    before = trainer.stage.adapter.motion_conditioner.proj_out.weight.clone()
+    final = trainer.train()
+    assert not torch.equal(trainer.stage.adapter.motion_conditioner.proj_out.weight, before)
+    loaded = HarivoAdapter.from_pretrained(final)
+    assert loaded.motion_conditioner is not None
+    torch.testing.assert_close(
+        loaded.motion_conditioner.proj_out.weight, trainer.stage.adapter.motion_conditioner.proj_out.weight
+    )
+    pipe = HarivoPipeline.from_pretrained(base_dir, adapter=loaded)
+    frames = pipe("a small red circle moving left", num_frames=4, num_inference_steps=2, mg_scale=10, output_type="np")
+    assert frames.frames.shape == (1, 4, 16, 16, 3) and np.isfinite(frames.frames).all()
