@@ -45,6 +45,11 @@ def temporal_transformers(motion_adapter: MotionAdapter) -> list[AnimateDiffTran
     return [module for block in blocks if block is not None for module in block.motion_modules]
 
 
+def temporal_layer_widths(motion_adapter: MotionAdapter) -> tuple[int, ...]:
+    """Width of each temporal transformer's attention input, in `temporal_transformers` order."""
+    return tuple(module.proj_in.out_features for module in temporal_transformers(motion_adapter))
+
+
 def zero_init_temporal_outputs(motion_adapter: MotionAdapter) -> MotionAdapter:
     """Zero the output projection of every temporal transformer, so each temporal layer starts as the identity."""
     for module in motion_adapter.modules():
@@ -88,7 +93,7 @@ class HarivoAdapter(ModelMixin):
         self.motion_conditioner = motion_conditioner
         self.projection_head = projection_head
         if motion_conditioner is not None:
-            widths = tuple(module.proj_in.out_features for module in temporal_transformers(motion_adapter))
+            widths = temporal_layer_widths(motion_adapter)
             if tuple(motion_conditioner.config.layer_channels) != widths:
                 raise IncompatibleAdapterError(
                     f"The motion conditioner was built for temporal layers of widths "
@@ -176,7 +181,7 @@ class HarivoAdapter(ModelMixin):
         if motion_conditioning:
             motion_conditioner = MotionConditioner(
                 cross_attention_dim=config["cross_attention_dim"],
-                layer_channels=tuple(module.proj_in.out_features for module in temporal_transformers(motion_adapter)),
+                layer_channels=temporal_layer_widths(motion_adapter),
                 hidden_dim=motion_conditioning_dim,
                 max_frames=max_frames,
             )

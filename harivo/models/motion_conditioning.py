@@ -1,4 +1,4 @@
-"""Text-conditioned temporal layers [ours] (method.md section 3b).
+"""Text-conditioned temporal layers [ours] (docs/method.md, row "Motion conditioner").
 
 AnimateDiff's temporal layers attend only across frames: they never see the prompt, so "moving left" and "moving
 right" reach them only through whatever the frozen spatial layers leave of those words in the features. A frozen

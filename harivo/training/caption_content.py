@@ -5,9 +5,9 @@ A CLIP text encoder is trained contrastively: its pooled (end-of-text) feature h
 diffusion loss alone learns no such thing for words that images do not depend on: in the Shapes world the motion
 phrase of an image caption is random, and the encoder trained that way gave "moving left" and "moving right"
 features a tenth as far apart as two colours at the word itself and 1-5 % of their norm apart after it, so nothing
-downstream (HARIVO's temporal layers included) learned to tell the directions apart. `CaptionContentHead` restores CLIP's property: linear classifiers read every attribute of the
-caption (motion included) from the pooled feature, and their cross-entropy is added to the text-to-image loss
-(`t2i.caption_content_weight`). The head is training-only; it is checkpointed, never exported.
+downstream (HARIVO's temporal layers included) learned to tell the directions apart. `CaptionContentHead` restores
+CLIP's property: linear classifiers read every attribute of the caption (motion included) from the pooled feature,
+and their cross-entropy is added to the text-to-image loss (`t2i.caption_content_weight`). The head is training-only; it is checkpointed, never exported.
 """
 
 import torch
