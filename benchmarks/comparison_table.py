@@ -42,6 +42,7 @@ from harivo.evaluation.suite import (
     score_clips,
     write_results,
 )
+from harivo.schedulers import default_guidance_rescale
 from harivo.training import Trainer, load_config
 from harivo.video_io import contact_sheet
 
@@ -168,7 +169,8 @@ def main() -> None:
             else:  # an untrained adapter is the T2I model frame by frame once its temporal layers are bypassed
                 adapter = train_adapter(ANIMATEDIFF, training, output / "adapters" / slug(ANIMATEDIFF))
             pipe = HarivoPipeline.from_pretrained(args.base_model, adapter=str(adapter))
-            row_settings = EvalSettings(**{**asdict(settings), "mg_scale": row.mg_scale})
+            rescale = default_guidance_rescale(pipe.scheduler.config)
+            row_settings = EvalSettings(**{**asdict(settings), "mg_scale": row.mg_scale, "guidance_rescale": rescale})
             start = time.perf_counter()
             if row.frame_by_frame:
                 with pipe.video_unet.temporal_layers_disabled():

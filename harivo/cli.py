@@ -7,8 +7,9 @@ import time
 import torch
 
 from .errors import HarivoLoadError, IncompatibleAdapterError, TrainingDivergedError
-from .schedulers import SCHEDULERS
+from .schedulers import SCHEDULERS, default_guidance_rescale
 
+GUIDANCE_RESCALE_HELP = "Rescale of the guided output, 0-1 (default: 0.7 for zero-terminal-SNR models, else 0)."
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--width", type=int, default=None, help="Width in pixels (default: the model's).")
     gen.add_argument("--steps", type=int, default=25, help="Denoising steps (default: 25).")
     gen.add_argument("--guidance-scale", type=float, default=7.5, help="Classifier-free guidance (default: 7.5).")
+    gen.add_argument("--guidance-rescale", type=float, default=None, help=GUIDANCE_RESCALE_HELP)
     gen.add_argument("--mg-scale", "--alpha", type=float, default=0.0, help="MG guidance alpha; 0 is off (paper: 40).")
     gen.add_argument("--mg-window", type=float, nargs=2, default=(0.0, 0.5), metavar=("START", "END"),
                      help="Fraction of the schedule with MG guidance (default: 0 0.5).")  # fmt: skip
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-frames", type=int, default=16)
     evaluate.add_argument("--steps", type=int, default=25)
     evaluate.add_argument("--guidance-scale", type=float, default=7.5)
+    evaluate.add_argument("--guidance-rescale", type=float, default=None, help=GUIDANCE_RESCALE_HELP)
     evaluate.add_argument("--mg-scale", "--alpha", type=float, default=0.0)
     evaluate.add_argument("--mg-window", type=float, nargs=2, default=(0.0, 0.5), metavar=("START", "END"))
     evaluate.add_argument(
@@ -111,6 +114,7 @@ def generate(args: argparse.Namespace) -> None:
         width=args.width,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
+        guidance_rescale=_guidance_rescale(args.guidance_rescale, pipe.scheduler),
         mg_scale=args.mg_scale,
         mg_window=tuple(args.mg_window),
         mg_energy=args.mg_energy,
@@ -147,6 +151,7 @@ def evaluate(args: argparse.Namespace) -> None:
         clips, label = render_reference_clips(prompts, settings.seeds, settings.num_frames), "rendered clips"
     else:
         pipe, label = _load_pipeline(args.base_model, args.adapter), args.adapter or "embedded default model"
+        settings.guidance_rescale = _guidance_rescale(args.guidance_rescale, pipe.scheduler)
         if args.frame_by_frame:
             with pipe.video_unet.temporal_layers_disabled():
                 clips = generate_clips(pipe, prompts, settings)
@@ -204,6 +209,11 @@ def evaluate_videos(args: argparse.Namespace) -> None:
         )
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def _guidance_rescale(value: float | None, scheduler) -> float:
+    """`--guidance-rescale` if given, else what the model's schedule wants (`default_guidance_rescale`)."""
+    return default_guidance_rescale(scheduler.config) if value is None else value
 
 
 def _load_pipeline(base_model: str | None, adapter: str | None, **kwargs):

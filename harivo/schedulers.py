@@ -33,3 +33,11 @@ def make_scheduler(name: str, config: dict) -> SchedulerMixin:
     if key not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}.")
     return SCHEDULERS[key].from_config(config)
+
+
+def default_guidance_rescale(config: dict) -> float:
+    """
+    The guidance rescale a model with this scheduler `config` wants: 0.7 for a zero-terminal-SNR schedule (Lin et al.
+    2024, section 3.4; such models over-expose under strong guidance without it), else 0 (off).
+    """
+    return 0.7 if config.get("rescale_betas_zero_snr", False) else 0.0

@@ -26,6 +26,7 @@ from harivo.evaluation.suite import (
     render_reference_clips,
     score_clips,
 )
+from harivo.schedulers import default_guidance_rescale
 from harivo.video_io import contact_sheet
 
 PROMPTS = {
@@ -64,6 +65,7 @@ def score_text_to_image(base, num_prompts: int, steps: int, guidance_scale: floa
             [scene.caption for scene in scenes],
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
+            guidance_rescale=default_guidance_rescale(pipe.scheduler.config),
             generator=torch.Generator().manual_seed(0),
             output_type="np",
         ).images
@@ -103,6 +105,7 @@ def main() -> None:
         num_frames=args.num_frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
+        guidance_rescale=default_guidance_rescale(pipe.scheduler.config),
         mg_scale=args.mg_scale,
     )
     prompts = [p for group in PROMPTS.values() for p in group]

@@ -42,6 +42,7 @@ def denoising_errors(
         raise ValueError(f"Got {len(clips)} clips but {len(captions)} captions.")
     model = pipe.video_unet
     alphas_cumprod = pipe.scheduler.alphas_cumprod
+    v_prediction = pipe.scheduler.config.get("prediction_type", "epsilon") == "v_prediction"
     generator = torch.Generator().manual_seed(seed)
     device, dtype = pipe.vae.device, pipe.vae.dtype
     sums = {int(t): np.zeros(2) for t in timesteps}
@@ -62,7 +63,10 @@ def denoising_errors(
                 with model.temporal_layers_disabled():
                     image = model(noisy.to(model.dtype), step, text.to(model.dtype)).float()
                 for index, prediction in enumerate((video, image)):
-                    x0 = (noisy - (1 - alpha).sqrt() * prediction) / alpha.sqrt()
+                    if v_prediction:  # v = sqrt(a) eps - sqrt(1-a) x0
+                        x0 = alpha.sqrt() * noisy - (1 - alpha).sqrt() * prediction
+                    else:
+                        x0 = (noisy - (1 - alpha).sqrt() * prediction) / alpha.sqrt()
                     sums[t][index] += float(((x0 - latents) ** 2).mean()) * num_clips
     total = len(clips) * repeats
     results = {}

@@ -73,6 +73,7 @@ class EvalSettings:
     num_frames: int = 16
     num_inference_steps: int = 25
     guidance_scale: float = 7.5
+    guidance_rescale: float = 0.0
     mg_scale: float = 0.0
     mg_window: tuple[float, float] = (0.0, 0.5)
     batch_size: int = 8
@@ -94,6 +95,7 @@ def generate_clips(pipe, prompts: Sequence[str], settings: EvalSettings, progres
                 num_frames=settings.num_frames,
                 num_inference_steps=settings.num_inference_steps,
                 guidance_scale=settings.guidance_scale,
+                guidance_rescale=settings.guidance_rescale,
                 mg_scale=settings.mg_scale,
                 mg_window=settings.mg_window,
                 generator=generators,

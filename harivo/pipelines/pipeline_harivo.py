@@ -11,6 +11,7 @@ from diffusers import AnimateDiffPipeline, AutoencoderKL, UNet2DConditionModel, 
 from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, StableDiffusionMixin
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
@@ -133,6 +134,10 @@ class HarivoPipeline(
         return self._guidance_scale
 
     @property
+    def guidance_rescale(self) -> float:
+        return self._guidance_rescale
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
         return self._guidance_scale > 1
 
@@ -250,6 +255,8 @@ class HarivoPipeline(
         if self.do_classifier_free_guidance:
             uncond, text = output.chunk(2)
             output = uncond + self.guidance_scale * (text - uncond)
+            if self.guidance_rescale > 0:  # keep the guided output's scale at the text output's (Lin et al. 2024)
+                output = rescale_noise_cfg(output, text, self._guidance_rescale)
         return output
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
@@ -265,6 +272,8 @@ class HarivoPipeline(
     def _mg_guided_noise(self, latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs):
         """The model output at a guided step: MG moves it along the gradient of the temporal energy (section 6)."""
         alpha_bar = self._alpha_bar(t).to(latents.device)
+        if alpha_bar == 0:  # the pure-noise step of a zero-terminal-SNR schedule: eps = z_t, nothing to guide
+            return self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
         prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         layers = default_trsa_layers(self.unet) if mg_energy == "attention" else []
         with torch.enable_grad():
@@ -292,6 +301,7 @@ class HarivoPipeline(
         guidance_scale: float = 7.5,
         negative_prompt: str | list[str] | None = None,
         num_videos_per_prompt: int = 1,
+        guidance_rescale: float = 0.0,
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -320,6 +330,9 @@ class HarivoPipeline(
             guidance_scale (`float`, defaults to 7.5): Classifier-free guidance; `<= 1` is off.
             negative_prompt (`str` or `list[str]`, *optional*): What not to generate.
             num_videos_per_prompt (`int`, defaults to 1): Videos per prompt.
+            guidance_rescale (`float`, defaults to 0.0): Rescales the guided output towards the text output's standard
+                deviation (section 3.4 of "Common Diffusion Noise Schedules and Sample Steps are Flawed"); 0.7 is
+                the paper's value for zero-terminal-SNR models, which over-expose under strong guidance without it.
             eta (`float`, defaults to 0.0): DDIM's eta; ignored by other schedulers.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): For reproducible sampling.
             latents (`torch.Tensor`, *optional*): IID Gaussian noise `(B, C, F, h, w)` to start from; it goes
@@ -354,7 +367,10 @@ class HarivoPipeline(
             prompt, num_frames, height, width, num_inference_steps, guidance_scale, negative_prompt, prompt_embeds,
             negative_prompt_embeds, mg_scale, mg_window, mg_energy, output_type, callback_on_step_end_tensor_inputs,
         )  # fmt: skip
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale}.")
         self._guidance_scale = guidance_scale
+        self._guidance_rescale = guidance_rescale
         self._clip_skip = clip_skip
 
         # 2. Define call parameters

@@ -77,6 +77,11 @@ class T2IStageConfig:
     # Weight of the caption-content loss: linear heads must read every caption attribute (motion included) from the
     # text encoder's pooled output, as they could from a pretrained CLIP's; 0 switches it off.
     caption_content_weight: float = 0.0
+    # The noise schedule (SD-1.5's betas, optionally rescaled) and what the U-Net predicts. `zero_terminal_snr`
+    # (Lin et al. 2024) makes the last training step pure noise, as sampling starts from; it needs
+    # `prediction_type: v_prediction` (an epsilon target carries no information at zero SNR).
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
     validation_prompts: tuple[str, ...] = (
         "a large red circle on a plain black background",
         "a small blue triangle on a striped white background",
@@ -155,6 +160,15 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.t2i.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"t2i.prediction_type must be 'epsilon' or 'v_prediction', not {self.t2i.prediction_type!r}."
+            )
+        if self.t2i.zero_terminal_snr and self.t2i.prediction_type != "v_prediction":
+            raise ValueError(
+                "t2i.zero_terminal_snr needs t2i.prediction_type: v_prediction (at zero SNR the noise target equals"
+                " the input, so an epsilon model learns nothing there)."
+            )
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(dataclasses.asdict(self)), sort_keys=False)

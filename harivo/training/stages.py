@@ -225,7 +225,7 @@ class TextToImageStage(Stage):
         ).to(self.device)
         self.unet.train()
         self.text_encoder.train()
-        self.noise_scheduler = DDPMScheduler(num_train_timesteps=1000, **SD_NOISE_SCHEDULE)
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=1000, **self._schedule())
         self.caption_head = (
             CaptionContentHead(settings.text_hidden_size).to(self.device)
             if settings.caption_content_weight > 0
@@ -254,7 +254,11 @@ class TextToImageStage(Stage):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = self.text_encoder(tokenize_captions(self.tokenizer, captions).to(self.device))
         prediction = self.unet(noisy, timesteps, text.last_hidden_state).sample
-        diffusion = F.mse_loss(prediction.float(), noise)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        diffusion = F.mse_loss(prediction.float(), target)
         terms = {"diffusion": diffusion.item()}
         loss = diffusion
         if self.caption_head is not None:
@@ -262,6 +266,18 @@ class TextToImageStage(Stage):
             loss = loss + self.config.t2i.caption_content_weight * content
             terms["caption_content"] = content.item()
         return loss, {**terms, "total": loss.item()}
+
+    def _schedule(self, inference: bool = False) -> dict:
+        """The noise schedule's scheduler arguments (with those of DDIM sampling if `inference`)."""
+        settings = self.config.t2i
+        schedule = {**SD_NOISE_SCHEDULE, "prediction_type": settings.prediction_type}
+        if settings.zero_terminal_snr:  # sampling must start at the pure-noise step: trailing spacing
+            schedule.update(rescale_betas_zero_snr=True)
+            if inference:
+                schedule.update(timestep_spacing="trailing", set_alpha_to_one=True)
+        elif inference:  # Stable Diffusion 1.5's sampling settings
+            schedule.update(set_alpha_to_one=False, steps_offset=1)
+        return schedule
 
     def _add_motion_phrases(self, captions: list[str], probability: float) -> list[str]:
         if probability == 0:
@@ -283,13 +299,7 @@ class TextToImageStage(Stage):
             text_encoder=unwrap(self.text_encoder),
             tokenizer=self.tokenizer,
             unet=unwrap(self.unet),
-            scheduler=DDIMScheduler(
-                num_train_timesteps=1000,
-                clip_sample=False,
-                set_alpha_to_one=False,
-                steps_offset=1,
-                **SD_NOISE_SCHEDULE,
-            ),
+            scheduler=DDIMScheduler(num_train_timesteps=1000, clip_sample=False, **self._schedule(inference=True)),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,

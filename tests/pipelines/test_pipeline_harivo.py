@@ -114,6 +114,32 @@ def test_any_diffusers_scheduler(pipe, name):
     assert video.shape == (1, 4, 3, 16, 16) and torch.isfinite(video).all()
 
 
+def test_guidance_rescale_matches_the_text_outputs_scale(pipe):
+    def first_output(rescale):
+        outputs = []
+
+        def keep(pipeline, step, timestep, tensors):
+            if step == 0:
+                text_embeds = tensors["prompt_embeds"]
+                latents = tensors["latents"]
+                with torch.no_grad():
+                    outputs.append(pipeline._predict_noise(latents, timestep, text_embeds, None))
+                    text = pipeline.video_unet(latents, timestep, text_embeds.chunk(2)[1])
+                outputs.append(text)
+            return {}
+
+        run(
+            pipe, guidance_scale=7.5, guidance_rescale=rescale, callback_on_step_end=keep, output_type="latent",
+            callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
+        )  # fmt: skip
+        return outputs
+
+    guided, text = first_output(1.0)
+    torch.testing.assert_close(guided.std(), text.std(), rtol=1e-4, atol=1e-6)
+    plain, _ = first_output(0.0)
+    assert plain.std() > 1.1 * text.std()  # guidance inflates the output: what the rescale undoes
+
+
 def test_callback_can_replace_latents(pipe):
     seen = []
 
@@ -139,6 +165,7 @@ def test_callback_can_replace_latents(pipe):
         ({"output_type": "gif"}, "output_type"),
         ({"prompt": None}, "exactly one of"),
         ({"latents": torch.randn(1, 4, 3, 8, 8)}, "latents"),
+        ({"guidance_rescale": 1.5}, "guidance_rescale"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):

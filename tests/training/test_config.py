@@ -44,6 +44,8 @@ def _write(folder, text):
         (["data.kind=webvid"], "data.csv is not set"),
         (["batch_size=0"], "batch_size must be at least 1"),
         (["max_steps"], "not of the form key=value"),
+        (["t2i.prediction_type=sample"], "t2i.prediction_type must be"),
+        (["t2i.zero_terminal_snr=true"], "needs t2i.prediction_type: v_prediction"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(overrides, message):

@@ -222,3 +222,28 @@ def test_motion_conditioner_trains_and_ships_with_the_adapter(base_dir, tmp_path
     pipe = HarivoPipeline.from_pretrained(base_dir, adapter=loaded)
     frames = pipe("a small red circle moving left", num_frames=4, num_inference_steps=2, mg_scale=10, output_type="np")
     assert frames.frames.shape == (1, 4, 16, 16, 3) and np.isfinite(frames.frames).all()
+
+
+def test_zero_terminal_snr_base_samples_from_pure_noise_and_harivo_inherits_it(trained_vae, tmp_path):
+    schedule = ["t2i.prediction_type=v_prediction", "t2i.zero_terminal_snr=true", "num_validation_samples=0"]
+    t2i = Trainer(tiny_config("t2i", tmp_path / "t2i", f"t2i.vae={trained_vae}", *schedule)).train()
+    base = StableDiffusionPipeline.from_pretrained(t2i, safety_checker=None)
+    config = base.scheduler.config
+    assert config.prediction_type == "v_prediction" and config.rescale_betas_zero_snr
+    base.scheduler.set_timesteps(4)
+    assert int(base.scheduler.timesteps[0]) == 999 and float(base.scheduler.alphas_cumprod[999]) == 0.0
+
+    trainer = Trainer(
+        tiny_config("harivo", tmp_path / "harivo", f"harivo.base_model={t2i}", "num_validation_samples=0")
+    )
+    assert trainer.stage.noise_scheduler.config.prediction_type == "v_prediction"
+    assert float(trainer.stage.noise_scheduler.alphas_cumprod[-1]) == 0.0
+    final = trainer.train()
+    assert all(np.isfinite(r["total"]) for r in read_log(tmp_path / "harivo"))
+    pipe = HarivoPipeline.from_pretrained(t2i, adapter=HarivoAdapter.from_pretrained(final))
+    # MG from the very first (pure-noise) step, and the guidance rescale such models want
+    frames = pipe(
+        "a small red circle moving left", num_frames=4, num_inference_steps=2, mg_scale=10, mg_window=(0.0, 1.0),
+        guidance_rescale=0.7, output_type="np",
+    ).frames  # fmt: skip
+    assert frames.shape == (1, 4, 16, 16, 3) and np.isfinite(frames).all()
