@@ -91,8 +91,9 @@ def train(args: argparse.Namespace) -> None:
     if args.dry_run:
         print(config.to_yaml(), end="")
         return
-    final = Trainer(config, resume=args.resume).train()
-    print(f"Done: {final}")
+    trainer = Trainer(config, resume=args.resume)
+    final = trainer.train()
+    trainer.accelerator.print(f"Done: {final}")  # once, from the main process
 
 
 def generate(args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.checkpointing import load_custom_state
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader, Sampler
@@ -121,7 +122,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
         set_seed(config.seed)
         self.resume = resume
-        self.state = TrainingState(config.seed)
+        # Each process draws its own noise and timesteps (the models start identical: `set_seed` is not per process).
+        self.state = TrainingState(config.seed + self.accelerator.process_index)
         self.stage: Stage = build_stage(config, self.accelerator, self.state.generator)
         if config.gradient_checkpointing:
             self.stage.enable_gradient_checkpointing()
@@ -148,19 +150,28 @@ class Trainer:
             self.optimizer, loader, self.lr_scheduler
         )
         self.accelerator.register_for_checkpointing(self.state)
-        for extra in self.stage.checkpointed_state():
-            self.accelerator.register_for_checkpointing(extra)
+        # State that differs between processes (the L_dc queue of negatives): each process checkpoints its own.
+        self.process_state = self.stage.checkpointed_state()
         self.log_path = self.output_dir / "logs.jsonl"
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
         """Write `checkpoint-{step}` atomically (temporary folder, then rename) and prune old ones."""
         final = self.output_dir / f"checkpoint-{self.state.step}"
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            temporary = self.output_dir / f"checkpoint-{self.state.step}.tmp"
+        temporary = self.output_dir / f"checkpoint-{self.state.step}.tmp"
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
             shutil.rmtree(temporary, ignore_errors=True)
-            self.accelerator.save_state(str(temporary / "state"), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        # Every process saves its own RNG states (the main one also the optimizer and scheduler), its generator of
+        # noise and timesteps, and its own `process_state`.
+        (temporary / "state").mkdir(parents=True, exist_ok=True)
+        accelerator.save_state(str(temporary / "state"), safe_serialization=True)
+        own = {"generator": self.state.generator.get_state(), "extra": [m.state_dict() for m in self.process_state]}
+        torch.save(own, temporary / "state" / f"process_{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
             self.stage.save_trainable(temporary / "weights")
             if final.exists():
                 shutil.rmtree(final)
@@ -173,6 +184,15 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         self.stage.load_trainable(path / "weights")
         self.accelerator.load_state(str(path / "state"))
+        own = path / "state" / f"process_{self.accelerator.process_index}.pt"
+        if own.is_file():
+            own = torch.load(own, weights_only=True)
+            self.state.generator.set_state(own["generator"])
+            for module, state in zip(self.process_state, own["extra"], strict=True):
+                module.load_state_dict(state)
+        else:  # a checkpoint from before per-process state: the main process's, as Accelerate custom objects
+            for index, module in enumerate(self.process_state, start=1):
+                load_custom_state(module, str(path / "state"), index)
         self._truncate_log(self.state.step)
 
     def _truncate_log(self, step: int) -> None:

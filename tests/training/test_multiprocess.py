@@ -1,0 +1,43 @@
+"""`harivo train` in two CPU processes (torchrun; Accelerate makes them one data-parallel gloo group), resumed."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harivo import HarivoAdapter
+from harivo.training import find_checkpoints
+from tests.training.test_trainer import TINY
+
+
+def launch(output_dir, base_dir, max_steps, *extra):
+    overrides = [
+        *TINY["harivo"], f"harivo.base_model={base_dir}", f"output_dir={output_dir}", f"max_steps={max_steps}",
+        "batch_size=2", "checkpoint_every=2", "log_every=1", "num_validation_samples=0", "optim.lr_warmup_steps=0",
+    ]  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "harivo.cli", "train"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([*command, *overrides, *extra], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("Done:") == 1
+    records = [json.loads(line) for line in (output_dir / "logs.jsonl").read_text().splitlines()]
+    return {r["step"]: r["total"] for r in records if "total" in r}
+
+
+def test_two_processes_checkpoint_every_rank_and_resume_the_same_loss_curve(base_dir, tmp_path):
+    reference = launch(tmp_path / "reference", base_dir, 4)
+    assert list(reference) == [1, 2, 3, 4]  # one process logs
+    checkpoints = find_checkpoints(tmp_path / "reference")
+    assert [step for step, _ in checkpoints] == [2, 4]
+    state = checkpoints[-1][1] / "state"
+    assert all((state / f"random_states_{rank}.pkl").is_file() for rank in (0, 1))  # each rank's own RNG
+    assert all((state / f"process_{rank}.pt").is_file() for rank in (0, 1))  # its noise generator, L_dc queue
+    HarivoAdapter.from_pretrained(tmp_path / "reference" / "final")
+
+    stopped = launch(tmp_path / "stopped", base_dir, 2)
+    assert stopped == {step: reference[step] for step in (1, 2)}
+    resumed = launch(tmp_path / "stopped", base_dir, 4, "--resume")
+    assert list(resumed) == [1, 2, 3, 4]
+    assert [resumed[step] for step in (3, 4)] == pytest.approx([reference[step] for step in (3, 4)], rel=1e-5)
