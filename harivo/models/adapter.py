@@ -127,6 +127,7 @@ class HarivoAdapter(ModelMixin):
         with_projection_head: bool = True,
         motion_conditioning: bool = False,
         motion_conditioning_dim: int = 128,
+        motion_conditioning_pooling: str = "attention",
     ) -> "HarivoAdapter":
         r"""
         Build a fresh adapter at identity for a base U-Net: zero-initialised temporal layers, identity mapping
@@ -149,6 +150,8 @@ class HarivoAdapter(ModelMixin):
             motion_conditioning (`bool`, defaults to `False`): Add a [`MotionConditioner`], which gives the temporal
                 layers the prompt [ours]; zero-initialised, so the fresh adapter is still the identity.
             motion_conditioning_dim (`int`, defaults to 128): Hidden width of the motion conditioner.
+            motion_conditioning_pooling (`str`, defaults to `"attention"`): How the conditioner pools the prompt
+                (`"attention"` or `"last_token"`, see [`MotionConditioner`]).
         """
         config = getattr(unet_config, "config", unet_config)
         channels = tuple(config["block_out_channels"])
@@ -184,6 +187,7 @@ class HarivoAdapter(ModelMixin):
                 layer_channels=temporal_layer_widths(motion_adapter),
                 hidden_dim=motion_conditioning_dim,
                 max_frames=max_frames,
+                pooling=motion_conditioning_pooling,
             )
         return cls(motion_adapter, mapping_network, frame_token_generator, projection_head, motion_conditioner)
 

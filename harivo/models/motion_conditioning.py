@@ -8,7 +8,8 @@ world it does not: the prompted direction was not learned (README, comparison ta
 `MotionConditioner` reads the prompt once per video and adds a per-frame vector to the input of every temporal
 attention (right after its input projection, where AnimateDiff adds its frame-position encoding):
 `x[b, f] += W_l(mlp(pool(c_b) + p_f))`. The pooling is attention with a learned query over the text tokens, so it
-can pick out the motion words. `W_l` starts at zero: a fresh conditioner changes nothing. The temporal layers stay a
+can pick out the motion words, or (`pooling="last_token"`) the last text token, which a causal text encoder such as
+CLIP computes from the whole prompt (with Stable Diffusion's padding, an end-of-text token). `W_l` starts at zero: a fresh conditioner changes nothing. The temporal layers stay a
 plain diffusers `MotionAdapter` (still loadable by AnimateDiff); the conditioner is a separate part of the adapter.
 """
 
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+POOLINGS = ("attention", "last_token")
 
 
 class MotionConditioner(ModelMixin, ConfigMixin):
@@ -30,6 +33,8 @@ class MotionConditioner(ModelMixin, ConfigMixin):
         hidden_dim (`int`, defaults to 128): Width of the pooled prompt and of the hidden layer.
         num_heads (`int`, defaults to 4): Heads of the attention pooling over text tokens.
         max_frames (`int`, defaults to 32): Number of learned frame-position embeddings.
+        pooling (`str`, defaults to `"attention"`): How the prompt's tokens become one vector: `"attention"`
+            (learned query over all tokens) or `"last_token"` (the last token, a causal encoder's summary).
     """
 
     @register_to_config
@@ -40,8 +45,11 @@ class MotionConditioner(ModelMixin, ConfigMixin):
         hidden_dim: int = 128,
         num_heads: int = 4,
         max_frames: int = 32,
+        pooling: str = "attention",
     ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}.")
         if not layer_channels:
             raise ValueError("`layer_channels` must list the width of at least one temporal layer.")
         if hidden_dim % num_heads:
@@ -58,7 +66,9 @@ class MotionConditioner(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.proj_out.bias)
 
     def pool(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        """Attention pooling of text tokens `(B, L, D)` with the learned query: `(B, hidden_dim)`."""
+        """Text tokens `(B, L, D)` to one vector `(B, hidden_dim)`: attention pooling or the last token."""
+        if self.config.pooling == "last_token":
+            return self.to_v(self.token_norm(encoder_hidden_states[:, -1]))
         batch_size, length, _ = encoder_hidden_states.shape
         heads = self.config.num_heads
         tokens = self.token_norm(encoder_hidden_states)

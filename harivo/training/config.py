@@ -105,6 +105,7 @@ class HarivoStageConfig:
     noise_frame_correlation: float = 0.0  # the mapping network's fixed frame mixing: correlation of frames' noise
     motion_conditioning: bool = False  # give the temporal layers the prompt (MotionConditioner) [ours]
     motion_conditioning_dim: int = 128
+    motion_conditioning_pooling: str = "attention"  # or "last_token": the causal text encoder's summary token
     projection_dim: int = 128
     weight_diffusion: float = 1.0
     weight_reg: float = 0.1

@@ -357,6 +357,7 @@ class HarivoStage(Stage):
             with_projection_head=settings.weight_dc > 0,
             motion_conditioning=settings.motion_conditioning,
             motion_conditioning_dim=settings.motion_conditioning_dim,
+            motion_conditioning_pooling=settings.motion_conditioning_pooling,
         )
         if not settings.train_mapping_network:
             self.adapter.mapping_network.requires_grad_(False)

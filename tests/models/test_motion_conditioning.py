@@ -86,3 +86,21 @@ def test_layer_widths_and_errors(make_adapter, text_embeds):
     wrong = MotionConditioner(cross_attention_dim=32, layer_channels=(8,), hidden_dim=16)
     with pytest.raises(IncompatibleAdapterError, match="widths"):
         HarivoAdapter(adapter.motion_adapter, adapter.mapping_network, adapter.frame_token_generator, None, wrong)
+
+
+@torch.no_grad()
+def test_last_token_pooling_reads_only_the_last_token_and_round_trips(tmp_path):
+    conditioner = MotionConditioner(cross_attention_dim=8, layer_channels=(4,), hidden_dim=8, pooling="last_token")
+    tokens = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    earlier_changed = tokens.clone()
+    earlier_changed[:, :-1] = torch.randn(2, 4, 8)
+    torch.testing.assert_close(conditioner.pool(earlier_changed), conditioner.pool(tokens))
+    last_changed = tokens.clone()
+    last_changed[:, -1] = torch.randn(2, 8)  # (a constant shift would vanish in the LayerNorm)
+    assert not torch.allclose(conditioner.pool(last_changed), conditioner.pool(tokens))
+    attention = MotionConditioner(cross_attention_dim=8, layer_channels=(4,), hidden_dim=8)
+    assert not torch.allclose(attention.pool(earlier_changed), attention.pool(tokens))  # the default reads them all
+    conditioner.save_pretrained(tmp_path)
+    assert MotionConditioner.from_pretrained(tmp_path).config.pooling == "last_token"
+    with pytest.raises(ValueError, match="`pooling` must be one of"):
+        MotionConditioner(cross_attention_dim=8, layer_channels=(4,), pooling="mean")
