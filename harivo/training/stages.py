@@ -75,7 +75,7 @@ class Stage:
                 module.enable_gradient_checkpointing()
 
     def checkpointed_state(self) -> list:
-        """Extra stateful objects (with `state_dict`) that a checkpoint must hold."""
+        """Extra stateful objects (with `state_dict`) that a checkpoint must hold, one copy per process."""
         return []
 
     def dataset(self) -> Dataset:
