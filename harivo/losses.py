@@ -39,6 +39,16 @@ class DenoisingStep:
     capture: FeatureCapture = field(default_factory=FeatureCapture)
 
 
+def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the model must predict for `scheduler.add_noise(latents, noise, timesteps)`: `noise` or the velocity."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"Unsupported prediction_type {prediction_type!r}; use 'epsilon' or 'v_prediction'.")
+
+
 def per_sample_mean(values: torch.Tensor) -> torch.Tensor:
     """Mean over every dimension but the first: `(B, ...) -> (B,)`."""
     return values.flatten(1).mean(dim=1)
@@ -259,13 +269,7 @@ class HarivoLoss(nn.Module):
         num_train_timesteps = scheduler.config.num_train_timesteps
         timesteps = self.sample_timesteps(batch_size, num_train_timesteps, generator, latents.device)
         noisy_latents = scheduler.add_noise(latents, mapped_noise, timesteps)  # sqrt(a) z0 + sqrt(1-a) eps~
-        prediction_type = scheduler.config.prediction_type
-        if prediction_type == "epsilon":
-            target = mapped_noise
-        elif prediction_type == "v_prediction":
-            target = scheduler.get_velocity(latents, mapped_noise, timesteps)
-        else:
-            raise ValueError(f"Unsupported prediction_type {prediction_type!r}; use 'epsilon' or 'v_prediction'.")
+        target = diffusion_target(scheduler, latents, mapped_noise, timesteps)
 
         active = self.active_terms()
         attention_layers = []

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..pipelines.mg_sampling import original_from_output
 from ..utils.text import encode_captions
 
 
@@ -42,7 +43,7 @@ def denoising_errors(
         raise ValueError(f"Got {len(clips)} clips but {len(captions)} captions.")
     model = pipe.video_unet
     alphas_cumprod = pipe.scheduler.alphas_cumprod
-    v_prediction = pipe.scheduler.config.get("prediction_type", "epsilon") == "v_prediction"
+    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
     generator = torch.Generator().manual_seed(seed)
     device, dtype = pipe.vae.device, pipe.vae.dtype
     sums = {int(t): np.zeros(2) for t in timesteps}
@@ -63,10 +64,7 @@ def denoising_errors(
                 with model.temporal_layers_disabled():
                     image = model(noisy.to(model.dtype), step, text.to(model.dtype)).float()
                 for index, prediction in enumerate((video, image)):
-                    if v_prediction:  # v = sqrt(a) eps - sqrt(1-a) x0
-                        x0 = alpha.sqrt() * noisy - (1 - alpha).sqrt() * prediction
-                    else:
-                        x0 = (noisy - (1 - alpha).sqrt() * prediction) / alpha.sqrt()
+                    x0 = original_from_output(prediction, noisy, alpha, prediction_type)
                     sums[t][index] += float(((x0 - latents) ** 2).mean()) * num_clips
     total = len(clips) * repeats
     results = {}

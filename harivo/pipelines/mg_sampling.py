@@ -40,6 +40,15 @@ def predict_original(sample: torch.Tensor, epsilon: torch.Tensor, alpha_bar: tor
     return (sample - (1 - alpha_bar).sqrt() * epsilon) / alpha_bar.sqrt()
 
 
+def original_from_output(
+    model_output: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+):
+    """The predicted clean latents `x0_hat` from a model output; for v-prediction also at `a_t = 0`."""
+    if prediction_type == "v_prediction":  # x0 = sqrt(a) z_t - sqrt(1-a) v
+        return alpha_bar.sqrt() * sample - (1 - alpha_bar).sqrt() * model_output
+    return predict_original(sample, epsilon_from_output(model_output, sample, alpha_bar, prediction_type), alpha_bar)
+
+
 def frame_difference_energy(original: torch.Tensor) -> torch.Tensor:
     """`E = sum_videos mean_{f,c,h,w} (x0^{f+1} - x0^f)^2` for `original` of shape `(B, C, F, h, w)`."""
     difference = original[:, :, 1:] - original[:, :, :-1]  # (B, C, F-1, h, w)

@@ -256,7 +256,7 @@ class HarivoPipeline(
             uncond, text = output.chunk(2)
             output = uncond + self.guidance_scale * (text - uncond)
             if self.guidance_rescale > 0:  # keep the guided output's scale at the text output's (Lin et al. 2024)
-                output = rescale_noise_cfg(output, text, self._guidance_rescale)
+                output = rescale_noise_cfg(output, text, self.guidance_rescale)
         return output
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from ..data import (
     collate_videos,
 )
 from ..data.shapes import DIRECTIONS, ShapeScene
-from ..losses import HarivoLoss, LossWeights
+from ..losses import HarivoLoss, LossWeights, diffusion_target
 from ..models import HarivoAdapter, HarivoUNet
 from ..utils.text import encode_captions, tokenize_captions
 from ..video_io import contact_sheet
@@ -254,11 +254,7 @@ class TextToImageStage(Stage):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = self.text_encoder(tokenize_captions(self.tokenizer, captions).to(self.device))
         prediction = self.unet(noisy, timesteps, text.last_hidden_state).sample
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        diffusion = F.mse_loss(prediction.float(), target)
+        diffusion = F.mse_loss(prediction.float(), diffusion_target(self.noise_scheduler, latents, noise, timesteps))
         terms = {"diffusion": diffusion.item()}
         loss = diffusion
         if self.caption_head is not None:
