@@ -1,4 +1,5 @@
-"""Sampling cost, side by side in one run: diffusers' AnimateDiffPipeline vs HarivoPipeline (MG off / on).
+"""Sampling cost, side by side in one run: diffusers' AnimateDiffPipeline vs HarivoPipeline (MG off / on, motion-path
+projection).
 
 Same frozen U-Net, same temporal layers, same scheduler, seeds and sizes. Random weights: this measures cost,
 not quality. Run: `python -m benchmarks.bench_sampling [--size small] [--device cuda]`.
@@ -76,9 +77,13 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
     call = {"prompt": "a red circle moving left", "num_frames": args.frames, "height": side, "width": side}
     call["num_inference_steps"], call["output_type"] = args.steps, "latent"
+    path = torch.stack(
+        [torch.arange(args.frames) * 0.5, torch.zeros(args.frames)], dim=-1
+    )  # half a pixel right per frame
     rows = [
         ("diffusers AnimateDiffPipeline", animatediff, {}),
         ("HarivoPipeline, MG off (alpha=0)", harivo, {"mg_scale": 0.0}),
+        ("HarivoPipeline, motion-path projection", harivo, {"motion_path": path, "motion_path_projection": 1.0}),
         ("HarivoPipeline, MG alpha=40, first half", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 0.5)}),
         ("HarivoPipeline, MG alpha=40, every step", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 1.0)}),
     ]

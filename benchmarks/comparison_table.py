@@ -51,6 +51,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes" / "harivo
 ANIMATEDIFF = {
     "harivo.num_frame_tokens": 0,
     "harivo.motion_conditioning": False,
+    "harivo.motion_path": False,
     "harivo.noise_frame_correlation": 0.0,
     "harivo.train_mapping_network": False,
     "harivo.weight_reg": 0.0,
@@ -83,6 +84,7 @@ def build_rows() -> list[Row]:
     rows = [Row("T2I frame by frame", frame_by_frame=True), Row("AnimateDiff recipe", ANIMATEDIFF)]
     rows += [Row(f"AnimateDiff + {name}", {**ANIMATEDIFF, **overrides}) for name, overrides in COMPONENTS.items()]
     rows.append(Row("AnimateDiff + MG (alpha 40)", ANIMATEDIFF, mg_scale=40.0))
+    rows.append(Row("AnimateDiff + motion path [ours]", {**ANIMATEDIFF, "harivo.motion_path": True}))
     rows += [Row(f"full HARIVO, MG alpha {alpha:g}", full, mg_scale=alpha) for alpha in MG_ALPHAS]
     rows.append(Row("rendered clips", real=True))
     return rows

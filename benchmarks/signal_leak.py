@@ -64,7 +64,12 @@ def signal_leak(pipe, num_clips: int = 8, num_frames: int = 16, steps: int = 25,
     text = encode_captions(pipe.tokenizer, pipe.text_encoder, captions)
     prompt_embeds = torch.cat([encode_captions(pipe.tokenizer, pipe.text_encoder, [""] * num_clips), text])
     generator = torch.Generator().manual_seed(seed)
-    noise = pipe.adapter.mapping_network(torch.randn(clean.shape, generator=generator).to(clean))
+    warper = pipe.adapter.path_predictor
+    if warper is None or not warper.config.warp_noise:
+        noise = torch.randn(clean.shape, generator=generator)
+    else:  # as the pipeline samples: warped along the path the prompt predicts
+        noise = warper.noise(clean.shape, warper(text.float(), num_frames), generator)
+    noise = pipe.adapter.mapping_network(noise.to(clean))
     pipe.scheduler.set_timesteps(steps)
     first = int(pipe.scheduler.timesteps[0])
     alpha_bar = pipe.scheduler.alphas_cumprod[first].to(clean)

@@ -9,6 +9,9 @@ import torch
 from .errors import HarivoLoadError, IncompatibleAdapterError, TrainingDivergedError
 from .schedulers import SCHEDULERS, default_guidance_rescale
 
+PROJECTION_HELP = (
+    "Pull the early steps onto content that travels the motion path, 0 (off) to 1 (default with a path predictor)."
+)
 GUIDANCE_RESCALE_HELP = "Rescale of the guided output, 0-1 (default: 0.7 for zero-terminal-SNR models, else 0)."
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -35,7 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--mg-scale", "--alpha", type=float, default=0.0, help="MG guidance alpha; 0 is off (paper: 40).")
     gen.add_argument("--mg-window", type=float, nargs=2, default=(0.0, 0.5), metavar=("START", "END"),
                      help="Fraction of the schedule with MG guidance (default: 0 0.5).")  # fmt: skip
-    gen.add_argument("--mg-energy", choices=("frame_difference", "attention"), default="frame_difference")
+    gen.add_argument(
+        "--mg-energy", choices=("frame_difference", "attention", "motion_path"), default="frame_difference"
+    )
+    gen.add_argument("--motion-path-projection", type=float, default=None, help=PROJECTION_HELP)
+    gen.add_argument(
+        "--motion", type=float, nargs=2, default=None, metavar=("DX", "DY"),
+        help="Make the content travel DX, DY latent pixels per frame (x right, y down) instead of the path the adapter"
+        " predicts from the prompt.",
+    )  # fmt: skip
     gen.add_argument("--scheduler", default=None, help=f"Sampler: {', '.join(SCHEDULERS)} (default: the model's).")
     gen.add_argument("--fps", type=int, default=8, help="Frames per second of the file (default: 8).")
     gen.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
@@ -57,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--guidance-rescale", type=float, default=None, help=GUIDANCE_RESCALE_HELP)
     evaluate.add_argument("--mg-scale", "--alpha", type=float, default=0.0)
     evaluate.add_argument("--mg-window", type=float, nargs=2, default=(0.0, 0.5), metavar=("START", "END"))
+    evaluate.add_argument("--motion-path-projection", type=float, default=None, help=PROJECTION_HELP)
     evaluate.add_argument(
         "--frame-by-frame", action="store_true", help="Bypass the temporal layers: the frozen T2I model per frame."
     )
@@ -119,6 +131,10 @@ def generate(args: argparse.Namespace) -> None:
         mg_scale=args.mg_scale,
         mg_window=tuple(args.mg_window),
         mg_energy=args.mg_energy,
+        motion_path=None
+        if args.motion is None
+        else torch.arange(args.num_frames)[:, None] * torch.tensor(args.motion),
+        motion_path_projection=args.motion_path_projection,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
     ).frames[0]
     path = save_video(frames, args.output, fps=args.fps)
@@ -146,6 +162,7 @@ def evaluate(args: argparse.Namespace) -> None:
         guidance_scale=args.guidance_scale,
         mg_scale=args.mg_scale,
         mg_window=tuple(args.mg_window),
+        motion_path_projection=args.motion_path_projection,
     )
     start = time.perf_counter()
     if args.real:
@@ -154,6 +171,8 @@ def evaluate(args: argparse.Namespace) -> None:
         pipe, label = _load_pipeline(args.base_model, args.adapter), args.adapter or "embedded default model"
         settings.guidance_rescale = _guidance_rescale(args.guidance_rescale, pipe.scheduler)
         if args.frame_by_frame:
+            if settings.motion_path_projection is None:  # the image model alone: no path either
+                settings.motion_path_projection = 0.0
             with pipe.video_unet.temporal_layers_disabled():
                 clips = generate_clips(pipe, prompts, settings)
             label += " (frame by frame)"

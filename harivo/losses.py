@@ -29,6 +29,8 @@ class DenoisingStep:
         model_output (`torch.Tensor`): The video model's prediction, `(B, C, F, h, w)`.
         target (`torch.Tensor`): The diffusion target built from the mapped noise, `(B, C, F, h, w)`.
         capture (`FeatureCapture`): Attention maps / h-space recorded during the forward.
+        displacements (`torch.Tensor`, *optional*): The measured motion path the noise was warped along,
+            `(B, F, 2)` in latent pixels (only with a motion path predictor).
     """
 
     noisy_latents: torch.Tensor
@@ -37,6 +39,7 @@ class DenoisingStep:
     model_output: torch.Tensor
     target: torch.Tensor
     capture: FeatureCapture = field(default_factory=FeatureCapture)
+    displacements: torch.Tensor | None = None
 
 
 def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -70,6 +73,19 @@ class TemporalRegularizationLoss:
         with torch.no_grad(), model.temporal_layers_disabled():
             image_prediction = model(step.noisy_latents, step.timesteps, step.encoder_hidden_states)
         return per_sample_mean((step.model_output.float() - image_prediction.float()) ** 2)
+
+
+class NoisePathLoss:
+    """`L_path = ||p(c) - d||^2`: the motion path predicted from the prompt against the path measured on the training
+    clip, in latent pixels per frame [ours]. Teaches the path predictor what motion a prompt means, so that sampling
+    can move the content the way a training clip of that prompt moved."""
+
+    def __call__(self, model: HarivoUNet, step: DenoisingStep) -> torch.Tensor:
+        predictor = model.adapter.path_predictor
+        if predictor is None or step.displacements is None:
+            raise ValueError("L_path needs a motion path predictor and the measured displacements of the batch.")
+        predicted = predictor(step.encoder_hidden_states.float(), step.displacements.shape[1])
+        return per_sample_mean((predicted - step.displacements.float()) ** 2)
 
 
 def attention_map_distance(attention_map: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -190,11 +206,13 @@ class LossWeights:
     reg: float = 0.1
     trsa: float = 0.1
     dc: float = 0.01
+    path: float = 0.0
 
 
 class HarivoLoss(nn.Module):
     r"""
-    The total HARIVO loss `L = L_diff + lambda_reg L_reg + lambda_trsa L_trsa + lambda_dc L_dc`.
+    The total HARIVO loss `L = L_diff + lambda_reg L_reg + lambda_trsa L_trsa + lambda_dc L_dc (+ lambda_path L_path
+    with a motion path predictor)`.
 
     Args:
         weights ([`LossWeights`], *optional*): Term weights.
@@ -226,6 +244,7 @@ class HarivoLoss(nn.Module):
             "diffusion": DiffusionLoss(),
             "reg": TemporalRegularizationLoss(),
             "trsa": TemporalAttentionLoss(),
+            "path": NoisePathLoss(),
         }
         self.dc = DecoupledContrastiveLoss(dc_temperature, dc_queue_size, embedding_dim)
         self.terms["dc"] = self.dc
@@ -249,6 +268,7 @@ class HarivoLoss(nn.Module):
         latents: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         generator: torch.Generator | None = None,
+        displacements: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """
         One training forward and the losses on it.
@@ -259,12 +279,25 @@ class HarivoLoss(nn.Module):
             latents (`torch.Tensor`): Clean video latents `z0`, `(B, C, F, h, w)` (already VAE-scaled).
             encoder_hidden_states (`torch.Tensor`): Text tokens `(B, L, D)`.
             generator (`torch.Generator`, *optional*): For the noise and timesteps.
+            displacements (`torch.Tensor`, *optional*): Each clip's motion path `(B, F, 2)` in latent pixels
+                (`estimate_displacements` of its frames over the VAE factor); required when the adapter has a noise
+                path predictor (for `L_path`, and the warped noise if it warps).
 
         Returns:
             `(total, logs)`: the weighted total (a scalar with gradient) and each unweighted term as a float.
         """
         batch_size = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        predictor = model.adapter.path_predictor
+        if predictor is not None and displacements is None:
+            raise ValueError(
+                "This adapter predicts motion paths: pass each clip's `displacements` (its measured path)."
+            )
+        if predictor is not None and predictor.config.warp_noise:
+            noise = predictor.noise(
+                latents.shape, displacements, generator, device=latents.device, dtype=latents.dtype
+            )
+        else:
+            noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         mapped_noise = model.map_noise(noise)  # eps~ = m(eps)
         num_train_timesteps = scheduler.config.num_train_timesteps
         timesteps = self.sample_timesteps(batch_size, num_train_timesteps, generator, latents.device)
@@ -277,7 +310,9 @@ class HarivoLoss(nn.Module):
             attention_layers = self.trsa_layers if self.trsa_layers is not None else default_trsa_layers(model.unet)
         with model.capture(attention_layers, h_space="dc" in active) as capture:
             model_output = model(noisy_latents, timesteps, encoder_hidden_states)
-        step = DenoisingStep(noisy_latents, timesteps, encoder_hidden_states, model_output, target, capture)
+        step = DenoisingStep(
+            noisy_latents, timesteps, encoder_hidden_states, model_output, target, capture, displacements
+        )
 
         total = latents.new_zeros((), dtype=torch.float32)
         logs = {}

@@ -1,4 +1,5 @@
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,15 @@ def test_generate_writes_a_video(base_dir, adapter_path, tmp_path, capsys):
     assert "Wrote" in capsys.readouterr().out
 
 
+def test_generate_along_a_given_motion(base_dir, adapter_path, tmp_path):
+    common = ["generate", "a small red circle", "--base-model", str(base_dir), "--adapter", str(adapter_path),
+              "--num-frames", "4", "--height", "16", "--width", "16", "--steps", "2"]  # fmt: skip
+    main([*common, "-o", str(tmp_path / "still.gif")])
+    main([*common, "-o", str(tmp_path / "moving.gif"), "--motion", "1", "0"])
+    still, moving = (iio.imread(tmp_path / name, index=None) for name in ("still.gif", "moving.gif"))
+    assert moving.shape == still.shape == (4, 16, 16, 3) and not np.array_equal(moving, still)
+
+
 def test_generate_with_the_embedded_default_model(tmp_path, capsys):
     out = tmp_path / "default.gif"
     main(["generate", "a large green square moving up on a plain white background", "-o", str(out), "--steps", "3",
@@ -44,6 +54,8 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--height", "15"], "multiple of the VAE"),
         (["--num-frames", "40"], "from 1 to 8"),
         (["--steps", "0"], "positive integer"),
+        (["--motion-path-projection", "2"], "motion_path_projection"),
+        (["--mg-energy", "motion_path", "--mg-scale", "40"], "need a path"),
     ],
 )
 def test_bad_arguments_exit_with_a_message_not_a_traceback(base_dir, adapter_path, tmp_path, capsys, extra, message):

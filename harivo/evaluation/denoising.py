@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..models.motion_path import estimate_displacements
 from ..pipelines.mg_sampling import original_from_output
 from ..utils.text import encode_captions
 
@@ -54,10 +55,18 @@ def denoising_errors(
         latents = (latents.float() * pipe.vae.config.scaling_factor).unflatten(0, (num_clips, num_frames))
         latents = latents.transpose(1, 2)  # (N, C, F, h, w)
         text = encode_captions(pipe.tokenizer, pipe.text_encoder, list(captions[start : start + batch_size]))
+        warper = model.adapter.path_predictor
+        if warper is not None and not warper.config.warp_noise:
+            warper = None
+        path = None if warper is None else estimate_displacements(pixels) / pipe.vae_scale_factor  # as in training
         for t in sums:
             alpha = alphas_cumprod[t].to(device)
             for _ in range(repeats):
-                noise = model.map_noise(torch.randn(latents.shape, generator=generator).to(device))
+                if warper is None:
+                    noise = torch.randn(latents.shape, generator=generator)
+                else:
+                    noise = warper.noise(latents.shape, path, generator)
+                noise = model.map_noise(noise.to(device))
                 noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
                 step = torch.full((num_clips,), t, device=device)
                 video = model(noisy.to(model.dtype), step, text.to(model.dtype)).float()

@@ -76,6 +76,7 @@ class EvalSettings:
     guidance_rescale: float = 0.0
     mg_scale: float = 0.0
     mg_window: tuple[float, float] = (0.0, 0.5)
+    motion_path_projection: float | None = None  # None: the pipeline's default (1 with a motion path predictor)
     batch_size: int = 8
     extra: dict = field(default_factory=dict)  # any other pipeline keyword
 
@@ -97,6 +98,7 @@ def generate_clips(pipe, prompts: Sequence[str], settings: EvalSettings, progres
                 guidance_scale=settings.guidance_scale,
                 guidance_rescale=settings.guidance_rescale,
                 mg_scale=settings.mg_scale,
+                motion_path_projection=settings.motion_path_projection,
                 mg_window=settings.mg_window,
                 generator=generators,
                 output_type="np",

@@ -7,6 +7,7 @@ Folder layout (each sub-folder is a normal diffusers model folder: `config.json`
     mapping_network/         noise mapping network `m_theta`
     frame_token_generator/   frame-wise token generator `t_theta`
     motion_conditioner/      prompt vectors for the temporal layers [ours] (optional)
+    path_predictor/          the prompt's motion path, for sampling (and warping the noise) [ours] (optional)
     projection_head/         h-space projection head `g_theta` (training only; optional)
 """
 
@@ -26,6 +27,7 @@ from ..loading import WEIGHT_SUFFIXES, check_weight_format, describe_load_error,
 from .frame_tokens import FrameTokenGenerator
 from .mapping_network import NoiseMappingNetwork
 from .motion_conditioning import MotionConditioner
+from .motion_path import MotionPathPredictor
 from .projection_head import HSpaceProjectionHead
 
 ADAPTER_CONFIG_NAME = "harivo_adapter.json"
@@ -34,9 +36,10 @@ COMPONENTS = {
     "mapping_network": NoiseMappingNetwork,
     "frame_token_generator": FrameTokenGenerator,
     "motion_conditioner": MotionConditioner,
+    "path_predictor": MotionPathPredictor,
     "projection_head": HSpaceProjectionHead,
 }
-OPTIONAL_COMPONENTS = ("motion_conditioner", "projection_head")
+OPTIONAL_COMPONENTS = ("motion_conditioner", "path_predictor", "projection_head")
 
 
 def temporal_transformers(motion_adapter: MotionAdapter) -> list[AnimateDiffTransformer3D]:
@@ -76,6 +79,7 @@ class HarivoAdapter(ModelMixin):
         frame_token_generator ([`FrameTokenGenerator`]): Frame-wise token generator (`num_tokens=0` is off).
         projection_head ([`HSpaceProjectionHead`], *optional*): h-space projection head, needed only for training.
         motion_conditioner ([`MotionConditioner`], *optional*): Prompt vectors for the temporal layers [ours].
+        path_predictor ([`MotionPathPredictor`], *optional*): The prompt's motion path [ours].
     """
 
     def __init__(
@@ -85,12 +89,14 @@ class HarivoAdapter(ModelMixin):
         frame_token_generator: FrameTokenGenerator,
         projection_head: HSpaceProjectionHead | None = None,
         motion_conditioner: MotionConditioner | None = None,
+        path_predictor: MotionPathPredictor | None = None,
     ):
         super().__init__()
         self.motion_adapter = motion_adapter
         self.mapping_network = mapping_network
         self.frame_token_generator = frame_token_generator
         self.motion_conditioner = motion_conditioner
+        self.path_predictor = path_predictor
         self.projection_head = projection_head
         if motion_conditioner is not None:
             widths = temporal_layer_widths(motion_adapter)
@@ -106,8 +112,9 @@ class HarivoAdapter(ModelMixin):
         limits = [self.motion_adapter.config.motion_max_seq_length]
         if self.frame_token_generator.enabled:
             limits.append(self.frame_token_generator.config.max_frames)
-        if self.motion_conditioner is not None:
-            limits.append(self.motion_conditioner.config.max_frames)
+        for part in (self.motion_conditioner, self.path_predictor):
+            if part is not None:
+                limits.append(part.config.max_frames)
         return min(limits)
 
     @classmethod
@@ -128,6 +135,10 @@ class HarivoAdapter(ModelMixin):
         motion_conditioning: bool = False,
         motion_conditioning_dim: int = 128,
         motion_conditioning_pooling: str = "attention",
+        motion_path: bool = False,
+        noise_warping: bool = False,
+        noise_warp_correlation: float = 0.9,
+        noise_warp_upscale: int = 4,
     ) -> "HarivoAdapter":
         r"""
         Build a fresh adapter at identity for a base U-Net: zero-initialised temporal layers, identity mapping
@@ -152,7 +163,19 @@ class HarivoAdapter(ModelMixin):
             motion_conditioning_dim (`int`, defaults to 128): Hidden width of the motion conditioner.
             motion_conditioning_pooling (`str`, defaults to `"attention"`): How the conditioner pools the prompt
                 (`"attention"` or `"last_token"`, see [`MotionConditioner`]).
+            motion_path (`bool`, defaults to `False`): Add a [`MotionPathPredictor`], which predicts the prompt's
+                motion path; the pipeline moves the content along it [ours]. Fresh, it predicts no motion.
+            noise_warping (`bool`, defaults to `False`): Also warp the initial noise along the path (implies
+                `motion_path`). Needs `noise_frame_correlation=0` (the warp correlates the frames itself).
+            noise_warp_correlation (`float`, defaults to 0.9): Share of each frame's noise that follows the path.
+            noise_warp_upscale (`int`, defaults to 4): Sub-pixel resolution of the path (in `1/upscale` latent
+                pixels).
         """
+        if noise_warping and noise_frame_correlation:
+            raise ValueError(
+                "`noise_warping` correlates the frames' noise itself; set `noise_frame_correlation` to 0 (the "
+                "mapping network's frame mixing expects independent frames)."
+            )
         config = getattr(unet_config, "config", unet_config)
         channels = tuple(config["block_out_channels"])
         if motion_adapter is None:
@@ -189,7 +212,18 @@ class HarivoAdapter(ModelMixin):
                 max_frames=max_frames,
                 pooling=motion_conditioning_pooling,
             )
-        return cls(motion_adapter, mapping_network, frame_token_generator, projection_head, motion_conditioner)
+        path_predictor = None
+        if motion_path or noise_warping:
+            path_predictor = MotionPathPredictor(
+                cross_attention_dim=config["cross_attention_dim"],
+                max_frames=max_frames,
+                warp_noise=noise_warping,
+                upscale=noise_warp_upscale,
+                correlation=noise_warp_correlation,
+            )
+        return cls(
+            motion_adapter, mapping_network, frame_token_generator, projection_head, motion_conditioner, path_predictor
+        )
 
     def check_compatible(self, unet_config: Any) -> None:
         """
@@ -217,6 +251,11 @@ class HarivoAdapter(ModelMixin):
         if self.motion_conditioner is not None:
             expected["cross_attention_dim (motion conditioner)"] = (
                 self.motion_conditioner.config.cross_attention_dim,
+                config["cross_attention_dim"],
+            )
+        if self.path_predictor is not None:
+            expected["cross_attention_dim (noise warper)"] = (
+                self.path_predictor.config.cross_attention_dim,
                 config["cross_attention_dim"],
             )
         if self.projection_head is not None:

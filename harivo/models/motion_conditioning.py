@@ -22,6 +22,19 @@ from torch import nn
 POOLINGS = ("attention", "last_token")
 
 
+def attention_pool(
+    tokens: torch.Tensor, query: torch.Tensor, to_k: nn.Module, to_v: nn.Module, num_heads: int
+) -> torch.Tensor:
+    """Multi-head attention of one learned `query` `(H,)` over `tokens` `(B, L, D)`: `(B, H)`. A zero query is the
+    mean over tokens."""
+    batch_size, length, _ = tokens.shape
+    key = to_k(tokens).view(batch_size, length, num_heads, -1).transpose(1, 2)  # (B, heads, L, d)
+    value = to_v(tokens).view(batch_size, length, num_heads, -1).transpose(1, 2)
+    query = query.view(1, num_heads, 1, -1).expand(batch_size, -1, -1, -1).to(key.dtype)  # (B, heads, 1, d)
+    pooled = F.scaled_dot_product_attention(query, key, value)  # (B, heads, 1, d)
+    return pooled.reshape(batch_size, -1)
+
+
 class MotionConditioner(ModelMixin, ConfigMixin):
     r"""
     Per-frame prompt vectors for each temporal layer.
@@ -69,14 +82,9 @@ class MotionConditioner(ModelMixin, ConfigMixin):
         """Text tokens `(B, L, D)` to one vector `(B, hidden_dim)`: attention pooling or the last token."""
         if self.config.pooling == "last_token":
             return self.to_v(self.token_norm(encoder_hidden_states[:, -1]))
-        batch_size, length, _ = encoder_hidden_states.shape
-        heads = self.config.num_heads
-        tokens = self.token_norm(encoder_hidden_states)
-        key = self.to_k(tokens).view(batch_size, length, heads, -1).transpose(1, 2)  # (B, heads, L, d)
-        value = self.to_v(tokens).view(batch_size, length, heads, -1).transpose(1, 2)
-        query = self.query.view(1, heads, 1, -1).expand(batch_size, -1, -1, -1).to(key.dtype)  # (B, heads, 1, d)
-        pooled = F.scaled_dot_product_attention(query, key, value)  # (B, heads, 1, d)
-        return pooled.reshape(batch_size, -1)
+        return attention_pool(
+            self.token_norm(encoder_hidden_states), self.query, self.to_k, self.to_v, self.config.num_heads
+        )
 
     def forward(self, encoder_hidden_states: torch.Tensor, num_frames: int) -> list[torch.Tensor]:
         """

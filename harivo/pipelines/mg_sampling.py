@@ -13,6 +13,7 @@ so tens is the useful range and 150 over-does it.
 """
 
 import torch
+import torch.nn.functional as F
 
 from ..losses import attention_map_distance
 
@@ -35,6 +36,19 @@ def output_from_epsilon(epsilon: torch.Tensor, sample: torch.Tensor, alpha_bar: 
     return (epsilon - (1 - alpha_bar).sqrt() * sample) / alpha_bar.sqrt()
 
 
+def output_from_original(
+    original: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """The model output (`epsilon` or `v_prediction`) that predicts `original` from `sample` (inverse of
+    `original_from_output` at fixed `sample`; needs `a_t < 1`)."""
+    sigma = (1 - alpha_bar).sqrt().clamp_min(1e-8)
+    if prediction_type == "epsilon":  # eps = (z_t - sqrt(a) x0) / sqrt(1-a)
+        return (sample - alpha_bar.sqrt() * original) / sigma
+    if prediction_type == "v_prediction":  # v = (sqrt(a) z_t - x0) / sqrt(1-a)
+        return (alpha_bar.sqrt() * sample - original) / sigma
+    raise ValueError(f"Unsupported prediction_type {prediction_type!r}; use 'epsilon' or 'v_prediction'.")
+
+
 def predict_original(sample: torch.Tensor, epsilon: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """`x0_hat = (z_t - sqrt(1 - a_t) eps) / sqrt(a_t)`."""
     return (sample - (1 - alpha_bar).sqrt() * epsilon) / alpha_bar.sqrt()
@@ -53,6 +67,83 @@ def frame_difference_energy(original: torch.Tensor) -> torch.Tensor:
     """`E = sum_videos mean_{f,c,h,w} (x0^{f+1} - x0^f)^2` for `original` of shape `(B, C, F, h, w)`."""
     difference = original[:, :, 1:] - original[:, :, :-1]  # (B, C, F-1, h, w)
     return (difference.float() ** 2).flatten(1).mean(dim=1).sum()
+
+
+def translate(
+    frames: torch.Tensor, offsets: torch.Tensor, padding_mode: str = "zeros"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Move each frame's content by a (sub-pixel) offset, bilinearly: `out(x) = frames(x - offset)`.
+
+    Args:
+        frames (`torch.Tensor`): `(N, C, h, w)`.
+        offsets (`torch.Tensor`): `(N, 2)` `(x, y)` in pixels of `frames` (x to the right, y down).
+        padding_mode (`str`, defaults to `"zeros"`): What enters from outside the frame (`grid_sample`'s modes).
+
+    Returns:
+        `(moved, valid)`: the moved frames and a `(N, 1, h, w)` mask of the pixels whose source lies inside the frame.
+    """
+    height, width = frames.shape[-2:]
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=frames.device, dtype=torch.float32),
+        torch.arange(width, device=frames.device, dtype=torch.float32),
+        indexing="ij",
+    )
+    offsets = offsets.to(device=frames.device, dtype=torch.float32)
+    source_x = xs[None] - offsets[:, 0, None, None]  # (N, h, w)
+    source_y = ys[None] - offsets[:, 1, None, None]
+    grid = torch.stack(
+        [(2 * source_x + 1) / width - 1, (2 * source_y + 1) / height - 1], dim=-1
+    )  # align_corners=False
+    moved = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    valid = (source_x >= 0) & (source_x <= width - 1) & (source_y >= 0) & (source_y <= height - 1)
+    return moved.to(frames.dtype), valid[:, None].to(frames.dtype)
+
+
+def motion_path_energy(original: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
+    """
+    The frame difference along a motion path [ours]: `E = sum_videos mean (x0^{f+1} - move(x0^f, d_{f+1} - d_f))^2`
+    over the pixels whose source is inside the frame. With a zero path it is `frame_difference_energy`; along a path
+    it is lowest for content that travels along the path rather than for content that stands still.
+
+    Args:
+        original (`torch.Tensor`): `x0_hat`, `(B, C, F, h, w)`.
+        path (`torch.Tensor`): `(B, F, 2)` `(x, y)` offsets from the first frame, in latent pixels.
+    """
+    batch_size, channels, num_frames = original.shape[:3]
+    steps = (path[:, 1:] - path[:, :-1]).flatten(0, 1)  # (B*(F-1), 2)
+    previous = original[:, :, :-1].transpose(1, 2).flatten(0, 1)  # (B*(F-1), C, h, w)
+    following = original[:, :, 1:].transpose(1, 2).flatten(0, 1)
+    moved, valid = translate(previous, steps)
+    squared = ((following.float() - moved.float()) ** 2 * valid).unflatten(0, (batch_size, num_frames - 1))
+    counts = (valid.unflatten(0, (batch_size, num_frames - 1)).flatten(1).sum(dim=1) * channels).clamp_min(1)
+    return (squared.flatten(1).sum(dim=1) / counts).sum()
+
+
+def project_onto_path(original: torch.Tensor, path: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """
+    Pull `x0_hat` towards content that travels rigidly along a path [ours]: every frame is moved back to the first
+    frame's position, the aligned frames are averaged, and the average is moved out along the path again (edges
+    repeat what is at the border); `strength` blends it with the prediction (`1`: fully rigid, `0`: unchanged).
+
+    Text2Video-Zero moves a frozen image model's latents by a global translation to make motion; here the
+    translation is the prompt's predicted path and it acts on the early clean-latent predictions, where the layout
+    is decided, while the temporal layers make the rest of each frame.
+
+    Args:
+        original (`torch.Tensor`): `x0_hat`, `(B, C, F, h, w)`.
+        path (`torch.Tensor`): `(B, F, 2)` `(x, y)` offsets from the first frame, in latent pixels.
+        strength (`float`, defaults to 1): Blend weight of the rigid version.
+    """
+    batch_size, _, num_frames = original.shape[:3]
+    frames = original.transpose(1, 2).flatten(0, 1)  # (B*F, C, h, w)
+    offsets = path.flatten(0, 1)
+    aligned, _ = translate(frames, -offsets, padding_mode="border")
+    reference = aligned.unflatten(0, (batch_size, num_frames)).mean(dim=1, keepdim=True)  # (B, 1, C, h, w)
+    reference = reference.expand(-1, num_frames, -1, -1, -1).flatten(0, 1)
+    rigid, _ = translate(reference, offsets, padding_mode="border")
+    rigid = rigid.unflatten(0, (batch_size, num_frames)).transpose(1, 2)  # (B, C, F, h, w)
+    return original + strength * (rigid - original)
 
 
 def attention_energy(attention_maps: dict[str, torch.Tensor], num_frames: int) -> torch.Tensor:

@@ -21,10 +21,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..errors import HarivoLoadError, IncompatibleAdapterError
 from ..loading import check_weight_format, describe_load_error
 from ..models.adapter import HarivoAdapter
+from ..models.motion_path import batched_path
 from ..models.video_unet import HarivoUNet, default_trsa_layers
 from . import mg_sampling
 
-MG_ENERGIES = ("frame_difference", "attention")
+MG_ENERGIES = ("frame_difference", "attention", "motion_path")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 EXAMPLE_DOC_STRING = """
@@ -226,8 +227,10 @@ class HarivoPipeline(
         device: torch.device,
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None = None,
+        motion_path: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Initial latents `z_T = m(eps) * init_noise_sigma`; `latents`, if given, is the IID noise `eps`."""
+        """Initial latents `z_T = m(eps) * init_noise_sigma`; `latents`, if given, is the noise `eps`; otherwise `eps`
+        is IID, or warped along `motion_path` `(B, F, 2)` when the adapter has a noise warper."""
         shape = (
             batch_size,
             num_channels_latents,
@@ -239,13 +242,24 @@ class HarivoPipeline(
             raise ValueError(
                 f"Got {len(generator)} generators for a batch of {batch_size} videos; pass one per video."
             )
-        if latents is None:
+        if latents is None and motion_path is not None:
+            noise = self.adapter.path_predictor.noise(shape, motion_path, generator, device=device, dtype=dtype)
+        elif latents is None:
             noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}.")
         else:
             noise = latents.to(device=device, dtype=dtype)
         return self.adapter.mapping_network(noise) * self.scheduler.init_noise_sigma  # (B, C, F, h, w)
+
+    def _project_onto_path(self, output, latents, t, motion_path, strength) -> torch.Tensor:
+        """The model output whose clean-latent prediction is pulled onto rigid motion along `motion_path`."""
+        alpha_bar = self._alpha_bar(t).to(latents.device)
+        prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
+        sample = self.scheduler.scale_model_input(latents, t)  # variance-preserving z_t
+        original = mg_sampling.original_from_output(output.float(), sample.float(), alpha_bar, prediction_type)
+        projected = mg_sampling.project_onto_path(original, motion_path, strength)
+        return mg_sampling.output_from_original(projected, sample.float(), alpha_bar, prediction_type).to(output.dtype)
 
     def _predict_noise(self, latents, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
         """The (classifier-free guided) model output for latents `(B, C, F, h, w)`."""
@@ -269,7 +283,7 @@ class HarivoPipeline(
         index = min(max(round(float(t)), 0), len(alphas_cumprod) - 1)
         return alphas_cumprod[index].float()
 
-    def _mg_guided_noise(self, latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs):
+    def _mg_guided_noise(self, latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs, path=None):
         """The model output at a guided step: MG moves it along the gradient of the temporal energy (section 6)."""
         alpha_bar = self._alpha_bar(t).to(latents.device)
         if alpha_bar == 0:  # the pure-noise step of a zero-terminal-SNR schedule: eps = z_t, nothing to guide
@@ -284,6 +298,9 @@ class HarivoPipeline(
             epsilon = mg_sampling.epsilon_from_output(output, sample, alpha_bar, prediction_type)
             if mg_energy == "frame_difference":
                 energy = mg_sampling.frame_difference_energy(mg_sampling.predict_original(sample, epsilon, alpha_bar))
+            elif mg_energy == "motion_path":
+                original = mg_sampling.predict_original(sample, epsilon, alpha_bar)
+                energy = mg_sampling.motion_path_energy(original, path)
             else:
                 energy = mg_sampling.attention_energy(capture.attention_maps, latents.shape[2])
             (grad,) = torch.autograd.grad(energy, latents_in)
@@ -307,6 +324,9 @@ class HarivoPipeline(
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
+        motion_path: torch.Tensor | None = None,
+        motion_path_projection: float | None = None,
+        motion_path_window: tuple[float, float] = (0.0, 0.5),
         mg_scale: float = 0.0,
         mg_window: tuple[float, float] = (0.0, 0.5),
         mg_energy: str = "frame_difference",
@@ -338,12 +358,25 @@ class HarivoPipeline(
             latents (`torch.Tensor`, *optional*): IID Gaussian noise `(B, C, F, h, w)` to start from; it goes
                 through the mapping network like sampled noise does.
             prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Pre-computed text tokens.
+            motion_path (`torch.Tensor`, *optional*): The path the content should travel, `(num_frames, 2)` or
+                `(batch, num_frames, 2)` `(x, y)` offsets from the first frame in latent pixels (x to the right, y
+                down), instead of the path an adapter's noise warper predicts from the prompt. It warps the initial
+                noise (adapters whose path predictor warps) and is the path of `motion_path_projection` and
+                `mg_energy="motion_path"`.
+            motion_path_projection (`float`, *optional*): How strongly the early clean-latent predictions are pulled
+                onto content that travels rigidly along the motion path (`0` off, `1` fully rigid; see
+                `mg_sampling.project_onto_path`) [ours]. Defaults to 1 when there is a path (an adapter with a motion
+                path predictor, or `motion_path`), else 0. Costs no extra model call.
+            motion_path_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule,
+                `[start, end)`, in which the projection runs: the early steps, where the layout is decided.
             mg_scale (`float`, defaults to 0.0): Mitigating-gradient guidance scale (alpha in the paper); 0 is off
                 and costs nothing; the paper's default is 40.
             mg_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule, `[start, end)`,
                 in which MG guidance runs (each guided step costs one backward through the U-Net).
             mg_energy (`str`, defaults to `"frame_difference"`): `"frame_difference"` (adjacent-frame difference of
-                the predicted clean latents) or `"attention"` (the `L_trsa` distance of self-attention maps).
+                the predicted clean latents), `"attention"` (the `L_trsa` distance of self-attention maps) or
+                `"motion_path"` (the adjacent-frame difference after moving each frame along the motion path: MG
+                that keeps content consistent *while it travels* the prompt's path; needs a path) [ours].
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
             return_dict (`bool`, defaults to `True`): Return an `AnimateDiffPipelineOutput` rather than a tuple.
             cross_attention_kwargs (`dict`, *optional*): Passed to the attention processors (e.g. LoRA `scale`).
@@ -369,6 +402,12 @@ class HarivoPipeline(
         )  # fmt: skip
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale}.")
+        if motion_path_projection is not None and not 0.0 <= motion_path_projection <= 1.0:
+            raise ValueError(f"`motion_path_projection` must be in [0, 1], got {motion_path_projection}.")
+        if len(motion_path_window) != 2 or not 0.0 <= motion_path_window[0] <= motion_path_window[1] <= 1.0:
+            raise ValueError(
+                f"`motion_path_window` must be (start, end) with 0 <= start <= end <= 1, got {motion_path_window}."
+            )
         self._guidance_scale = guidance_scale
         self._guidance_rescale = guidance_rescale
         self._clip_skip = clip_skip
@@ -395,10 +434,32 @@ class HarivoPipeline(
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
 
-        # 5. Prepare latent variables: z_T = m(eps)
+        # 5. The motion path (given, or predicted from the positive prompt) and the initial latents z_T = m(eps),
+        # eps warped along the path when the adapter warps its noise
+        num_videos = batch_size * num_videos_per_prompt
+        predictor = self.adapter.path_predictor
+        warp_noise = predictor is not None and predictor.config.warp_noise and latents is None
+        path_energy = mg_energy == "motion_path" and mg_scale > 0
+        if motion_path_projection is None:  # on wherever there is a path
+            motion_path_projection = 1.0 if predictor is not None or motion_path is not None else 0.0
+        uses_path = warp_noise or path_energy or motion_path_projection > 0
+        if motion_path is None and predictor is not None and uses_path:
+            motion_path = predictor(prompt_embeds[-num_videos:].to(predictor.dtype), num_frames).float()
+        if motion_path is not None:
+            if not uses_path:
+                raise ValueError(
+                    "`motion_path` would not be used: set `motion_path_projection` > 0 or `mg_energy='motion_path'`"
+                    " (or use an adapter whose path predictor warps the noise)."
+                )
+            motion_path = batched_path(motion_path, num_videos, num_frames).to(device)
+        elif uses_path:
+            raise ValueError(
+                "`motion_path_projection` and `mg_energy='motion_path'` need a path: pass `motion_path`, or use an"
+                " adapter with a motion path predictor."
+            )
         latents = self.prepare_latents(
-            batch_size * num_videos_per_prompt, self.unet.config.in_channels, num_frames, height, width,
-            prompt_embeds.dtype, device, generator, latents,
+            num_videos, self.unet.config.in_channels, num_frames, height, width, prompt_embeds.dtype, device,
+            generator, latents, motion_path if warp_noise else None,
         )  # fmt: skip
 
         # 6. Prepare extra step kwargs
@@ -410,10 +471,13 @@ class HarivoPipeline(
             for i, t in enumerate(timesteps):
                 if use_mg and mg_sampling.in_window(i, len(timesteps), mg_window):
                     noise_pred = self._mg_guided_noise(
-                        latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs
-                    )
+                        latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs,
+                        motion_path,
+                    )  # fmt: skip
                 else:
                     noise_pred = self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
+                if motion_path_projection > 0 and mg_sampling.in_window(i, len(timesteps), motion_path_window):
+                    noise_pred = self._project_onto_path(noise_pred, latents, t, motion_path, motion_path_projection)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
 
                 if callback_on_step_end is not None:

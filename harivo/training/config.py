@@ -106,6 +106,17 @@ class HarivoStageConfig:
     motion_conditioning: bool = False  # give the temporal layers the prompt (MotionConditioner) [ours]
     motion_conditioning_dim: int = 128
     motion_conditioning_pooling: str = "attention"  # or "last_token": the causal text encoder's summary token
+    # Learn the prompt's motion path (MotionPathPredictor, L_path on each clip's measured path); sampling moves the
+    # content along it (HarivoPipeline motion_path_projection) [ours].
+    motion_path: bool = False
+    weight_path: float = (
+        0.01  # L_path, in squared latent pixels: small, so gradient-norm clipping does not starve L_diff
+    )
+    # Also warp each clip's initial noise along its path (measured in training, predicted when sampling) [ours].
+    # Implies motion_path; needs noise_frame_correlation: 0.
+    noise_warping: bool = False
+    noise_warp_correlation: float = 0.9  # share of each frame's noise that follows the path
+    noise_warp_upscale: int = 4  # the path moves in steps of 1/upscale latent pixels
     projection_dim: int = 128
     weight_diffusion: float = 1.0
     weight_reg: float = 0.1
@@ -169,6 +180,15 @@ class TrainConfig:
             raise ValueError(
                 "t2i.zero_terminal_snr needs t2i.prediction_type: v_prediction (at zero SNR the noise target equals"
                 " the input, so an epsilon model learns nothing there)."
+            )
+        if self.harivo.noise_warping and self.harivo.noise_frame_correlation:
+            raise ValueError(
+                "harivo.noise_warping correlates the frames' noise itself: set harivo.noise_frame_correlation to 0"
+                " and choose harivo.noise_warp_correlation instead."
+            )
+        if not 0.0 <= self.harivo.noise_warp_correlation <= 1.0:
+            raise ValueError(
+                f"harivo.noise_warp_correlation must be in [0, 1], not {self.harivo.noise_warp_correlation}."
             )
 
     def to_yaml(self) -> str:

@@ -33,7 +33,7 @@ from ..data import (
 )
 from ..data.shapes import DIRECTIONS, ShapeScene
 from ..losses import HarivoLoss, LossWeights, diffusion_target
-from ..models import HarivoAdapter, HarivoUNet
+from ..models import HarivoAdapter, HarivoUNet, estimate_displacements
 from ..utils.text import encode_captions, tokenize_captions
 from ..video_io import contact_sheet
 from .caption_content import CaptionContentHead
@@ -354,12 +354,22 @@ class HarivoStage(Stage):
             motion_conditioning=settings.motion_conditioning,
             motion_conditioning_dim=settings.motion_conditioning_dim,
             motion_conditioning_pooling=settings.motion_conditioning_pooling,
+            motion_path=settings.motion_path,
+            noise_warping=settings.noise_warping,
+            noise_warp_correlation=settings.noise_warp_correlation,
+            noise_warp_upscale=settings.noise_warp_upscale,
         )
         if not settings.train_mapping_network:
             self.adapter.mapping_network.requires_grad_(False)
         self.model = HarivoUNet.from_unet2d(unet, self.adapter).to(self.device)
         self.model.train()
-        weights = LossWeights(settings.weight_diffusion, settings.weight_reg, settings.weight_trsa, settings.weight_dc)
+        weights = LossWeights(
+            settings.weight_diffusion,
+            settings.weight_reg,
+            settings.weight_trsa,
+            settings.weight_dc,
+            path=settings.weight_path if settings.motion_path or settings.noise_warping else 0.0,
+        )
         self.loss_fn = HarivoLoss(
             weights,
             trsa_layers=settings.trsa_layers,
@@ -415,7 +425,13 @@ class HarivoStage(Stage):
             raise RuntimeError("Every video of this batch was skipped (missing, corrupt or too short).")
         latents = self.encode_video(batch["pixel_values"])
         text = self.encode_text(self._drop_captions(batch["caption"], self.config.harivo.caption_dropout))
-        return self.loss_fn(self.model, self.noise_scheduler, latents, text, generator=self.generator)
+        displacements = None
+        if self.model.adapter.path_predictor is not None:  # the clip's motion path, in latent pixels
+            vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            displacements = estimate_displacements(batch["pixel_values"]).to(self.device) / vae_scale_factor
+        return self.loss_fn(
+            self.model, self.noise_scheduler, latents, text, generator=self.generator, displacements=displacements
+        )
 
     def pipeline(self):
         from ..pipelines import HarivoPipeline

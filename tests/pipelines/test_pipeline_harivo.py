@@ -8,7 +8,7 @@ from diffusers import AnimateDiffPipeline
 
 from harivo import HarivoLoadError, IncompatibleAdapterError
 from harivo.models import HarivoAdapter
-from harivo.pipelines import HarivoPipeline
+from harivo.pipelines import HarivoPipeline, mg_sampling
 from harivo.schedulers import SCHEDULERS, make_scheduler
 from harivo.utils.tiny import tiny_unet
 from tests.helpers import randomize_temporal_layers
@@ -166,6 +166,8 @@ def test_callback_can_replace_latents(pipe):
         ({"prompt": None}, "exactly one of"),
         ({"latents": torch.randn(1, 4, 3, 8, 8)}, "latents"),
         ({"guidance_rescale": 1.5}, "guidance_rescale"),
+        ({"motion_path_projection": 1.5}, "motion_path_projection"),
+        ({"motion_path_window": (0.5, 0.2)}, "motion_path_window"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):
@@ -205,3 +207,58 @@ def test_saved_pipeline_reloads_identically(pipe, tmp_path):
     reloaded = HarivoPipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
     assert torch.equal(run(reloaded, output_type="pt"), run(pipe, output_type="pt"))
+
+
+def test_path_predictor_moves_the_initial_noise_along_the_prompts_path(tiny_sd, make_adapter):
+    adapter = randomize_temporal_layers(make_adapter(noise_warping=True, noise_warp_correlation=1.0))
+    components = {k: getattr(tiny_sd, k) for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
+    pipe = HarivoPipeline(**components, unet=tiny_sd.unet, adapter=adapter)
+    pipe.set_progress_bar_config(disable=True)
+    # z_T follows the path: frame f is frame 0 moved f latent pixels right (the fresh mapping network is the identity)
+    path = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=-1)
+    latents = pipe.prepare_latents(
+        1, 4, 4, 16, 16, torch.float32, "cpu", torch.Generator().manual_seed(0), None, path[None]
+    )
+    for frame in range(1, 4):
+        torch.testing.assert_close(latents[:, :, frame, :, frame:], latents[:, :, 0, :, : 8 - frame])
+    # without a path argument, the predictor's prediction for the (positive) prompt is the path
+    prompt_embeds, _ = pipe.encode_prompt(CALL["prompt"], "cpu", 1, False)
+    predicted = adapter.path_predictor(prompt_embeds, 4)
+    assert predicted.abs().max() > 0.1
+    default = run(pipe, output_type="pt")
+    torch.testing.assert_close(run(pipe, output_type="pt", motion_path=predicted[0]), default)
+    assert (run(pipe, output_type="pt", motion_path=path) - default).abs().max() > 1e-3
+    for kwargs, message in (
+        ({"motion_path": torch.zeros(3, 2)}, r"must have shape \(4, 2\)"),
+        ({"motion_path": torch.full((4, 2), float("nan"))}, "finite"),
+        ({"motion_path": path, "latents": torch.randn(1, 4, 4, 8, 8), "motion_path_projection": 0}, "not be used"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run(pipe, **kwargs)
+
+
+def test_motion_path_projection_makes_content_travel_the_path(pipe):
+    path = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=-1)  # one latent pixel right per frame
+    free = run(pipe, output_type="latent")
+    projected = run(pipe, output_type="latent", motion_path=path, motion_path_window=(0.0, 1.0))
+    # the default strength with a path is 1: the result travels along the path almost rigidly
+    energy = mg_sampling.motion_path_energy
+    assert energy(projected, path[None]) < 0.1 * energy(free, path[None])
+    half = run(pipe, output_type="latent", motion_path=path, motion_path_window=(0.0, 1.0), motion_path_projection=0.5)
+    assert energy(projected, path[None]) < energy(half, path[None]) < energy(free, path[None])
+    # an empty window is no projection
+    assert torch.equal(run(pipe, output_type="latent", motion_path=path, motion_path_window=(0.0, 0.0)), free)
+
+
+def test_motion_path_mg_guides_along_the_given_path(pipe):
+    with pytest.raises(ValueError, match="would not be used"):  # no predictor, no projection, no path energy
+        run(pipe, motion_path=torch.zeros(4, 2), motion_path_projection=0.0)
+    for kwargs in ({"mg_scale": 40.0, "mg_energy": "motion_path"}, {"motion_path_projection": 1.0}):
+        with pytest.raises(ValueError, match="need a path"):
+            run(pipe, **kwargs)
+    guided = {"mg_scale": 40.0, "mg_window": (0.0, 1.0), "output_type": "pt", "motion_path_projection": 0.0}
+    still = run(pipe, **guided, mg_energy="motion_path", motion_path=torch.zeros(4, 2))
+    # along a zero path the energy is the frame difference
+    torch.testing.assert_close(still, run(pipe, **guided, mg_energy="frame_difference"), atol=1e-5, rtol=0)
+    path = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=-1)
+    assert (run(pipe, **guided, mg_energy="motion_path", motion_path=path) - still).abs().max() > 1e-3

@@ -46,6 +46,11 @@ def _write(folder, text):
         (["max_steps"], "not of the form key=value"),
         (["t2i.prediction_type=sample"], "t2i.prediction_type must be"),
         (["t2i.zero_terminal_snr=true"], "needs t2i.prediction_type: v_prediction"),
+        (
+            ["harivo.noise_warping=true", "harivo.noise_frame_correlation=0.9"],
+            "set harivo.noise_frame_correlation to 0",
+        ),
+        (["harivo.noise_warp_correlation=1.5"], "noise_warp_correlation must be in"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(overrides, message):

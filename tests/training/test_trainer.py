@@ -224,6 +224,24 @@ def test_motion_conditioner_trains_and_ships_with_the_adapter(base_dir, tmp_path
     assert frames.frames.shape == (1, 4, 16, 16, 3) and np.isfinite(frames.frames).all()
 
 
+@pytest.mark.parametrize(
+    "settings", [["harivo.motion_path=true"], ["harivo.noise_warping=true", "harivo.noise_frame_correlation=0"]]
+)
+def test_path_predictor_trains_on_measured_paths_and_ships_with_the_adapter(base_dir, tmp_path, settings):
+    config = tiny_config("harivo", tmp_path, f"harivo.base_model={base_dir}", "num_validation_samples=0", *settings)
+    trainer = Trainer(config)
+    before = trainer.stage.adapter.path_predictor.velocity.weight.clone()
+    final = trainer.train()
+    logs = [entry for entry in read_log(tmp_path) if "diffusion" in entry]
+    assert logs and all(entry["path"] > 0 for entry in logs)  # L_path is logged as its own term
+    assert not torch.equal(trainer.stage.adapter.path_predictor.velocity.weight, before)
+    loaded = HarivoAdapter.from_pretrained(final)
+    assert loaded.path_predictor.config.warp_noise == config.harivo.noise_warping
+    pipe = HarivoPipeline.from_pretrained(base_dir, adapter=loaded)
+    frames = pipe("a small red circle moving left", num_frames=4, num_inference_steps=2, output_type="np")
+    assert frames.frames.shape == (1, 4, 16, 16, 3) and np.isfinite(frames.frames).all()
+
+
 def test_zero_terminal_snr_base_samples_from_pure_noise_and_harivo_inherits_it(trained_vae, tmp_path):
     schedule = ["t2i.prediction_type=v_prediction", "t2i.zero_terminal_snr=true", "num_validation_samples=0"]
     t2i = Trainer(tiny_config("t2i", tmp_path / "t2i", f"t2i.vae={trained_vae}", *schedule)).train()
