@@ -55,17 +55,16 @@ def denoising_errors(
         latents = (latents.float() * pipe.vae.config.scaling_factor).unflatten(0, (num_clips, num_frames))
         latents = latents.transpose(1, 2)  # (N, C, F, h, w)
         text = encode_captions(pipe.tokenizer, pipe.text_encoder, list(captions[start : start + batch_size]))
-        warper = model.adapter.path_predictor
-        if warper is not None and not warper.config.warp_noise:
-            warper = None
-        path = None if warper is None else estimate_displacements(pixels) / pipe.vae_scale_factor  # as in training
+        predictor = model.adapter.path_predictor
+        warps = predictor is not None and predictor.config.warp_noise
+        path = estimate_displacements(pixels) / pipe.vae_scale_factor if warps else None  # noise as in training
         for t in sums:
             alpha = alphas_cumprod[t].to(device)
             for _ in range(repeats):
-                if warper is None:
-                    noise = torch.randn(latents.shape, generator=generator)
+                if warps:
+                    noise = predictor.noise(latents.shape, path, generator)
                 else:
-                    noise = warper.noise(latents.shape, path, generator)
+                    noise = torch.randn(latents.shape, generator=generator)
                 noise = model.map_noise(noise.to(device))
                 noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
                 step = torch.full((num_clips,), t, device=device)

@@ -254,7 +254,7 @@ class HarivoAdapter(ModelMixin):
                 config["cross_attention_dim"],
             )
         if self.path_predictor is not None:
-            expected["cross_attention_dim (noise warper)"] = (
+            expected["cross_attention_dim (path predictor)"] = (
                 self.path_predictor.config.cross_attention_dim,
                 config["cross_attention_dim"],
             )

@@ -231,7 +231,7 @@ class MotionPathPredictor(ModelMixin, ConfigMixin):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """`warped_noise` with this warper's `upscale` and `correlation`."""
+        """`warped_noise` with this predictor's `upscale` and `correlation`."""
         return warped_noise(
             shape, displacements, self.config.upscale, self.config.correlation, generator, device=device, dtype=dtype
         )

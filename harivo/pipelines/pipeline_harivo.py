@@ -230,7 +230,7 @@ class HarivoPipeline(
         motion_path: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Initial latents `z_T = m(eps) * init_noise_sigma`; `latents`, if given, is the noise `eps`; otherwise `eps`
-        is IID, or warped along `motion_path` `(B, F, 2)` when the adapter has a noise warper."""
+        is IID, or warped along `motion_path` `(B, F, 2)` when the adapter's path predictor warps its noise."""
         shape = (
             batch_size,
             num_channels_latents,
@@ -360,7 +360,7 @@ class HarivoPipeline(
             prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Pre-computed text tokens.
             motion_path (`torch.Tensor`, *optional*): The path the content should travel, `(num_frames, 2)` or
                 `(batch, num_frames, 2)` `(x, y)` offsets from the first frame in latent pixels (x to the right, y
-                down), instead of the path an adapter's noise warper predicts from the prompt. It warps the initial
+                down), instead of the path an adapter's path predictor predicts from the prompt. It warps the initial
                 noise (adapters whose path predictor warps) and is the path of `motion_path_projection` and
                 `mg_energy="motion_path"`.
             motion_path_projection (`float`, *optional*): How strongly the early clean-latent predictions are pulled

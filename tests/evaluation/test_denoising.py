@@ -33,3 +33,14 @@ def test_one_caption_per_clip(base_dir, make_adapter, clips):
     pipe = HarivoPipeline.from_pretrained(base_dir, adapter=make_adapter())
     with pytest.raises(ValueError, match="captions"):
         denoising_errors(pipe, clips[0], clips[1][:1])
+
+
+def test_noise_is_warped_along_the_measured_path_as_in_training(base_dir, make_adapter, clips):
+    pixels, captions = clips
+    results = {}
+    for warp in (False, True):
+        pipe = HarivoPipeline.from_pretrained(base_dir, adapter=make_adapter(motion_path=True, noise_warping=warp))
+        results[warp] = denoising_errors(pipe, pixels, captions, timesteps=(900,), batch_size=2)[900]
+        assert results[warp]["ratio"] == pytest.approx(1.0, abs=1e-6)  # still an untrained adapter
+    # the same seed, other noise: warped along each clip's path instead of IID
+    assert results[True]["video"] != pytest.approx(results[False]["video"], rel=1e-4)
