@@ -75,7 +75,7 @@ class TemporalRegularizationLoss:
         return per_sample_mean((step.model_output.float() - image_prediction.float()) ** 2)
 
 
-class NoisePathLoss:
+class MotionPathLoss:
     """`L_path = ||p(c) - d||^2`: the motion path predicted from the prompt against the path measured on the training
     clip, in latent pixels per frame [ours]. Teaches the path predictor what motion a prompt means, so that sampling
     can move the content the way a training clip of that prompt moved."""
@@ -244,7 +244,7 @@ class HarivoLoss(nn.Module):
             "diffusion": DiffusionLoss(),
             "reg": TemporalRegularizationLoss(),
             "trsa": TemporalAttentionLoss(),
-            "path": NoisePathLoss(),
+            "path": MotionPathLoss(),
         }
         self.dc = DecoupledContrastiveLoss(dc_temperature, dc_queue_size, embedding_dim)
         self.terms["dc"] = self.dc

@@ -89,10 +89,8 @@ def warped_noise(
         canvas_shape = (1, channels, height * upscale + 2 * pad_y, width * upscale + 2 * pad_x)
         canvas = randn_tensor(canvas_shape, generator=source, device=torch.device(device or "cpu"))
         frames = []
-        for dx, dy in offsets[
-            index
-        ].tolist():  # frame f shows the canvas at (pad - offset): its content moved by +offset
-            top, left = pad_y - dy, pad_x - dx
+        for dx, dy in offsets[index].tolist():
+            top, left = pad_y - dy, pad_x - dx  # the canvas window at (pad - offset): its content moved by +offset
             frames.append(canvas[..., top : top + height * upscale, left : left + width * upscale])
         window = torch.cat(frames)  # (F, C, H*k, W*k)
         warped = F.avg_pool2d(window, upscale) * upscale  # sum of k*k IID N(0, 1) over k: exactly N(0, 1)

@@ -169,6 +169,12 @@ def guide_noise_prediction(
     return noise_pred + shift.to(noise_pred.dtype)
 
 
+def check_window(name: str, window: tuple[float, float]) -> None:
+    """Raise a `ValueError` unless `window` is a fraction window `(start, end)` with `0 <= start <= end <= 1`."""
+    if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
+        raise ValueError(f"`{name}` must be (start, end) with 0 <= start <= end <= 1, got {window}.")
+
+
 def in_window(step_index: int, num_steps: int, window: tuple[float, float]) -> bool:
     """Whether step `step_index` of `num_steps` lies in the fraction window `[start, end)` of the schedule."""
     start, end = window

@@ -202,8 +202,7 @@ class HarivoPipeline(
             raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
         if mg_scale < 0:
             raise ValueError(f"`mg_scale` (alpha) must be >= 0 (0 is off), got {mg_scale}.")
-        if len(mg_window) != 2 or not 0.0 <= mg_window[0] <= mg_window[1] <= 1.0:
-            raise ValueError(f"`mg_window` must be (start, end) with 0 <= start <= end <= 1, got {mg_window}.")
+        mg_sampling.check_window("mg_window", mg_window)
         if mg_energy not in MG_ENERGIES:
             raise ValueError(f"`mg_energy` must be one of {MG_ENERGIES}, got {mg_energy!r}.")
         if output_type not in OUTPUT_TYPES:
@@ -299,8 +298,7 @@ class HarivoPipeline(
             if mg_energy == "frame_difference":
                 energy = mg_sampling.frame_difference_energy(mg_sampling.predict_original(sample, epsilon, alpha_bar))
             elif mg_energy == "motion_path":
-                original = mg_sampling.predict_original(sample, epsilon, alpha_bar)
-                energy = mg_sampling.motion_path_energy(original, path)
+                energy = mg_sampling.motion_path_energy(mg_sampling.predict_original(sample, epsilon, alpha_bar), path)
             else:
                 energy = mg_sampling.attention_energy(capture.attention_maps, latents.shape[2])
             (grad,) = torch.autograd.grad(energy, latents_in)
@@ -404,10 +402,7 @@ class HarivoPipeline(
             raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale}.")
         if motion_path_projection is not None and not 0.0 <= motion_path_projection <= 1.0:
             raise ValueError(f"`motion_path_projection` must be in [0, 1], got {motion_path_projection}.")
-        if len(motion_path_window) != 2 or not 0.0 <= motion_path_window[0] <= motion_path_window[1] <= 1.0:
-            raise ValueError(
-                f"`motion_path_window` must be (start, end) with 0 <= start <= end <= 1, got {motion_path_window}."
-            )
+        mg_sampling.check_window("motion_path_window", motion_path_window)
         self._guidance_scale = guidance_scale
         self._guidance_rescale = guidance_rescale
         self._clip_skip = clip_skip

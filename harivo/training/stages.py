@@ -334,6 +334,7 @@ class HarivoStage(Stage):
         settings = config.harivo
         base = settings.base_model
         self.vae = _freeze(AutoencoderKL.from_pretrained(base, subfolder="vae"), accelerator)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)  # pixels per latent pixel
         self.text_encoder = _freeze(CLIPTextModel.from_pretrained(base, subfolder="text_encoder"), accelerator)
         self.tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
         self.noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
@@ -427,8 +428,7 @@ class HarivoStage(Stage):
         text = self.encode_text(self._drop_captions(batch["caption"], self.config.harivo.caption_dropout))
         displacements = None
         if self.model.adapter.path_predictor is not None:  # the clip's motion path, in latent pixels
-            vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-            displacements = estimate_displacements(batch["pixel_values"]).to(self.device) / vae_scale_factor
+            displacements = estimate_displacements(batch["pixel_values"]).to(self.device) / self.vae_scale_factor
         return self.loss_fn(
             self.model, self.noise_scheduler, latents, text, generator=self.generator, displacements=displacements
         )
