@@ -171,7 +171,7 @@ def main() -> None:
             else:  # an untrained adapter is the T2I model frame by frame once its temporal layers are bypassed
                 adapter = train_adapter(ANIMATEDIFF, training, output / "adapters" / slug(ANIMATEDIFF))
             pipe = HarivoPipeline.from_pretrained(args.base_model, adapter=str(adapter))
-            rescale = default_guidance_rescale(pipe.scheduler.config)
+            rescale = default_guidance_rescale(pipe.scheduler)
             row_settings = EvalSettings(**{**asdict(settings), "mg_scale": row.mg_scale, "guidance_rescale": rescale})
             start = time.perf_counter()
             if row.frame_by_frame:

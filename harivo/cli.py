@@ -116,7 +116,7 @@ def generate(args: argparse.Namespace) -> None:
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     pipe = _load_pipeline(args.base_model, args.adapter, allow_pickle=args.allow_pickle, torch_dtype=dtype)
     if args.scheduler:
-        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler)
     pipe.to(device)
     start = time.perf_counter()
     frames = pipe(
@@ -233,7 +233,7 @@ def evaluate_videos(args: argparse.Namespace) -> None:
 
 def _guidance_rescale(value: float | None, scheduler) -> float:
     """`--guidance-rescale` if given, else what the model's schedule wants (`default_guidance_rescale`)."""
-    return default_guidance_rescale(scheduler.config) if value is None else value
+    return default_guidance_rescale(scheduler) if value is None else value
 
 
 def _load_pipeline(base_model: str | None, adapter: str | None, **kwargs):

@@ -11,3 +11,7 @@ class IncompatibleAdapterError(ValueError):
 
 class TrainingDivergedError(RuntimeError):
     """The training loss (or its gradient) became NaN or infinite."""
+
+
+class SamplingDivergedError(RuntimeError):
+    """The latents became NaN or infinite while sampling."""

@@ -65,7 +65,7 @@ def score_text_to_image(base, num_prompts: int, steps: int, guidance_scale: floa
             [scene.caption for scene in scenes],
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
-            guidance_rescale=default_guidance_rescale(pipe.scheduler.config),
+            guidance_rescale=default_guidance_rescale(pipe.scheduler),
             generator=torch.Generator().manual_seed(0),
             output_type="np",
         ).images
@@ -105,7 +105,7 @@ def main() -> None:
         num_frames=args.num_frames,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
-        guidance_rescale=default_guidance_rescale(pipe.scheduler.config),
+        guidance_rescale=default_guidance_rescale(pipe.scheduler),
         mg_scale=args.mg_scale,
     )
     prompts = [p for group in PROMPTS.values() for p in group]

@@ -13,6 +13,8 @@ Folder layout (each sub-folder is a normal diffusers model folder: `config.json`
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,16 @@ def zero_init_temporal_outputs(motion_adapter: MotionAdapter) -> MotionAdapter:
     return motion_adapter
 
 
+def _add_motion_condition(module: nn.Linear, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook of a temporal layer's `proj_in`: add the prompt vectors `(B, F, C)` the adapter set on it, if any,
+    to its output `(B*h*w, F, C)` (rows in `(batch, pixel)` order)."""
+    vectors = module.__dict__.get("_harivo_motion_condition")
+    if vectors is None:
+        return output
+    pixels = output.shape[0] // vectors.shape[0]
+    return output + vectors.to(output.dtype).repeat_interleave(pixels, dim=0)
+
+
 def _as_tuple(value: Any, length: int) -> tuple:
     return tuple(value) if isinstance(value, list | tuple) else (value,) * length
 
@@ -105,6 +117,38 @@ class HarivoAdapter(ModelMixin):
                     f"The motion conditioner was built for temporal layers of widths "
                     f"{tuple(motion_conditioner.config.layer_channels)}, these have {widths}."
                 )
+            # One hook per temporal layer, owned by the adapter's own modules: it reads only what
+            # `motion_condition` put on its module, so any number of video U-Nets can share this adapter.
+            for module in temporal_transformers(motion_adapter):
+                if "_harivo_motion_condition" not in module.proj_in.__dict__:
+                    module.proj_in.__dict__["_harivo_motion_condition"] = None
+                    module.proj_in.register_forward_hook(_add_motion_condition)
+
+    @contextmanager
+    def motion_condition(self, vectors: list[torch.Tensor] | None, keep: bool = False) -> Iterator[None]:
+        """
+        Inside, each temporal layer adds its prompt vectors (`MotionConditioner` output, one `(B, F, C)` per layer).
+
+        Args:
+            vectors (`list[torch.Tensor]` or `None`): One tensor per temporal layer, or `None` for none.
+            keep (`bool`, defaults to `False`): Leave the vectors in place on exit, for a backward pass that
+                recomputes the layers (gradient checkpointing); the next `motion_condition` replaces them.
+        """
+        # (inside `HarivoUNet.temporal_layers_disabled` the temporal layers are stand-ins without `proj_in`)
+        layers = [m.proj_in for m in temporal_transformers(self.motion_adapter) if hasattr(m, "proj_in")]
+        if vectors is not None and (self.motion_conditioner is None or len(vectors) != len(layers)):
+            raise ValueError(f"Expected prompt vectors for {len(layers)} temporal layers from the motion conditioner.")
+        previous = [layer.__dict__.get("_harivo_motion_condition") for layer in layers]
+        for index, layer in enumerate(layers):
+            if "_harivo_motion_condition" in layer.__dict__:
+                layer.__dict__["_harivo_motion_condition"] = None if vectors is None else vectors[index]
+        try:
+            yield
+        finally:
+            if not keep:
+                for layer, value in zip(layers, previous):
+                    if "_harivo_motion_condition" in layer.__dict__:
+                        layer.__dict__["_harivo_motion_condition"] = value
 
     @property
     def max_frames(self) -> int:

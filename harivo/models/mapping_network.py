@@ -67,6 +67,12 @@ class NoiseMappingNetwork(ModelMixin, ConfigMixin):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
+    @property
+    def is_identity(self) -> bool:
+        """Whether the network maps noise to itself (no frame mixing, residual branch at zero)."""
+        last = self.layers[-1]
+        return self.config.frame_correlation == 0 and not (last.weight.any() or last.bias.any())
+
     def mix_frames(self, noise: torch.Tensor) -> torch.Tensor:
         """The fixed frame-mixing part: unit-variance frames with pairwise correlation `frame_correlation`."""
         rho = self.config.frame_correlation

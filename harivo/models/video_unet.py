@@ -15,7 +15,7 @@ from diffusers import UNet2DConditionModel, UNetMotionModel
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from .adapter import HarivoAdapter, temporal_transformers
+from .adapter import HarivoAdapter
 
 
 @dataclass
@@ -123,27 +123,13 @@ class HarivoUNet(nn.Module):
 
     def __init__(self, unet: UNetMotionModel, adapter: HarivoAdapter):
         super().__init__()
-        adapter.check_compatible(unet.config)
-        _share_temporal_layers(unet, adapter)
-        unet.freeze_unet2d_params()
+        base = getattr(unet, "_orig_mod", unet)  # a `torch.compile`d U-Net is called as such, inspected unwrapped
+        adapter.check_compatible(base.config)
+        _share_temporal_layers(base, adapter)
+        base.freeze_unet2d_params()
         self.unet = unet
         self.adapter = adapter
         self._temporal_enabled = True
-        # Prompt vectors of the current forward, one (B, F, C) per temporal layer; read by the hooks below
-        self._motion_condition: list[torch.Tensor] | None = None
-        if adapter.motion_conditioner is not None:
-            for index, module in enumerate(temporal_transformers(adapter.motion_adapter)):
-                module.proj_in.register_forward_hook(functools.partial(self._add_motion_condition, index))
-
-    def _add_motion_condition(
-        self, index: int, _module: nn.Module, _args: tuple, output: torch.Tensor
-    ) -> torch.Tensor:
-        """Add layer `index`'s prompt vectors to its temporal attention input `(B*h*w, F, C)`."""
-        if self._motion_condition is None:
-            return output
-        vectors = self._motion_condition[index]  # (B, F, C)
-        pixels = output.shape[0] // vectors.shape[0]  # rows are in (batch, pixel) order
-        return output + vectors.to(output.dtype).repeat_interleave(pixels, dim=0)
 
     @classmethod
     def from_unet2d(cls, unet: UNet2DConditionModel, adapter: HarivoAdapter) -> "HarivoUNet":
@@ -152,16 +138,21 @@ class HarivoUNet(nn.Module):
         return cls(UNetMotionModel.from_unet2d(unet, adapter.motion_adapter), adapter)
 
     @property
+    def base_unet(self) -> UNetMotionModel:
+        """The `UNetMotionModel` itself, also when `unet` is a `torch.compile` wrapper of it."""
+        return getattr(self.unet, "_orig_mod", self.unet)
+
+    @property
     def config(self):
-        return self.unet.config
+        return self.base_unet.config
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        return self.base_unet.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self.base_unet.device
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters HARIVO trains (those of the adapter)."""
@@ -216,19 +207,22 @@ class HarivoUNet(nn.Module):
             )
         context = self.encoder_states_per_frame(encoder_hidden_states, num_frames)
         conditioner = self.adapter.motion_conditioner
-        self._motion_condition = (
+        vectors = (
             conditioner(encoder_hidden_states, num_frames)
             if conditioner is not None and self._temporal_enabled
             else None
         )
-        return self.unet(
-            sample,
-            timestep,
-            encoder_hidden_states=context,
-            cross_attention_kwargs=cross_attention_kwargs,
-            down_block_additional_residuals=down_block_additional_residuals,
-            mid_block_additional_residual=mid_block_additional_residual,
-        ).sample
+        # With gradient checkpointing, the backward pass recomputes the temporal layers after this call returns
+        recomputed = self.base_unet.is_gradient_checkpointing and torch.is_grad_enabled()
+        with self.adapter.motion_condition(vectors, keep=recomputed):
+            return self.unet(
+                sample,
+                timestep,
+                encoder_hidden_states=context,
+                cross_attention_kwargs=cross_attention_kwargs,
+                down_block_additional_residuals=down_block_additional_residuals,
+                mid_block_additional_residual=mid_block_additional_residual,
+            ).sample
 
     @contextmanager
     def temporal_layers_disabled(self) -> Iterator["HarivoUNet"]:
@@ -237,7 +231,7 @@ class HarivoUNet(nn.Module):
         frame (used by `L_reg` and by tests). The bypassed layers are not computed at all.
         """
         swapped = []
-        for module_list in _motion_module_lists(self.unet):
+        for module_list in _motion_module_lists(self.base_unet):
             swapped.append((module_list, list(module_list)))
             for index in range(len(module_list)):
                 module_list[index] = _Identity()
@@ -253,8 +247,8 @@ class HarivoUNet(nn.Module):
     @functools.cached_property
     def _spatial_self_attention(self) -> dict[str, Attention]:
         """The frozen spatial self-attention layers by name (the U-Net's structure never changes)."""
-        modules = dict(self.unet.named_modules())
-        return {name: modules[name] for name in spatial_self_attention_layers(self.unet)}
+        modules = dict(self.base_unet.named_modules())
+        return {name: modules[name] for name in spatial_self_attention_layers(self.base_unet)}
 
     @contextmanager
     def capture(self, attention_layers: Sequence[str] = (), h_space: bool = False) -> Iterator[FeatureCapture]:
@@ -274,7 +268,7 @@ class HarivoUNet(nn.Module):
         unknown = [name for name in attention_layers if name not in modules]
         if unknown:
             raise ValueError(f"Unknown spatial self-attention layers {unknown}. Choose among: {sorted(modules)}.")
-        recomputed = self.unet.is_gradient_checkpointing and torch.is_grad_enabled()
+        recomputed = self.base_unet.is_gradient_checkpointing and torch.is_grad_enabled()
         with ExitStack() as stack:
             for name in attention_layers:
                 module = modules[name]
@@ -283,7 +277,7 @@ class HarivoUNet(nn.Module):
                 if not recomputed:
                     stack.callback(module.set_processor, original)
             if h_space:
-                handle = self.unet.mid_block.register_forward_hook(
+                handle = self.base_unet.mid_block.register_forward_hook(
                     lambda _module, _args, output: setattr(capture, "h_space", output)
                 )
                 stack.callback(handle.remove)

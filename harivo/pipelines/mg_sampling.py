@@ -171,8 +171,12 @@ def guide_noise_prediction(
 
 def check_window(name: str, window: tuple[float, float]) -> None:
     """Raise a `ValueError` unless `window` is a fraction window `(start, end)` with `0 <= start <= end <= 1`."""
-    if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
-        raise ValueError(f"`{name}` must be (start, end) with 0 <= start <= end <= 1, got {window}.")
+    try:
+        start, end = (float(value) for value in window)
+    except (TypeError, ValueError):
+        start = end = float("nan")  # not a pair of numbers
+    if not 0.0 <= start <= end <= 1.0:  # also false for NaN
+        raise ValueError(f"`{name}` must be (start, end) with 0 <= start <= end <= 1, got {window!r}.")
 
 
 def in_window(step_index: int, num_steps: int, window: tuple[float, float]) -> bool:

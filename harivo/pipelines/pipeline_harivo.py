@@ -1,6 +1,7 @@
 """`HarivoPipeline`: text-to-video with a frozen Stable-Diffusion-class model and a HARIVO adapter."""
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +19,12 @@ from diffusers.video_processor import VideoProcessor
 from safetensors import SafetensorError
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..errors import HarivoLoadError, IncompatibleAdapterError
+from ..errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError
 from ..loading import check_weight_format, describe_load_error
 from ..models.adapter import HarivoAdapter
 from ..models.motion_path import batched_path
 from ..models.video_unet import HarivoUNet, default_trsa_layers
+from ..schedulers import adds_step_noise, check_scheduler
 from . import mg_sampling
 
 MG_ENERGIES = ("frame_difference", "attention", "motion_path")
@@ -65,23 +67,43 @@ class HarivoPipeline(
 
     def __init__(
         self,
-        vae: AutoencoderKL,
-        text_encoder: CLIPTextModel,
-        tokenizer: CLIPTokenizer,
-        unet: UNet2DConditionModel | UNetMotionModel,
-        adapter: HarivoAdapter,
+        vae: AutoencoderKL | None,
+        text_encoder: CLIPTextModel | None,
+        tokenizer: CLIPTokenizer | None,
+        unet: UNet2DConditionModel | UNetMotionModel | None,
+        adapter: HarivoAdapter | None,
         scheduler: SchedulerMixin,
     ):
         super().__init__()
-        if isinstance(unet, UNet2DConditionModel):
+        if isinstance(unet, UNet2DConditionModel) and adapter is not None:
             adapter.check_compatible(unet.config)
             unet = UNetMotionModel.from_unet2d(unet, adapter.motion_adapter)
-        self.video_unet = HarivoUNet(unet, adapter)
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, adapter=adapter, scheduler=scheduler
         )
+        self._video_unet: HarivoUNet | None = None
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
+
+    @property
+    def video_unet(self) -> HarivoUNet:
+        """The video denoiser made of the pipeline's current `unet` and `adapter`: replacing either (e.g.
+        `pipe.unet = torch.compile(pipe.unet)`) takes effect at the next call."""
+        missing = [name for name in ("unet", "adapter") if getattr(self, name, None) is None]
+        if missing:
+            raise ValueError(
+                f"This pipeline has no {' and no '.join(missing)}; set `pipe.{missing[0]} = ...` (or load it with"
+                " `HarivoPipeline.from_pretrained(base_model, adapter=...)`) before generating videos."
+            )
+        unet, adapter = self.unet, self.adapter
+        if isinstance(getattr(unet, "_orig_mod", unet), UNet2DConditionModel):  # a text-to-image U-Net was set
+            adapter.check_compatible(unet.config)
+            unet = UNetMotionModel.from_unet2d(getattr(unet, "_orig_mod", unet), adapter.motion_adapter)
+            self.unet = unet
+        cached = self._video_unet
+        if cached is None or cached.unet is not unet or cached.adapter is not adapter:
+            self._video_unet = HarivoUNet(unet, adapter)
+        return self._video_unet
 
     # Prompt encoding, decoding and scheduler kwargs are AnimateDiff's, unchanged.
     encode_prompt = AnimateDiffPipeline.encode_prompt
@@ -166,14 +188,39 @@ class HarivoPipeline(
         mg_energy,
         output_type,
         callback_on_step_end_tensor_inputs,
+        num_videos_per_prompt=1,
+        guidance_rescale=0.0,
+        eta=0.0,
+        motion_path_projection=None,
+        motion_path_window=(0.0, 0.5),
+        latents=None,
+        decode_chunk_size=16,
+        clip_skip=None,
     ) -> None:
         """Raise a `ValueError` that says what to change for any input the pipeline cannot run."""
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
-        if prompt is not None and not isinstance(prompt, str | list):
-            raise ValueError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
+        for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if value is not None and not (
+                isinstance(value, str) or (isinstance(value, list) and all(isinstance(p, str) for p in value))
+            ):
+                raise ValueError(f"`{name}` must be a string or a list of strings, got {type(value).__name__}.")
+        if isinstance(prompt, list) and not prompt:
+            raise ValueError("`prompt` is an empty list: pass at least one prompt.")
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise ValueError("Pass at most one of `negative_prompt` and `negative_prompt_embeds`.")
+        width_unet = self.video_unet.config.cross_attention_dim
+        for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+            if embeds is None:
+                continue
+            if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or embeds.shape[-1] != width_unet:
+                shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+                raise ValueError(
+                    f"`{name}` must be a tensor (batch, tokens, {width_unet}) (the U-Net's cross-attention width),"
+                    f" got {shape}."
+                )
+            if not torch.isfinite(embeds).all():
+                raise ValueError(f"`{name}` must be finite (it holds NaN or inf).")
         if (
             prompt_embeds is not None
             and negative_prompt_embeds is not None
@@ -183,28 +230,52 @@ class HarivoPipeline(
                 f"`prompt_embeds` {tuple(prompt_embeds.shape)} and `negative_prompt_embeds` "
                 f"{tuple(negative_prompt_embeds.shape)} must have the same shape."
             )
+        if clip_skip is not None:
+            layers = self.text_encoder.config.num_hidden_layers if self.text_encoder is not None else None
+            if not _is_int(clip_skip) or clip_skip < 0 or (layers is not None and clip_skip >= layers):
+                raise ValueError(
+                    f"`clip_skip` must be an integer from 0 to {layers - 1 if layers else 'the layers - 1'} (this"
+                    f" text encoder has {layers} layers), got {clip_skip!r}."
+                )
         factor = self.vae_scale_factor
         for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value <= 0 or value % factor != 0:
+            if not _is_int(value) or value <= 0 or value % factor != 0:
+                suggestion = max(factor, round(value / factor) * factor) if _is_finite(value) else factor
                 raise ValueError(
                     f"`{name}` must be a positive multiple of the VAE's down-sampling factor {factor}, got {value}"
-                    f" (try {max(factor, round(value / factor) * factor) if isinstance(value, int | float) else factor})."
+                    f" (try {suggestion})."
                 )
-        max_frames = self.adapter.max_frames
-        if not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames:
+        max_frames = self.adapter.max_frames if self.adapter is not None else None
+        if not _is_int(num_frames) or not 1 <= num_frames <= (max_frames or num_frames):
             raise ValueError(
                 f"`num_frames` must be an integer from 1 to {max_frames} (the most these temporal layers support),"
                 f" got {num_frames}."
             )
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps}.")
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
-        if mg_scale < 0:
-            raise ValueError(f"`mg_scale` (alpha) must be >= 0 (0 is off), got {mg_scale}.")
+        for name, value in (
+            ("num_inference_steps", num_inference_steps),
+            ("num_videos_per_prompt", num_videos_per_prompt),
+            ("decode_chunk_size", decode_chunk_size),
+        ):
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name, value, low, high, note in (
+            ("guidance_scale", guidance_scale, 0.0, None, " (<= 1 is off)"),
+            ("mg_scale", mg_scale, 0.0, None, " (alpha; 0 is off)"),
+            ("eta", eta, 0.0, 1.0, " (DDIM's noise share: 0 deterministic, 1 DDPM-like)"),
+            ("guidance_rescale", guidance_rescale, 0.0, 1.0, ""),
+            ("motion_path_projection", motion_path_projection, 0.0, 1.0, ""),
+        ):
+            if value is None and name == "motion_path_projection":
+                continue
+            if not _is_finite(value) or value < low or (high is not None and value > high):
+                allowed = f"in [{low:g}, {high:g}]" if high is not None else f"a finite number >= {low:g}"
+                raise ValueError(f"`{name}` must be {allowed}{note}, got {value!r}.")
         mg_sampling.check_window("mg_window", mg_window)
+        mg_sampling.check_window("motion_path_window", motion_path_window)
         if mg_energy not in MG_ENERGIES:
             raise ValueError(f"`mg_energy` must be one of {MG_ENERGIES}, got {mg_energy!r}.")
+        if latents is not None and not (isinstance(latents, torch.Tensor) and torch.isfinite(latents).all()):
+            raise ValueError("`latents` must be a finite tensor (it holds NaN or inf, or is not a tensor).")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         if not all(k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs):
@@ -214,6 +285,7 @@ class HarivoPipeline(
             and callable(getattr(self.scheduler, "step", None))
         ):
             raise ValueError(f"`scheduler` must be a diffusers scheduler, got {type(self.scheduler).__name__}.")
+        check_scheduler(self.scheduler, self.adapter)
 
     def prepare_latents(
         self,
@@ -288,7 +360,7 @@ class HarivoPipeline(
         if alpha_bar == 0:  # the pure-noise step of a zero-terminal-SNR schedule: eps = z_t, nothing to guide
             return self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
         prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
-        layers = default_trsa_layers(self.unet) if mg_energy == "attention" else []
+        layers = default_trsa_layers(self.video_unet.base_unet) if mg_energy == "attention" else []
         with torch.enable_grad():
             latents_in = latents.detach().requires_grad_(True)
             with self.video_unet.capture(layers) as capture:
@@ -389,7 +461,7 @@ class HarivoPipeline(
             latents (`"latent"`).
         """
         # 0. Default height and width to the U-Net's sample size
-        default_size = self.unet.config.sample_size * self.vae_scale_factor
+        default_size = self.video_unet.config.sample_size * self.vae_scale_factor
         height = default_size if height is None else height
         width = default_size if width is None else width
 
@@ -397,12 +469,9 @@ class HarivoPipeline(
         self.check_inputs(
             prompt, num_frames, height, width, num_inference_steps, guidance_scale, negative_prompt, prompt_embeds,
             negative_prompt_embeds, mg_scale, mg_window, mg_energy, output_type, callback_on_step_end_tensor_inputs,
+            num_videos_per_prompt, guidance_rescale, eta, motion_path_projection, motion_path_window, latents,
+            decode_chunk_size, clip_skip,
         )  # fmt: skip
-        if not 0.0 <= guidance_rescale <= 1.0:
-            raise ValueError(f"`guidance_rescale` must be in [0, 1], got {guidance_rescale}.")
-        if motion_path_projection is not None and not 0.0 <= motion_path_projection <= 1.0:
-            raise ValueError(f"`motion_path_projection` must be in [0, 1], got {motion_path_projection}.")
-        mg_sampling.check_window("motion_path_window", motion_path_window)
         self._guidance_scale = guidance_scale
         self._guidance_rescale = guidance_rescale
         self._clip_skip = clip_skip
@@ -453,12 +522,15 @@ class HarivoPipeline(
                 " adapter with a motion path predictor."
             )
         latents = self.prepare_latents(
-            num_videos, self.unet.config.in_channels, num_frames, height, width, prompt_embeds.dtype, device,
+            num_videos, self.video_unet.config.in_channels, num_frames, height, width, prompt_embeds.dtype, device,
             generator, latents, motion_path if warp_noise else None,
         )  # fmt: skip
 
-        # 6. Prepare extra step kwargs
+        # 6. Prepare extra step kwargs; a sampler's per-step noise goes through the mapping network like z_T's
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        map_step_noise = adds_step_noise(self.scheduler, eta) and not self.adapter.mapping_network.is_identity
+        if map_step_noise:
+            extra_step_kwargs.pop("generator", None)  # the noise is drawn here instead
         use_mg = mg_scale > 0 and num_frames > 1
 
         # 7. Denoising loop; MG guidance inside the window
@@ -473,6 +545,9 @@ class HarivoPipeline(
                     noise_pred = self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
                 if motion_path_projection > 0 and mg_sampling.in_window(i, len(timesteps), motion_path_window):
                     noise_pred = self._project_onto_path(noise_pred, latents, t, motion_path, motion_path_projection)
+                if map_step_noise:
+                    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+                    extra_step_kwargs["variance_noise"] = self.adapter.mapping_network(noise)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
 
                 if callback_on_step_end is not None:
@@ -482,6 +557,11 @@ class HarivoPipeline(
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                     latents = callback_outputs.pop("latents", latents)
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                if not torch.isfinite(latents).all():
+                    raise SamplingDivergedError(
+                        f"The latents became NaN or infinite at step {i + 1} of {len(timesteps)}; nothing was decoded."
+                        " Lower `guidance_scale` / `mg_scale`, or use float32 (`torch_dtype=torch.float32`)."
+                    )
                 progress_bar.update()
 
         # 8. Decode
@@ -496,6 +576,14 @@ class HarivoPipeline(
         if not return_dict:
             return (video,)
         return AnimateDiffPipelineOutput(frames=video)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _has_component(folder: Path, name: str) -> bool:

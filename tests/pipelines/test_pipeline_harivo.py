@@ -106,7 +106,7 @@ def test_mg_energies_run(pipe, energy):
 @pytest.mark.parametrize("name", ["euler", "dpm-solver++", "euler-ancestral", "unipc"])
 def test_any_diffusers_scheduler(pipe, name):
     original = pipe.scheduler
-    pipe.scheduler = make_scheduler(name, original.config)
+    pipe.scheduler = make_scheduler(name, original)
     try:
         video = run(pipe, output_type="pt", mg_scale=20.0, mg_window=(0.0, 1.0))
     finally:
@@ -177,7 +177,7 @@ def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):
 
 def test_unknown_scheduler_is_refused(pipe):
     with pytest.raises(ValueError, match="Unknown scheduler 'karras-magic'"):
-        make_scheduler("karras-magic", pipe.scheduler.config)
+        make_scheduler("karras-magic", pipe.scheduler)
     assert "ddim" in SCHEDULERS
 
 
