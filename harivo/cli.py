@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint of output_dir.")
     train.add_argument("--dry-run", action="store_true", help="Print the resolved config and exit.")
+    train.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="Resume checkpoints with pickled training state (harivo < 0.1.1); unpickling can run code.",
+    )
     return parser
 
 
@@ -103,7 +108,7 @@ def train(args: argparse.Namespace) -> None:
     if args.dry_run:
         print(config.to_yaml(), end="")
         return
-    trainer = Trainer(config, resume=args.resume)
+    trainer = Trainer(config, resume=args.resume, allow_pickle=args.allow_pickle)
     final = trainer.train()
     trainer.accelerator.print(f"Done: {final}")  # once, from the main process
 

@@ -8,6 +8,7 @@ reason, and the trainer reports the counts at the end of each epoch.
 """
 
 import csv
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 @dataclass(frozen=True)
 class VideoRecord:
     video_id: str
-    caption: str
+    caption: str | None
     path: Path
 
 
@@ -48,7 +49,16 @@ def read_webvid_csv(
     """
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8") as handle:
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"The video CSV {csv_path} does not exist (data.csv).")
+    try:
+        text = csv_path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = csv_path.read_bytes()[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{csv_path} line {line} is not UTF-8 text (byte {error.object[error.start]:#x}); save the CSV as UTF-8."
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or ())
         missing = {id_column, caption_column} - columns
@@ -66,7 +76,7 @@ def read_webvid_csv(
                 path = root / row[folder_column] / f"{video_id}.mp4"
             else:
                 path = root / f"{video_id}.mp4"
-            records.append(VideoRecord(video_id, row[caption_column], path))
+            records.append(VideoRecord(video_id, row[caption_column], path))  # a missing caption is None
     return records
 
 
@@ -134,6 +144,8 @@ class WebVidDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
+        if not record.caption or not record.caption.strip():
+            return {"skipped": "no caption", "video_id": record.video_id}
         if not record.path.is_file():
             return {"skipped": "missing", "video_id": record.video_id}
         if record.path.suffix.lower() not in VIDEO_EXTENSIONS:

@@ -6,6 +6,7 @@ and every run writes it into its folder as `config.yaml`.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,69 @@ from typing import Any
 import yaml
 
 STAGES = ("vae", "t2i", "harivo")
+POOLINGS = ("attention", "last_token")
+# Allowed range of every numeric field: (low, high, low_open); None is unbounded. Checked when a config is loaded.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "seed": (0, 2**32 - 1, False),
+    "max_steps": (1, None, False),
+    "batch_size": (1, None, False),
+    "gradient_accumulation_steps": (1, None, False),
+    "checkpoint_every": (1, None, False),
+    "checkpoints_total_limit": (1, None, False),
+    "validate_every": (0, None, False),
+    "num_validation_samples": (0, None, False),
+    "log_every": (1, None, False),
+    "data.seed": (0, 2**32 - 1, False),
+    "data.length": (1, None, False),
+    "data.resolution": (8, None, False),
+    "data.num_frames": (1, None, False),
+    "data.frame_stride": (1, None, False),
+    "data.num_workers": (0, None, False),
+    "optim.learning_rate": (0, None, True),
+    "optim.weight_decay": (0, None, False),
+    "optim.adam_beta1": (0, 1, False),
+    "optim.adam_beta2": (0, 1, False),
+    "optim.lr_warmup_steps": (0, None, False),
+    "optim.max_grad_norm": (0, None, True),
+    "vae.layers_per_block": (1, None, False),
+    "vae.latent_channels": (1, None, False),
+    "vae.norm_num_groups": (1, None, False),
+    "vae.kl_weight": (0, None, False),
+    "vae.l1_weight": (0, None, False),
+    "vae.saturated_weight": (0, None, False),
+    "t2i.layers_per_block": (1, None, False),
+    "t2i.attention_head_dim": (1, None, False),
+    "t2i.norm_num_groups": (1, None, False),
+    "t2i.text_hidden_size": (1, None, False),
+    "t2i.text_layers": (1, None, False),
+    "t2i.text_heads": (1, None, False),
+    "t2i.tokenizer_max_length": (3, None, False),
+    "t2i.caption_dropout": (0, 1, False),
+    "t2i.motion_phrase_probability": (0, 1, False),
+    "t2i.caption_content_weight": (0, None, False),
+    "harivo.num_frame_tokens": (0, None, False),
+    "harivo.max_frames": (1, None, False),
+    "harivo.motion_num_attention_heads": (1, None, False),
+    "harivo.mapping_hidden_channels": (1, None, False),
+    "harivo.mapping_num_layers": (2, None, False),
+    "harivo.noise_frame_correlation": (0, 0.999, False),
+    "harivo.motion_conditioning_dim": (1, None, False),
+    "harivo.weight_path": (0, None, False),
+    "harivo.noise_warp_correlation": (0, 1, False),
+    "harivo.noise_warp_upscale": (1, None, False),
+    "harivo.projection_dim": (1, None, False),
+    "harivo.weight_diffusion": (0, None, False),
+    "harivo.weight_reg": (0, None, False),
+    "harivo.weight_trsa": (0, None, False),
+    "harivo.weight_dc": (0, None, False),
+    "harivo.dc_temperature": (0, None, True),
+    "harivo.dc_queue_size": (1, None, False),
+    "harivo.timestep_bias": (0, None, False),
+    "harivo.caption_dropout": (0, 1, False),
+    "harivo.validation_num_frames": (1, None, False),
+    "harivo.validation_steps": (1, None, False),
+    "harivo.validation_guidance_scale": (0, None, False),
+}
 
 
 @dataclass
@@ -169,9 +233,39 @@ class TrainConfig:
             raise ValueError(f"data.kind must be 'shapes' or 'webvid', not {self.data.kind!r}.")
         if self.data.kind == "webvid" and not self.data.csv:
             raise ValueError("data.kind is 'webvid' but data.csv is not set; give the WebVid-layout CSV.")
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        for key, (low, high, low_open) in RANGES.items():
+            value = self._get(key)
+            if (
+                not math.isfinite(value)
+                or (low is not None and (value <= low if low_open else value < low))
+                or (high is not None and value > high)
+            ):
+                if low is not None and high is not None:
+                    allowed = f"in [{low:g}, {high:g}]"
+                elif low_open:
+                    allowed = f"greater than {low:g}"
+                else:
+                    allowed = f"at least {low:g}"
+                raise ValueError(f"{key} must be {allowed}, not {value}.")
+        for key in ("vae.block_out_channels", "t2i.block_out_channels"):
+            if not self._get(key) or min(self._get(key)) < 1:
+                raise ValueError(f"{key} must list positive channel counts, not {list(self._get(key))}.")
+        if self.harivo.motion_conditioning_pooling not in POOLINGS:
+            raise ValueError(
+                f"harivo.motion_conditioning_pooling must be one of {', '.join(POOLINGS)}, not"
+                f" {self.harivo.motion_conditioning_pooling!r}."
+            )
+        from diffusers.optimization import SchedulerType
+
+        names = [kind.value for kind in SchedulerType]
+        if self.optim.lr_scheduler not in names:
+            raise ValueError(f"optim.lr_scheduler must be one of {', '.join(names)}, not {self.optim.lr_scheduler!r}.")
+        if self.stage == "harivo":
+            for key in ("data.num_frames", "harivo.validation_num_frames"):
+                if self._get(key) > self.harivo.max_frames:
+                    raise ValueError(
+                        f"{key} ({self._get(key)}) must be at most harivo.max_frames ({self.harivo.max_frames})."
+                    )
         if self.t2i.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
                 f"t2i.prediction_type must be 'epsilon' or 'v_prediction', not {self.t2i.prediction_type!r}."
@@ -186,10 +280,12 @@ class TrainConfig:
                 "harivo.noise_warping correlates the frames' noise itself: set harivo.noise_frame_correlation to 0"
                 " and choose harivo.noise_warp_correlation instead."
             )
-        if not 0.0 <= self.harivo.noise_warp_correlation <= 1.0:
-            raise ValueError(
-                f"harivo.noise_warp_correlation must be in [0, 1], not {self.harivo.noise_warp_correlation}."
-            )
+
+    def _get(self, key: str) -> Any:
+        value = self
+        for part in key.split("."):
+            value = getattr(value, part)
+        return value
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(dataclasses.asdict(self)), sort_keys=False)
@@ -256,6 +352,19 @@ def _build(cls: type, values: dict, where: str) -> Any:
     return cls(**kwargs)
 
 
+def _read_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load` whose errors are one line naming `where` and the line (no Python tags are ever built)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        if "python/" in str(error):
+            problem = "Python tags (!!python/...) are not allowed in configs"
+        raise ValueError(f"{where}{line}: {problem}.") from None
+
+
 def apply_override(values: dict, override: str) -> None:
     """Apply one `section.key=value` override (the value is read as YAML) to a raw config dict."""
     if "=" not in override:
@@ -263,9 +372,12 @@ def apply_override(values: dict, override: str) -> None:
     key, raw = override.split("=", 1)
     *sections, name = key.strip().split(".")
     target = values
-    for section in sections:
+    for index, section in enumerate(sections):
         target = target.setdefault(section, {})
-    target[name] = yaml.safe_load(raw)
+        if not isinstance(target, dict):
+            where = ".".join(sections[: index + 1])
+            raise ValueError(f"Override {override!r}: {where} is a value, not a section with keys.")
+    target[name] = _read_yaml(raw, f"override {override!r}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
@@ -284,7 +396,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Config file {path} does not exist.")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"Config file {path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
+        values = _read_yaml(text, str(path)) or {}
     for override in overrides:
         apply_override(values, override)
     config = _build(TrainConfig, values, "")

@@ -42,8 +42,49 @@ from .config import TrainConfig
 SD_NOISE_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 
 
+def resolve_base_model(path: str, key: str, accelerator: Accelerator) -> str:
+    """
+    The base model folder or hub id to load for config `key`: the Shapes recipe's default path, when the earlier stage
+    has not written it, falls back to the embedded Shapes base model (saying so); any other missing local path is a
+    one-line `HarivoLoadError`.
+    """
+    from ..defaults import default_model_paths
+    from ..errors import HarivoLoadError
+    from .config import HarivoStageConfig
+
+    local = Path(path).expanduser()
+    if local.exists():
+        return path
+    if key == "harivo.base_model" and path == HarivoStageConfig.base_model:
+        base, _ = default_model_paths()
+        accelerator.print(
+            f"{key} {path} does not exist (the t2i stage of scripts/train_shapes.sh writes it): training on the"
+            f" embedded Shapes base model {base} instead."
+        )
+        return str(base)
+    if path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise HarivoLoadError(
+            f"{key} {path!r} does not exist; give a diffusers model folder or a Hugging Face Hub id (org/name)."
+        )
+    return path
+
+
 def _weight_dtype(accelerator: Accelerator) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def _load(cls: type, key: str, path: str, **kwargs):
+    """`cls.from_pretrained(path, **kwargs)`; failures become one-line `HarivoLoadError`s naming config `key`."""
+    from ..errors import HarivoLoadError
+    from ..loading import describe_load_error
+
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except HarivoLoadError:
+        raise
+    except Exception as error:  # diffusers / transformers / the hub raise many types
+        what = f"{key} ({kwargs['subfolder']})" if "subfolder" in kwargs else key
+        raise describe_load_error(what, path, error) from error
 
 
 def _freeze(module: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
@@ -88,23 +129,45 @@ class Stage:
         for name, module in self.trainable_modules().items():
             self.accelerator.unwrap_model(module).save_pretrained(folder / name)
 
-    def load_trainable(self, folder: Path) -> None:
+    def read_trainable(self, folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+        """
+        Read the trainable weights `save_trainable` wrote, without applying them.
+
+        Raises:
+            `CheckpointFileError`: A weight file is missing or unreadable (the message names it).
+        """
         from safetensors.torch import load_file
 
-        for name, module in self.trainable_modules().items():
+        from .state_io import CheckpointFileError
+
+        states = {}
+        for name in self.trainable_modules():
             files = sorted((folder / name).rglob("*.safetensors"))
             if not files:
-                raise FileNotFoundError(f"No weights for {name} in {folder}; the checkpoint is incomplete.")
+                raise CheckpointFileError(f"{folder / name}: no weights (the checkpoint is incomplete)")
             state = {}
             for file in files:
                 prefix = file.parent.relative_to(folder / name).as_posix()
                 prefix = "" if prefix == "." else prefix + "."
-                state.update({prefix + key: value for key, value in load_file(file).items()})
-            missing, unexpected = module.load_state_dict(state, strict=False)
+                try:
+                    weights = load_file(file)
+                except Exception as error:  # safetensors raises its own error types on truncated files
+                    raise CheckpointFileError(f"{file}: {type(error).__name__}: {error}") from error
+                state.update({prefix + key: value for key, value in weights.items()})
+            states[name] = state
+        return states
+
+    def apply_trainable(self, states: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Load what `read_trainable` read into the trainable modules."""
+        for name, module in self.trainable_modules().items():
+            missing, unexpected = module.load_state_dict(states[name], strict=False)
             if unexpected or [key for key in missing if "queue" not in key]:
                 raise RuntimeError(
                     f"Checkpoint weights of {name} do not match: missing {missing}, extra {unexpected}."
                 )
+
+    def load_trainable(self, folder: Path) -> None:
+        self.apply_trainable(self.read_trainable(folder))
 
     def validate(self, folder: Path, num_samples: int) -> None:
         raise NotImplementedError
@@ -194,7 +257,8 @@ class TextToImageStage(Stage):
     def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
         super().__init__(config, accelerator, generator)
         settings = config.t2i
-        self.vae = _freeze(AutoencoderKL.from_pretrained(settings.vae), accelerator)
+        vae_path = resolve_base_model(settings.vae, "t2i.vae", accelerator)
+        self.vae = _freeze(_load(AutoencoderKL, "t2i.vae", vae_path), accelerator)
         self.tokenizer = build_shapes_tokenizer(model_max_length=settings.tokenizer_max_length)
         self.text_encoder = CLIPTextModel(
             CLIPTextConfig(
@@ -332,15 +396,19 @@ class HarivoStage(Stage):
     def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
         super().__init__(config, accelerator, generator)
         settings = config.harivo
-        base = settings.base_model
-        self.vae = _freeze(AutoencoderKL.from_pretrained(base, subfolder="vae"), accelerator)
+        base = resolve_base_model(settings.base_model, "harivo.base_model", accelerator)
+        key = "harivo.base_model"
+        self.vae = _freeze(_load(AutoencoderKL, key, base, subfolder="vae"), accelerator)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)  # pixels per latent pixel
-        self.text_encoder = _freeze(CLIPTextModel.from_pretrained(base, subfolder="text_encoder"), accelerator)
-        self.tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
-        self.noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+        self.text_encoder = _freeze(_load(CLIPTextModel, key, base, subfolder="text_encoder"), accelerator)
+        self.tokenizer = _load(CLIPTokenizer, key, base, subfolder="tokenizer")
+        self.noise_scheduler = _load(DDPMScheduler, key, base, subfolder="scheduler")
         self.inference_scheduler_config = self.noise_scheduler.config
-        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
-        motion_adapter = MotionAdapter.from_pretrained(settings.motion_adapter) if settings.motion_adapter else None
+        unet = _load(UNet2DConditionModel, key, base, subfolder="unet")
+        motion_adapter = None
+        if settings.motion_adapter:
+            path = resolve_base_model(settings.motion_adapter, "harivo.motion_adapter", accelerator)
+            motion_adapter = _load(MotionAdapter, "harivo.motion_adapter", path)
         self.adapter = HarivoAdapter.from_unet(
             unet,
             motion_adapter=motion_adapter,

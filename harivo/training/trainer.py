@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..errors import TrainingDivergedError
 from .config import TrainConfig
 from .stages import Stage, build_stage
+from .state_io import CheckpointFileError, load_tree, rng_states, save_tree, set_rng_states
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -70,7 +71,8 @@ class TrainingState:
     def load_state_dict(self, state: dict) -> None:
         self.step, self.epoch, self.batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
         self.elapsed_s = state.get("elapsed_s", 0.0)
-        self.generator.set_state(state["generator"])
+        if "generator" in state:  # checkpoints from before per-process files
+            self.generator.set_state(state["generator"])
 
 
 def find_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -107,10 +109,13 @@ class Trainer:
     Args:
         config ([`TrainConfig`]): The run.
         resume (`bool`, defaults to `False`): Continue from the latest checkpoint in `config.output_dir`.
+        allow_pickle (`bool`, defaults to `False`): Also resume checkpoints written by harivo before 0.1.1, whose
+            training state is pickled (unpickling can run code): only for checkpoints you made yourself.
     """
 
-    def __init__(self, config: TrainConfig, resume: bool = False):
+    def __init__(self, config: TrainConfig, resume: bool = False, allow_pickle: bool = False):
         self.config = config
+        self.allow_pickle = allow_pickle
         self.output_dir = Path(config.output_dir)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
@@ -136,6 +141,7 @@ class Trainer:
             num_training_steps=config.max_steps * self.accelerator.num_processes,
         )
         self.dataset = self.stage.dataset()
+        self._check_dataset_size()
         self.sampler = EpochSampler(len(self.dataset), config.data.seed)
         loader = DataLoader(
             self.dataset,
@@ -149,40 +155,110 @@ class Trainer:
         self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
             self.optimizer, loader, self.lr_scheduler
         )
-        self.accelerator.register_for_checkpointing(self.state)
         # State that differs between processes (the L_dc queue of negatives): each process checkpoints its own.
         self.process_state = self.stage.checkpointed_state()
         self.log_path = self.output_dir / "logs.jsonl"
+        self._unverified_checkpoint: Path | None = None  # written, but its weights not yet run by a finite step
+
+    def _check_dataset_size(self) -> None:
+        """Refuse a dataset that cannot fill one batch per process (every epoch would be empty: a hang)."""
+        needed = self.config.batch_size * self.accelerator.num_processes
+        if len(self.dataset) < needed:
+            raise ValueError(
+                f"The dataset has {len(self.dataset)} samples, fewer than one batch ({self.config.batch_size} x"
+                f" {self.accelerator.num_processes} processes); lower batch_size or add data (data.length / the CSV)."
+            )
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write `checkpoint-{step}` atomically (temporary folder, then rename) and prune old ones."""
+        """Write `checkpoint-{step}` atomically (temporary folder, then rename); old ones are pruned once a later
+        step has run these weights to a finite loss (`_prune_checkpoints`)."""
         final = self.output_dir / f"checkpoint-{self.state.step}"
         temporary = self.output_dir / f"checkpoint-{self.state.step}.tmp"
         accelerator = self.accelerator
+        self._check_finite_weights()
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             shutil.rmtree(temporary, ignore_errors=True)
         accelerator.wait_for_everyone()
-        # Every process saves its own RNG states (the main one also the optimizer and scheduler), its generator of
-        # noise and timesteps, and its own `process_state`.
-        (temporary / "state").mkdir(parents=True, exist_ok=True)
-        accelerator.save_state(str(temporary / "state"), safe_serialization=True)
-        own = {"generator": self.state.generator.get_state(), "extra": [m.state_dict() for m in self.process_state]}
-        torch.save(own, temporary / "state" / f"process_{accelerator.process_index}.pt")
+        # Safetensors + JSON only (nothing pickled): every process its own RNG states, its generator of noise and
+        # timesteps and its `process_state`; the main process also the optimizer, LR scheduler and step counters.
+        folder = temporary / "state"
+        folder.mkdir(parents=True, exist_ok=True)
+        own = {
+            "rng": rng_states(),
+            "generator": self.state.generator.get_state(),
+            "extra": [m.state_dict() for m in self.process_state],
+        }
+        save_tree(own, folder, f"process_{accelerator.process_index}")
+        if accelerator.is_main_process:
+            shared = {
+                "training": {k: v for k, v in self.state.state_dict().items() if k != "generator"},
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict(),
+            }
+            if accelerator.scaler is not None:
+                shared["scaler"] = accelerator.scaler.state_dict()
+            save_tree(shared, folder, "training_state")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             self.stage.save_trainable(temporary / "weights")
             if final.exists():
                 shutil.rmtree(final)
             os.replace(temporary, final)
-            for _, old in find_checkpoints(self.output_dir)[: -self.config.checkpoints_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
+        self._unverified_checkpoint = final
         return final
 
+    def _prune_checkpoints(self) -> None:
+        """Keep the newest `checkpoints_total_limit` checkpoints."""
+        if self.accelerator.is_main_process:
+            for _, old in find_checkpoints(self.output_dir)[: -self.config.checkpoints_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        self._unverified_checkpoint = None
+
     def load_checkpoint(self, path: Path) -> None:
-        self.stage.load_trainable(path / "weights")
+        """
+        Restore a checkpoint. Every file is read before anything is applied, so a damaged checkpoint changes nothing.
+
+        Raises:
+            `CheckpointFileError`: A file of the checkpoint is missing, truncated or malformed (named in the message).
+        """
+        state = path / "state"
+        own_name = f"process_{self.accelerator.process_index}"
+        if not (state / "training_state.json").is_file() and (state / "custom_checkpoint_0.pkl").is_file():
+            return self._load_legacy_checkpoint(path)
+        weights = self.stage.read_trainable(path / "weights")
+        shared = load_tree(state, "training_state")
+        own = load_tree(state, own_name) if (state / f"{own_name}.json").is_file() else None
+        if own is None and self.accelerator.process_index == 0:
+            raise CheckpointFileError(f"{state / own_name}.json: missing")
+        try:
+            self.stage.apply_trainable(weights)
+            self.optimizer.load_state_dict(shared["optimizer"])
+            self.lr_scheduler.load_state_dict(shared["lr_scheduler"])
+            if "scaler" in shared and self.accelerator.scaler is not None:
+                self.accelerator.scaler.load_state_dict(shared["scaler"])
+            self.state.load_state_dict(shared["training"])
+            if own is not None:  # a process the checkpoint did not have keeps its fresh randomness
+                set_rng_states(own["rng"])
+                self.state.generator.set_state(own["generator"])
+                for module, extra in zip(self.process_state, own["extra"], strict=True):
+                    module.load_state_dict(extra)
+        except (KeyError, ValueError, TypeError, RuntimeError) as error:
+            raise CheckpointFileError(f"{state}: does not match this run ({type(error).__name__}: {error})") from error
+        self._truncate_log(self.state.step)
+
+    def _load_legacy_checkpoint(self, path: Path) -> None:
+        """A checkpoint from before safetensors-only state: Accelerate's pickles, loaded only with `allow_pickle`."""
+        if not self.allow_pickle:
+            raise CheckpointFileError(
+                f"{path / 'state'} holds pickled training state (harivo < 0.1.1); unpickling can run code. If you"
+                " wrote this checkpoint yourself, resume with --allow-pickle."
+            )
+        self.accelerator.print(f"warning: loading pickled training state from {path / 'state'} (--allow-pickle).")
+        self.stage.apply_trainable(self.stage.read_trainable(path / "weights"))
+        self.accelerator.register_for_checkpointing(self.state)
         self.accelerator.load_state(str(path / "state"))
         own = path / "state" / f"process_{self.accelerator.process_index}.pt"
         if own.is_file():
@@ -195,11 +271,35 @@ class Trainer:
                 load_custom_state(module, str(path / "state"), index)
         self._truncate_log(self.state.step)
 
+    def _resume(self) -> None:
+        """Load the newest checkpoint that reads back whole, saying which were damaged and skipped."""
+        for step, path in reversed(find_checkpoints(self.output_dir)):
+            try:
+                self.load_checkpoint(path)
+            except CheckpointFileError as error:
+                if "pickled training state" in str(error):
+                    raise
+                self.accelerator.print(f"warning: checkpoint-{step} is damaged ({error}); trying an older one.")
+                continue
+            self.accelerator.print(f"Resumed from {path} (step {self.state.step}).")
+            return
+        raise CheckpointFileError(
+            f"No checkpoint in {self.output_dir} reads back whole (see the warnings above); move the folder away to"
+            " start from scratch."
+        )
+
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the checkpoint by the run that was interrupted."""
         if not self.log_path.is_file() or not self.accelerator.is_main_process:
             return
-        kept = [line for line in self.log_path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        kept = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line the killed run did not finish writing
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
         self.log_path.write_text("".join(line + "\n" for line in kept))
 
     # ---------------------------------------------------------------------------------------------------- loop
@@ -209,13 +309,23 @@ class Trainer:
         while True:
             self.sampler.set_epoch(self.state.epoch)
             loader = self.loader
-            if self.state.batches_in_epoch:
+            resumed_mid_epoch = self.state.batches_in_epoch > 0
+            if resumed_mid_epoch:
                 loader = self.accelerator.skip_first_batches(self.loader, self.state.batches_in_epoch)
+            yielded = 0
             for batch in loader:
                 self.state.batches_in_epoch += 1
                 skipped.update(batch.pop("skipped", {}) or {})
                 if batch:  # empty when every video of the batch was skipped
+                    yielded += 1
                     yield batch
+            if not yielded and not resumed_mid_epoch:
+                reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+                raise ValueError(
+                    f"Epoch {self.state.epoch} gave no batch to train on"
+                    + (f": every sample was skipped ({reasons})" if skipped else "")
+                    + "; check the data (data.csv / data.root) and batch_size."
+                )
             if skipped:
                 self.accelerator.print(
                     f"Epoch {self.state.epoch}: skipped {sum(skipped.values())} videos ("
@@ -233,15 +343,33 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
 
     def _check_finite(self, value: torch.Tensor, what: str, logs: dict) -> None:
-        if not torch.isfinite(value).all():
-            checkpoints = find_checkpoints(self.output_dir)
-            last = f"the last good checkpoint is {checkpoints[-1][1]}" if checkpoints else "no checkpoint was written"
-            raise TrainingDivergedError(
-                f"The {what} became {value.item()} at step {self.state.step + 1} (terms: "
-                + ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
-                + f"); nothing was saved from this step, {last}. Lower optim.learning_rate or use "
-                "mixed_precision=bf16 / no, then resume with --resume."
-            )
+        if torch.isfinite(value).all():
+            return
+        suspect = ""
+        if self._unverified_checkpoint is not None and self.accelerator.is_main_process:
+            # its weights are the ones that just gave a non-finite value: never offer it as a resume point
+            bad = self._unverified_checkpoint
+            diverged = bad.with_name(bad.name + ".diverged")
+            shutil.rmtree(diverged, ignore_errors=True)
+            if bad.exists():
+                os.replace(bad, diverged)
+                suspect = f"; {bad.name} holds the weights that gave it and was renamed {diverged.name}"
+        self._unverified_checkpoint = None
+        checkpoints = find_checkpoints(self.output_dir)
+        last = f"the last good checkpoint is {checkpoints[-1][1]}" if checkpoints else "no good checkpoint exists"
+        raise TrainingDivergedError(
+            f"The {what} became {value.flatten()[0].item()} at step {self.state.step + 1} (terms: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+            + f"){suspect}; nothing was saved from this step, {last}. Lower optim.learning_rate or use "
+            "mixed_precision=bf16 / no, then resume with --resume."
+        )
+
+    def _check_finite_weights(self) -> None:
+        """Never keep (or save) NaN / inf weights: stop with the step that made them."""
+        finite = torch.stack([p.detach().isfinite().all() for p in self.parameters]).all()
+        if not finite:
+            bad = next(p for p in self.parameters if not p.detach().isfinite().all())
+            self._check_finite(bad.detach()[~bad.detach().isfinite()][:1], "weights after the optimizer step", {})
 
     def train(self) -> Path:
         """Run to `max_steps`; returns the folder with the exported final weights."""
@@ -251,8 +379,7 @@ class Trainer:
             (self.output_dir / "config.yaml").write_text(config.to_yaml())
         checkpoints = find_checkpoints(self.output_dir)
         if self.resume and checkpoints:
-            self.load_checkpoint(checkpoints[-1][1])
-            accelerator.print(f"Resumed from {checkpoints[-1][1]} (step {self.state.step}).")
+            self._resume()
         elif self.resume:
             accelerator.print(f"No checkpoint in {self.output_dir}; starting from scratch.")
         elif checkpoints:
@@ -280,6 +407,8 @@ class Trainer:
                 with accelerator.accumulate(), accelerator.autocast():
                     loss, logs = self.stage.loss(batch)
                     self._check_finite(loss.detach(), "loss", logs)
+                    if self._unverified_checkpoint is not None:  # its weights ran to a finite loss: keep it
+                        self._prune_checkpoints()
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         self._reduce_gradients()
@@ -289,6 +418,8 @@ class Trainer:
                     self.optimizer.step()
                     self.lr_scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    if accelerator.sync_gradients:
+                        self._check_finite_weights()
                 window_samples += config.batch_size * accelerator.num_processes
             self.state.step += 1
             now = time.perf_counter()
@@ -314,6 +445,7 @@ class Trainer:
                 self.validate()
             step_start = time.perf_counter()  # checkpoints and validation are not training time
         progress.close()
+        self._prune_checkpoints()
         if not config.validate_every or config.max_steps % config.validate_every:
             self.validate()
         final = self.output_dir / "final"

@@ -82,3 +82,21 @@ def test_missing_columns_are_named(tmp_path):
     write_csv(tmp_path / "bad.csv", [("1", "x")], ("id", "text"))
     with pytest.raises(ValueError, match="no column name, videoid"):
         read_webvid_csv(tmp_path / "bad.csv")
+
+
+def test_rows_without_a_caption_are_skipped_and_counted(video_folder):
+    with open(video_folder / "videos.csv", "a") as handle:
+        handle.write("nocap\n")  # the caption field is missing altogether
+        handle.write("empty,,clips/a.mp4\n")
+    dataset = WebVidDataset(video_folder / "videos.csv", num_frames=4, frame_stride=2, resolution=16)
+    loader = DataLoader(dataset, batch_size=len(dataset), collate_fn=collate_videos)
+    batch = next(iter(loader))
+    assert batch["skipped"]["no caption"] == 2
+    assert all(isinstance(caption, str) and caption for caption in batch["caption"])
+
+
+def test_a_csv_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "videos.csv"
+    path.write_bytes("videoid,name,path\n1,a red ball,a.mp4\n2,caf\xe9 scene,b.mp4\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{path} line 3 is not UTF-8 text \(byte 0xe9\)"):
+        read_webvid_csv(path)

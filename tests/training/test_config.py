@@ -51,11 +51,51 @@ def _write(folder, text):
             "set harivo.noise_frame_correlation to 0",
         ),
         (["harivo.noise_warp_correlation=1.5"], "noise_warp_correlation must be in"),
+        (["checkpoints_total_limit=-1"], r"checkpoints_total_limit must be at least 1, not -1"),
+        (["checkpoints_total_limit=0"], "checkpoints_total_limit must be at least 1"),
+        (["optim.max_grad_norm=0"], r"optim.max_grad_norm must be greater than 0, not 0.0"),
+        (["optim.max_grad_norm=-1"], "optim.max_grad_norm must be greater than 0"),
+        (["optim.lr_warmup_steps=-5"], "optim.lr_warmup_steps must be at least 0"),
+        (["optim.learning_rate=.nan"], "optim.learning_rate must be greater than 0, not nan"),
+        (["optim.learning_rate=.inf"], "optim.learning_rate must be greater than 0, not inf"),
+        (["optim.lr_scheduler=exponential"], "optim.lr_scheduler must be one of"),
+        (["data.num_frames=0"], "data.num_frames must be at least 1"),
+        (["data.resolution=-64"], "data.resolution must be at least 8"),
+        (["data.frame_stride=0"], "data.frame_stride must be at least 1"),
+        (["data.length=0"], "data.length must be at least 1"),
+        (["harivo.max_frames=-1"], "harivo.max_frames must be at least 1"),
+        (["data.num_frames=40"], r"data.num_frames \(40\) must be at most harivo.max_frames \(32\)"),
+        (["harivo.motion_num_attention_heads=0"], "harivo.motion_num_attention_heads must be at least 1"),
+        (["harivo.validation_steps=0"], "harivo.validation_steps must be at least 1"),
+        (["harivo.caption_dropout=2"], r"harivo.caption_dropout must be in \[0, 1\]"),
+        (["seed=-1"], "seed must be in"),
+        (["harivo.motion_conditioning_pooling=max"], "motion_conditioning_pooling must be one of"),
+        (["max_steps.x=3"], "max_steps must be int"),
+        (["max_steps=3", "max_steps.x=3"], "max_steps is a value, not a section"),
+        (["optim.learning_rate=[1"], "override 'optim.learning_rate=\\[1' line 1"),
+        (["optim.learning_rate=!!python/object/apply:os.system ['echo hi']"], "Python tags"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_steps: [1\n", "line 2"),
+        ("optim:\n  learning_rate: !!python/object/apply:os.system ['touch pwned']\n", "Python tags"),
+        ("- a\n- b\n", "the config must be a mapping"),
+    ],
+)
+def test_bad_yaml_files_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        load_config(path)
+    assert str(path) in str(error.value) or "mapping" in message
+    assert "\n" not in str(error.value) and not (tmp_path / "pwned").exists()
 
 
 def test_dry_run_prints_the_resolved_config(capsys):

@@ -32,8 +32,10 @@ def test_two_processes_checkpoint_every_rank_and_resume_the_same_loss_curve(base
     checkpoints = find_checkpoints(tmp_path / "reference")
     assert [step for step, _ in checkpoints] == [2, 4]
     state = checkpoints[-1][1] / "state"
-    assert all((state / f"random_states_{rank}.pkl").is_file() for rank in (0, 1))  # each rank's own RNG
-    assert all((state / f"process_{rank}.pt").is_file() for rank in (0, 1))  # its noise generator, L_dc queue
+    # each rank's own RNG states, noise generator and L_dc queue, as safetensors + JSON; nothing pickled
+    assert all((state / f"process_{rank}.safetensors").is_file() for rank in (0, 1))
+    assert (state / "training_state.json").is_file()
+    assert not [p for p in state.iterdir() if p.suffix not in (".json", ".safetensors")]
     HarivoAdapter.from_pretrained(tmp_path / "reference" / "final")
 
     stopped = launch(tmp_path / "stopped", base_dir, 2)

@@ -143,15 +143,36 @@ def test_bf16_mixed_precision_trains(tmp_path):
 
 
 def test_divergence_stops_with_a_clear_message_and_saves_nothing_corrupt(tmp_path):
-    config = tiny_config("vae", tmp_path, "max_steps=5", "optim.learning_rate=1e30", "optim.max_grad_norm=1e30")
-    with pytest.raises(TrainingDivergedError, match=r"became (nan|inf).*last good checkpoint is .*checkpoint-(\d)"):
+    # warm-up: step 1 runs at lr 0 (a good checkpoint), step 2 at 5e29 writes huge (still finite) weights
+    config = tiny_config(
+        "vae", tmp_path, "max_steps=5", "optim.learning_rate=1e30", "optim.max_grad_norm=1e30",
+        "optim.lr_warmup_steps=2",
+    )  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match=r"became (nan|inf)") as error:
         Trainer(config).train()
+    message = str(error.value)
+    assert "checkpoint-2 holds the weights that gave it and was renamed checkpoint-2.diverged" in message
+    assert message.endswith("then resume with --resume.") and f"last good checkpoint is {tmp_path}" in message
     checkpoints = find_checkpoints(tmp_path)
-    assert checkpoints and not list(tmp_path.glob("*.tmp")) and not (tmp_path / "final").exists()
+    assert [step for step, _ in checkpoints] == [1], "the checkpoint that gave NaN must not be a resume point"
+    assert (tmp_path / "checkpoint-2.diverged").is_dir()
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "final").exists()
     from safetensors.torch import load_file
 
     weights = load_file(next((checkpoints[-1][1] / "weights" / "vae").glob("*.safetensors")))
-    assert all(torch.isfinite(value).all() for value in weights.values())
+    assert all(torch.isfinite(value).all() and value.abs().max() < 1e3 for value in weights.values())
+
+
+def test_weights_that_become_non_finite_are_never_saved(tmp_path):
+    config = tiny_config("vae", tmp_path, "max_steps=3", "optim.learning_rate=1e37", "optim.weight_decay=100")
+    with pytest.raises(TrainingDivergedError, match="weights after the optimizer step became inf at step 1"):
+        Trainer(config).train()
+    from safetensors.torch import load_file
+
+    assert not find_checkpoints(tmp_path)
+    for _, checkpoint in find_checkpoints(tmp_path):
+        for file in (checkpoint / "weights").rglob("*.safetensors"):
+            assert all(torch.isfinite(value).all() for value in load_file(file).values())
 
 
 def test_existing_run_needs_resume(tmp_path):
