@@ -1,13 +1,18 @@
 """Command line: `harivo generate`, `harivo train`, `harivo eval` and `harivo eval-videos`."""
 
 import argparse
+import logging
 import sys
 import time
+import warnings
 
 import torch
 
-from .errors import HarivoLoadError, IncompatibleAdapterError, TrainingDivergedError
-from .schedulers import SCHEDULERS, default_guidance_rescale
+from .errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError, TrainingDivergedError
+
+SCHEDULER_NAMES = ("ddim", "ddpm", "pndm", "euler", "euler-ancestral", "dpm-solver++", "unipc")  # harivo.schedulers
+# Library messages that are noise in a command-line run (they are about optional backends, not about the result)
+NOISE = ("requires torchvision (not installed)", "should be kept in float32: []")
 
 PROJECTION_HELP = (
     "Pull the early steps onto content that travels the motion path, 0 (off) to 1 (default with a path predictor)."
@@ -47,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Make the content travel DX, DY latent pixels per frame (x right, y down) instead of the path the adapter"
         " predicts from the prompt.",
     )  # fmt: skip
-    gen.add_argument("--scheduler", default=None, help=f"Sampler: {', '.join(SCHEDULERS)} (default: the model's).")
+    _add_runtime_arguments(gen)
     gen.add_argument("--fps", type=int, default=8, help="Frames per second of the file (default: 8).")
-    gen.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
-    gen.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="Default: float16 on GPU, float32 on CPU.")
+    gen.add_argument(
+        "--skip-memory-check", action="store_true", help="Run even if the estimated memory need exceeds what is free."
+    )
     gen.add_argument(
         "--allow-pickle", action="store_true", help="Accept pickle weights (.bin/.ckpt); they can run code."
     )
@@ -73,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--frame-by-frame", action="store_true", help="Bypass the temporal layers: the frozen T2I model per frame."
     )
     evaluate.add_argument("--real", action="store_true", help="Score rendered clips instead (the upper bound).")
+    _add_runtime_arguments(evaluate)
 
     real = commands.add_parser(
         "eval-videos", help="FVD (I3D) and CLIP score of generated video files against real ones."
@@ -101,6 +108,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheduler", default=None, help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (default: the model's)."
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cuda if available).")
+    parser.add_argument(
+        "--dtype", choices=tuple(DTYPES), default=None, help="Default: float16 on GPU, float32 on CPU."
+    )
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """`--device` as a `torch.device` that exists on this machine, or a one-line `ValueError`."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda, cuda:1, mps, ...") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu.")
+    elif device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"--device {name!r} is not supported; use cpu, cuda, cuda:1, mps, ...")
+    return device
+
+
+def _runtime(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    device = resolve_device(args.device)
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    return device, dtype
+
+
+def _prepare_pipeline(pipe, args: argparse.Namespace, device: torch.device):
+    from .schedulers import make_scheduler
+
+    if args.scheduler:
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler)
+    return pipe.to(device)
+
+
+def warn_truncated(tokenizer, prompt: str | None, what: str = "prompt") -> None:
+    """Warn, naming the dropped words, when `prompt` is longer than the text encoder reads."""
+    if tokenizer is None or not prompt:
+        return
+    ids = tokenizer(prompt, truncation=False).input_ids
+    limit = tokenizer.model_max_length
+    if len(ids) > limit:
+        dropped = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True).strip()
+        warnings.warn(
+            f"The {what} is longer than the text encoder's {limit} tokens; these words are ignored: {dropped!r}.",
+            stacklevel=2,
+        )
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"--seed must be from 0 to 2**64 - 1, got {seed}.")
+    return seed
+
+
 def train(args: argparse.Namespace) -> None:
     from .training import Trainer, load_config
 
@@ -114,15 +185,18 @@ def train(args: argparse.Namespace) -> None:
 
 
 def generate(args: argparse.Namespace) -> None:
-    from .schedulers import make_scheduler
-    from .video_io import save_video
+    from .video_io import check_output_path, save_video
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    # Everything that can be checked without the model is checked before loading it
+    check_output_path(args.output, args.fps)
+    check_seed(args.seed)
+    device, dtype = _runtime(args)
     pipe = _load_pipeline(args.base_model, args.adapter, allow_pickle=args.allow_pickle, torch_dtype=dtype)
-    if args.scheduler:
-        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler)
-    pipe.to(device)
+    pipe = _prepare_pipeline(pipe, args, device)
+    warn_truncated(pipe.tokenizer, args.prompt)
+    warn_truncated(pipe.tokenizer, args.negative_prompt, "negative prompt")
+    if not args.skip_memory_check:
+        pipe.check_memory(args.num_frames, args.height, args.width, guidance_scale=args.guidance_scale, device=device)
     start = time.perf_counter()
     frames = pipe(
         args.prompt,
@@ -138,7 +212,7 @@ def generate(args: argparse.Namespace) -> None:
         mg_energy=args.mg_energy,
         motion_path=None
         if args.motion is None
-        else torch.arange(args.num_frames)[:, None] * torch.tensor(args.motion),
+        else torch.arange(max(args.num_frames, 1))[:, None] * torch.tensor(args.motion),
         motion_path_projection=args.motion_path_projection,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
     ).frames[0]
@@ -158,6 +232,13 @@ def evaluate(args: argparse.Namespace) -> None:
     )
     from .video_io import contact_sheet
 
+    if args.prompts_per_group * len(args.seeds) < 2:
+        raise ValueError(
+            "harivo eval needs at least two clips per prompt group (diversity and the FVD-analog compare clips):"
+            " raise --prompts-per-group or pass more --seeds."
+        )
+    for seed in args.seeds:
+        check_seed(seed)
     groups = evaluation_prompts(args.prompts_per_group)
     prompts = [p for group in groups.values() for p in group]
     settings = EvalSettings(
@@ -173,7 +254,9 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.real:
         clips, label = render_reference_clips(prompts, settings.seeds, settings.num_frames), "rendered clips"
     else:
-        pipe, label = _load_pipeline(args.base_model, args.adapter), args.adapter or "embedded default model"
+        device, dtype = _runtime(args)
+        pipe = _prepare_pipeline(_load_pipeline(args.base_model, args.adapter, torch_dtype=dtype), args, device)
+        label = args.adapter or "embedded default model"
         settings.guidance_rescale = _guidance_rescale(args.guidance_rescale, pipe.scheduler)
         if args.frame_by_frame:
             if settings.motion_path_projection is None:  # the image model alone: no path either
@@ -238,6 +321,8 @@ def evaluate_videos(args: argparse.Namespace) -> None:
 
 def _guidance_rescale(value: float | None, scheduler) -> float:
     """`--guidance-rescale` if given, else what the model's schedule wants (`default_guidance_rescale`)."""
+    from .schedulers import default_guidance_rescale
+
     return default_guidance_rescale(scheduler) if value is None else value
 
 
@@ -254,14 +339,34 @@ def _load_pipeline(base_model: str | None, adapter: str | None, **kwargs):
     return HarivoPipeline.from_pretrained(base_model, adapter=adapter, **kwargs)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in NOISE)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    text = " ".join(str(message).split())
+    return f"warning: {text}\n"
+
+
+def quiet_libraries() -> None:
+    """A clean command-line run: library warnings stay visible as one line each, known noise and the libraries' own
+    loading progress bars go."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    # The CLI shows its own progress bar and errors; library warnings about optional backends are noise here.
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
+    warnings.formatwarning = _one_line_warning
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_progress_bar()
+        library.set_verbosity_warning()
+        for handler in library.get_logger().handlers:  # records of every module's logger pass these
+            handler.addFilter(_DropNoise())
+            handler.setFormatter(logging.Formatter("warning: %(message)s"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         if args.command == "generate":
             generate(args)
@@ -277,9 +382,14 @@ def main(argv: list[str] | None = None) -> None:
         ValueError,
         FileNotFoundError,
         FileExistsError,
+        IsADirectoryError,
+        PermissionError,
         TrainingDivergedError,
+        SamplingDivergedError,
+        MemoryError,
     ) as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # one line, whatever the library wrote
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -1,6 +1,8 @@
 """Loading helpers: weight-format policy (safetensors unless pickle is opted into) and readable load errors."""
 
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,36 @@ from .errors import HarivoLoadError
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
+try:  # diffusers that renamed `torch_dtype` to `dtype` (and warns on the old name)
+    from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+
+    DTYPE_ARGUMENT = "dtype"
+except ImportError:
+    DTYPE_ARGUMENT = "torch_dtype"
+
+
+def dtype_argument(kwargs: dict) -> dict:
+    """Move a `torch_dtype=` / `dtype=` of `kwargs` to the name this diffusers version reads (in place)."""
+    dtype = kwargs.pop("torch_dtype", None)
+    dtype = kwargs.pop("dtype", None) if dtype is None else dtype
+    if dtype is not None:
+        kwargs[DTYPE_ARGUMENT] = dtype
+    return kwargs
+
+
+def pickle_files(path: str | os.PathLike) -> list[Path]:
+    """The pickle weight files under `path` that loading would read (those without a `.safetensors` twin)."""
+    path = Path(path)
+    if path.is_file():
+        return [path] if path.suffix in PICKLE_SUFFIXES else []
+    found = []
+    for folder, _, files in os.walk(path):
+        names = set(files)
+        for name in files:
+            stem, suffix = os.path.splitext(name)
+            if suffix in PICKLE_SUFFIXES and stem + ".safetensors" not in names:
+                found.append(Path(folder) / name)
+    return sorted(found)
 
 
 def check_weight_format(path: str | os.PathLike, allow_pickle: bool = False) -> None:
@@ -23,26 +55,21 @@ def check_weight_format(path: str | os.PathLike, allow_pickle: bool = False) -> 
     Raises:
         `HarivoLoadError`: `path` holds pickle weights and `allow_pickle` is `False`.
     """
+    found = pickle_files(path)
     if allow_pickle:
-        return
-    path = Path(path)
-    if path.is_file():
-        if path.suffix in PICKLE_SUFFIXES:
-            raise HarivoLoadError(
-                f"{path} is a pickle checkpoint; loading it can run arbitrary code. Convert it to .safetensors, or, "
-                "if you trust its source, pass `allow_pickle=True` (CLI: --allow-pickle)."
+        for file in found:
+            warnings.warn(
+                f"Loading pickle weights {file} (allow_pickle): torch reads only tensors from it, but convert it to"
+                " .safetensors if you keep it.",
+                stacklevel=3,
             )
         return
-    for folder, _, files in os.walk(path):
-        names = set(files)
-        for name in files:
-            stem, suffix = os.path.splitext(name)
-            if suffix in PICKLE_SUFFIXES and stem + ".safetensors" not in names:
-                raise HarivoLoadError(
-                    f"{Path(folder) / name} has no .safetensors twin; loading pickle weights can run arbitrary code. "
-                    "Convert it to .safetensors, or, if you trust its source, pass `allow_pickle=True` "
-                    "(CLI: --allow-pickle)."
-                )
+    if found:
+        raise HarivoLoadError(
+            f"{found[0]} is a pickle weight file without a .safetensors twin; loading pickle weights can run"
+            " arbitrary code. Convert it to .safetensors, or, if you trust its source, pass `allow_pickle=True`"
+            " (CLI: --allow-pickle)."
+        )
 
 
 def resolve_model_path(name_or_path: str | os.PathLike, what: str, **download_kwargs: Any) -> Path:
@@ -74,6 +101,14 @@ def resolve_model_path(name_or_path: str | os.PathLike, what: str, **download_kw
 
 def describe_load_error(what: str, path: str | os.PathLike, error: BaseException) -> HarivoLoadError:
     """Wrap an exception raised while loading weights into a `HarivoLoadError` that names the folder."""
+    chain = [error]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    if any(isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e) for e in chain):
+        return HarivoLoadError(
+            f"Refused to load the {what} from {str(path)!r}: a pickle weight file in it holds objects other than"
+            " tensors (loading them would run code). Use safetensors weights from a source you trust."
+        )
     message = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
     return HarivoLoadError(
         f"Could not load the {what} from {str(path)!r}: {message}. Check that the folder is complete (config.json "

@@ -1,6 +1,7 @@
 """Video frames in and out: conversions between PIL / numpy / torch, and mp4 / gif writing."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +51,37 @@ def to_tensor_frames(frames: FrameInput) -> torch.Tensor:
     return torch.from_numpy(to_numpy_frames(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
+def check_output_path(path: str | os.PathLike, fps: int = 8) -> Path:
+    """
+    Check, before any work, that a video can be written to `path` at `fps`; a one-line `ValueError` otherwise.
+
+    Returns:
+        `Path`: The path.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ValueError(
+            f"Cannot write the video to {path}: it is a directory; give a file name such as {path / 'out.mp4'}."
+        )
+    if suffix not in (*VIDEO_SUFFIXES, ".gif"):
+        raise ValueError(f"Cannot write {path.name!r}: use one of {', '.join((*VIDEO_SUFFIXES, '.gif'))}.")
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 1000 or fps != fps:
+        raise ValueError(f"`fps` must be a positive number of frames per second (at most 1000), got {fps}.")
+    parent = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
+    if parent is not None and parent != path.absolute() and not parent.is_dir():
+        raise ValueError(f"Cannot write {path}: {parent} is a file, not a folder.")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot write {path}: {parent} is not writable.")
+    return path
+
+
 def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Path:
     """
     Write frames to `.mp4` (or another ffmpeg container: `.webm`, `.mov`, `.mkv`, `.avi`) or `.gif`.
 
-    The file is written under a temporary name and renamed at the end, so an interrupted write never leaves a
-    truncated video at `path`.
+    The file is written under a unique temporary name in the same folder and renamed at the end, so an interrupted
+    write never leaves a truncated video at `path`, and concurrent writers to one path each leave a complete video.
 
     Args:
         frames: Any input `to_numpy_frames` accepts.
@@ -65,15 +91,16 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Pat
     Returns:
         `Path`: The written file.
     """
-    path = Path(path)
+    path = check_output_path(path, fps)
     suffix = path.suffix.lower()
-    if suffix not in (*VIDEO_SUFFIXES, ".gif"):
-        raise ValueError(f"Cannot write {path.name!r}: use one of {', '.join((*VIDEO_SUFFIXES, '.gif'))}.")
-    if fps <= 0:
-        raise ValueError(f"`fps` must be positive, got {fps}.")
     images = to_pil_frames(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{suffix}")
+    handle, partial = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
+    os.close(handle)
+    partial = Path(partial)
+    umask = os.umask(0)
+    os.umask(umask)
+    partial.chmod(0o666 & ~umask)  # what a plain open() would give, not mkstemp's owner-only mode
     try:
         if suffix == ".gif":
             export_to_gif(images, str(partial), fps=fps)

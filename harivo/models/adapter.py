@@ -25,7 +25,7 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
 from ..errors import HarivoLoadError, IncompatibleAdapterError
-from ..loading import WEIGHT_SUFFIXES, check_weight_format, describe_load_error, resolve_model_path
+from ..loading import WEIGHT_SUFFIXES, check_weight_format, describe_load_error, dtype_argument, resolve_model_path
 from .frame_tokens import FrameTokenGenerator
 from .mapping_network import NoiseMappingNetwork
 from .motion_conditioning import MotionConditioner
@@ -328,6 +328,13 @@ class HarivoAdapter(ModelMixin):
             include_projection_head (`bool`, defaults to `True`): Also save the training-only projection head.
             kwargs: Passed to each component's `save_pretrained` (e.g. `variant`).
         """
+        injected = sorted({key.split(".lora_")[0] for key in self.state_dict() if ".lora_" in key})
+        if injected or any(".base_layer." in key for key in self.state_dict()):
+            raise ValueError(
+                f"This adapter has LoRA layers loaded into it ({len(injected)} layers, e.g. {injected[:1]}), which"
+                " cannot be saved as adapter weights: call `pipe.fuse_lora()` then `pipe.unload_lora_weights()` to"
+                " save them fused into the temporal layers, or `pipe.unload_lora_weights()` to save without them."
+            )
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("safe_serialization", True)
@@ -341,6 +348,8 @@ class HarivoAdapter(ModelMixin):
         from .. import __version__
 
         manifest = {"_class_name": type(self).__name__, "_harivo_version": __version__, "components": saved}
+        if kwargs.get("variant"):
+            manifest["variant"] = kwargs["variant"]
         (save_directory / ADAPTER_CONFIG_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @classmethod
@@ -350,6 +359,7 @@ class HarivoAdapter(ModelMixin):
         *,
         allow_pickle: bool = False,
         torch_dtype: torch.dtype | None = None,
+        variant: str | None = None,
         **kwargs: Any,
     ) -> "HarivoAdapter":
         r"""
@@ -359,15 +369,21 @@ class HarivoAdapter(ModelMixin):
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): Local folder or Hugging Face Hub id.
             allow_pickle (`bool`, defaults to `False`): Accept pickle weight files (they can run code when loaded).
-            torch_dtype (`torch.dtype`, *optional*): Load the weights in this dtype.
+            torch_dtype (`torch.dtype`, *optional*): Load the weights in this dtype (`dtype=` is read too).
+            variant (`str`, *optional*): Load the weight files of this variant (e.g. `"fp16"`), as
+                `save_pretrained(variant=...)` wrote them; by default the variant the folder was saved with. A
+                component without files of that variant loads its default files.
             kwargs: `revision`, `cache_dir`, `token`, ... for hub downloads; other diffusers loading arguments
                 (from a `DiffusionPipeline.from_pretrained` call) are ignored.
         """
+        torch_dtype = torch_dtype if torch_dtype is not None else kwargs.get("dtype")
         download_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token") if kwargs.get(k) is not None}
         path = resolve_model_path(pretrained_model_name_or_path, "HARIVO adapter", **download_kwargs)
         check_weight_format(path, allow_pickle)
         # safetensors only, unless pickle is allowed: then safetensors first, pickle as a fallback
-        load_kwargs = {"use_safetensors": True if not allow_pickle else None, "torch_dtype": torch_dtype}
+        load_kwargs = dtype_argument(
+            {"use_safetensors": True if not allow_pickle else None, "torch_dtype": torch_dtype}
+        )
         manifest_path = path / ADAPTER_CONFIG_NAME
         if not manifest_path.is_file():
             if _is_motion_adapter_folder(path):
@@ -382,6 +398,11 @@ class HarivoAdapter(ModelMixin):
             manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise describe_load_error("HARIVO adapter manifest", manifest_path, error) from error
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("components", []), list):
+            raise HarivoLoadError(
+                f"{manifest_path} is not a HARIVO adapter manifest (expected a JSON object with a `components` list)."
+            )
+        variant = variant or manifest.get("variant")
         components = {}
         for name, component_cls in COMPONENTS.items():
             folder = path / name
@@ -390,7 +411,9 @@ class HarivoAdapter(ModelMixin):
                 continue
             if not folder.is_dir():
                 raise HarivoLoadError(f"The HARIVO adapter at {str(path)!r} is missing its {name!r} sub-folder.")
-            components[name] = _load_component(component_cls, folder, name.replace("_", " "), load_kwargs)
+            components[name] = _load_component(
+                component_cls, folder, name.replace("_", " "), {**load_kwargs, "variant": _variant_in(folder, variant)}
+            )
         return cls(**components)
 
     @classmethod
@@ -405,14 +428,22 @@ class HarivoAdapter(ModelMixin):
         )
 
 
+def _variant_in(folder: Path, variant: str | None) -> str | None:
+    """`variant` if `folder` has weight files of it, else `None` (its default files)."""
+    if variant is None or not folder.is_dir():
+        return None
+    return variant if any(f".{variant}." in p.name for p in folder.iterdir()) else None
+
+
 def _is_motion_adapter_folder(path: Path) -> bool:
     config = path / "config.json"
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text()).get("_class_name") == "MotionAdapter"
+        content = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    return isinstance(content, dict) and content.get("_class_name") == "MotionAdapter"
 
 
 def _load_component(component_cls: type, folder: Path, what: str, load_kwargs: dict) -> nn.Module:

@@ -1,5 +1,6 @@
 """`HarivoPipeline`: text-to-video with a frozen Stable-Diffusion-class model and a HARIVO adapter."""
 
+import contextvars
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from safetensors import SafetensorError
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError
-from ..loading import check_weight_format, describe_load_error
+from ..loading import DTYPE_ARGUMENT, check_weight_format, describe_load_error, dtype_argument
 from ..models.adapter import HarivoAdapter
 from ..models.motion_path import batched_path
 from ..models.video_unet import HarivoUNet, default_trsa_layers
@@ -28,6 +29,7 @@ from ..schedulers import adds_step_noise, check_scheduler
 from . import mg_sampling
 
 MG_ENERGIES = ("frame_difference", "attention", "motion_path")
+_ADAPTER_GIVEN = contextvars.ContextVar("harivo_adapter_given", default=False)
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 EXAMPLE_DOC_STRING = """
@@ -128,7 +130,8 @@ class HarivoPipeline(
             adapter ([`HarivoAdapter`], `str` or `os.PathLike`, *optional*): The adapter or its folder / hub id.
                 Required unless the folder is a saved `HarivoPipeline`.
             allow_pickle (`bool`, defaults to `False`): Accept pickle weight files (they can run code when loaded).
-            kwargs: Passed to `DiffusionPipeline.from_pretrained` (`torch_dtype`, `scheduler`, `revision`, ...).
+            kwargs: Passed to `DiffusionPipeline.from_pretrained` (`torch_dtype` or `dtype`, `variant`, `scheduler`,
+                `revision`, ...).
         """
         local = Path(pretrained_model_name_or_path).expanduser()
         if local.exists():
@@ -138,19 +141,38 @@ class HarivoPipeline(
                     f"{str(local)!r} holds no HARIVO adapter: pass `adapter=` (a HARIVO adapter folder, hub id or "
                     "`HarivoAdapter`)."
                 )
+            if adapter is None:  # a saved HarivoPipeline: its adapter is loaded here, like one passed in
+                adapter = local / "adapter"
+        dtype_argument(kwargs)
         if isinstance(adapter, str | os.PathLike):
             adapter = HarivoAdapter.from_pretrained(
-                adapter, allow_pickle=allow_pickle, torch_dtype=kwargs.get("torch_dtype")
+                adapter,
+                allow_pickle=allow_pickle,
+                torch_dtype=kwargs.get(DTYPE_ARGUMENT),
+                variant=kwargs.get("variant"),
             )
         if adapter is not None:
             kwargs["adapter"] = adapter
         kwargs.setdefault("use_safetensors", True if not allow_pickle else None)
+        token = _ADAPTER_GIVEN.set(adapter is not None)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (HarivoLoadError, IncompatibleAdapterError):
             raise
         except (OSError, ValueError, SafetensorError) as error:
             raise describe_load_error("base model", pretrained_model_name_or_path, error) from error
+        finally:
+            _ADAPTER_GIVEN.reset(token)
+
+    @classmethod
+    def load_config(cls, *args: Any, **kwargs: Any):
+        """diffusers' `load_config`; while `from_pretrained` passes the adapter in, the folder's own `adapter` entry is
+        left out, so diffusers neither loads it again nor looks into its sub-folders for variant files (it expects
+        files only there)."""
+        config = super().load_config(*args, **kwargs)
+        if _ADAPTER_GIVEN.get():
+            (config[0] if isinstance(config, tuple) else config).pop("adapter", None)
+        return config
 
     @property
     def guidance_scale(self) -> float:
@@ -286,6 +308,57 @@ class HarivoPipeline(
         ):
             raise ValueError(f"`scheduler` must be a diffusers scheduler, got {type(self.scheduler).__name__}.")
         check_scheduler(self.scheduler, self.adapter)
+
+    def estimate_memory(
+        self,
+        num_frames: int = 16,
+        height: int | None = None,
+        width: int | None = None,
+        num_videos: int = 1,
+        guidance_scale: float = 7.5,
+        decode_chunk_size: int = 16,
+    ) -> int:
+        """
+        Rough peak memory, in bytes, of one call: the weights plus the larger of the U-Net's and the VAE decoder's
+        activations at their highest resolution, times factors measured on the embedded model (peak RSS at 128-384 px,
+        16 frames: within 15 % above 256 px). An estimate for refusing sizes that cannot fit, not a promise.
+        """
+        unet, factor = self.video_unet.config, self.vae_scale_factor
+        height = height or unet.sample_size * factor
+        width = width or unet.sample_size * factor
+        element = torch.finfo(self.video_unet.dtype).bits // 8
+        copies = num_videos * (2 if guidance_scale > 1 else 1) * num_frames
+        unet_activation = copies * unet.block_out_channels[0] * (height // factor) * (width // factor) * element
+        vae_channels = self.vae.config.block_out_channels[0] if self.vae is not None else 128
+        vae_activation = min(decode_chunk_size, num_frames) * num_videos * vae_channels * height * width * element
+        weights = sum(
+            p.numel() * p.element_size()
+            for module in (self.vae, self.text_encoder, self.unet, self.adapter)
+            if module is not None
+            for p in module.parameters()
+        )
+        return weights + max(33 * unet_activation, 8 * vae_activation)
+
+    def check_memory(
+        self,
+        num_frames: int = 16,
+        height: int | None = None,
+        width: int | None = None,
+        num_videos: int = 1,
+        guidance_scale: float = 7.5,
+        decode_chunk_size: int = 16,
+        device: torch.device | str | None = None,
+    ) -> None:
+        """Raise a `MemoryError` that says what to lower when `estimate_memory` exceeds the free memory of `device`."""
+        if not all(isinstance(v, int) and v > 0 for v in (num_frames, height or 1, width or 1, num_videos)):
+            return  # check_inputs explains bad sizes
+        needed = self.estimate_memory(num_frames, height, width, num_videos, guidance_scale, decode_chunk_size)
+        available = _free_memory(torch.device(device) if device is not None else self._execution_device)
+        if available is not None and needed > available:
+            raise MemoryError(
+                f"This call needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free: lower"
+                " height/width, num_frames or decode_chunk_size (CLI: --skip-memory-check runs it anyway)."
+            )
 
     def prepare_latents(
         self,
@@ -576,6 +649,18 @@ class HarivoPipeline(
         if not return_dict:
             return (video,)
         return AnimateDiffPipelineOutput(frames=video)
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Free bytes on `device` (CUDA: free device memory; CPU: available RAM), or `None` where it is unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
 
 
 def _is_int(value: Any) -> bool:
