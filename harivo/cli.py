@@ -12,7 +12,12 @@ from .errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedE
 
 SCHEDULER_NAMES = ("ddim", "ddpm", "pndm", "euler", "euler-ancestral", "dpm-solver++", "unipc")  # harivo.schedulers
 # Library messages that are noise in a command-line run (they are about optional backends, not about the result)
-NOISE = ("requires torchvision (not installed)", "should be kept in float32: []")
+NOISE = (
+    "requires torchvision (not installed)",
+    "should be kept in float32: []",
+    "was truncated because CLIP can only handle",  # `warn_truncated` says these two, naming the words
+    "Token indices sequence length is longer than",
+)
 
 PROJECTION_HELP = (
     "Pull the early steps onto content that travels the motion path, 0 (off) to 1 (default with a path predictor)."
@@ -156,10 +161,14 @@ def warn_truncated(tokenizer, prompt: str | None, what: str = "prompt") -> None:
     """Warn, naming the dropped words, when `prompt` is longer than the text encoder reads."""
     if tokenizer is None or not prompt:
         return
-    ids = tokenizer(prompt, truncation=False).input_ids
+    ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
     limit = tokenizer.model_max_length
     if len(ids) > limit:
-        dropped = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True).strip()
+        kept = len(tokenizer.decode(ids[1 : limit - 1], skip_special_tokens=True).strip())
+        words, used, index = prompt.split(), 0, 0
+        while index < len(words) and used + len(words[index]) <= kept:  # whole words that fit; a cut word is dropped
+            used, index = used + len(words[index]) + 1, index + 1
+        dropped = " ".join(words[index:]) or tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True).strip()
         warnings.warn(
             f"The {what} is longer than the text encoder's {limit} tokens; these words are ignored: {dropped!r}.",
             stacklevel=2,

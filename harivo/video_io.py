@@ -68,11 +68,11 @@ def check_output_path(path: str | os.PathLike, fps: int = 8) -> Path:
         raise ValueError(f"Cannot write {path.name!r}: use one of {', '.join((*VIDEO_SUFFIXES, '.gif'))}.")
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 1000 or fps != fps:
         raise ValueError(f"`fps` must be a positive number of frames per second (at most 1000), got {fps}.")
-    parent = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
-    if parent is not None and parent != path.absolute() and not parent.is_dir():
+    parent = next((p for p in path.absolute().parents if p.exists()), None)  # the folder the file will go in
+    if parent is not None and not parent.is_dir():
         raise ValueError(f"Cannot write {path}: {parent} is a file, not a folder.")
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"Cannot write {path}: {parent} is not writable.")
+        raise ValueError(f"Cannot write {path}: the folder {parent} is not writable.")
     return path
 
 

@@ -1,3 +1,6 @@
+import os
+import time
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -56,6 +59,16 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--steps", "0"], "positive integer"),
         (["--motion-path-projection", "2"], "motion_path_projection"),
         (["--mg-energy", "motion_path", "--mg-scale", "40"], "need a path"),
+        (["--guidance-scale", "nan"], "guidance_scale"),
+        (["--guidance-scale", "inf"], "guidance_scale"),
+        (["--mg-scale", "nan"], "mg_scale"),
+        (["--mg-window", "0", "nan"], "mg_window"),
+        (["--seed", "-1"], "--seed must be from 0"),
+        (["--seed", str(2**64)], "--seed must be from 0"),
+        (["--device", "bogus"], "--device 'bogus' is not a device"),
+        (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
+        (["--fps", "0"], "`fps` must be a positive"),
+        (["--height", "4096", "--width", "4096"], "GiB is free: lower height/width"),
     ],
 )
 def test_bad_arguments_exit_with_a_message_not_a_traceback(base_dir, adapter_path, tmp_path, capsys, extra, message):
@@ -63,7 +76,104 @@ def test_bad_arguments_exit_with_a_message_not_a_traceback(base_dir, adapter_pat
         main(["generate", "a red circle", "-o", str(tmp_path / "x.mp4"), "--base-model", str(base_dir),
               "--adapter", str(adapter_path), "--num-frames", "4", "--height", "16", "--width", "16", *extra])  # fmt: skip
     assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def mapped_adapter_path(tiny_sd, tmp_path_factory):
+    """An adapter whose mapping network is not the identity (as after training)."""
+    path = tmp_path_factory.mktemp("cli") / "mapped"
+    adapter = HarivoAdapter.from_unet(tiny_sd.unet, max_frames=8, motion_num_attention_heads=2)
+    with torch.no_grad():
+        adapter.mapping_network.layers[-1].weight.normal_(std=0.05)
+    adapter.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "euler-ancestral"])
+def test_samplers_whose_noise_bypasses_the_mapping_network_are_refused(
+    base_dir, mapped_adapter_path, tmp_path, capsys, scheduler
+):
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "-o", str(tmp_path / "x.gif"), "--base-model", str(base_dir), "--adapter",
+              str(mapped_adapter_path), "--num-frames", "2", "--height", "16", "--width", "16", "--scheduler",
+              scheduler])  # fmt: skip
+    assert "bypasses this adapter's noise mapping network" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        (".", "it is a directory"),
+        ("clip.txt", "use one of"),
+        ("missing-folder-is-fine/ok.mp4", None),
+        ("a-file/x.mp4", "is a file, not a folder"),
+    ],
+)
+def test_output_path_is_checked_before_any_work(tmp_path, capsys, monkeypatch, output, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    if message is None:
+        from harivo.video_io import check_output_path
+
+        assert check_output_path(output, 8).name == "ok.mp4"
+        return
+    start = time.perf_counter()
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "-o", output])
     assert message in capsys.readouterr().err
+    assert time.perf_counter() - start < 2  # refused before the model is loaded
+
+
+def test_prompt_truncation_warns_naming_the_dropped_words(base_dir, adapter_path, tmp_path):
+    long = "a small red circle moving left on a plain black background " * 8 + "then a green square"
+    with pytest.warns(UserWarning, match=r"The prompt is longer than the text encoder's 77 tokens") as record:
+        main(["generate", long, "-o", str(tmp_path / "x.gif"), "--base-model", str(base_dir), "--adapter",
+              str(adapter_path), "--num-frames", "2", "--height", "16", "--width", "16", "--steps", "1"])  # fmt: skip
+    (message,) = [str(w.message) for w in record if "longer than" in str(w.message)]
+    assert message.endswith("then a green square'.") and "a small red circle moving left on a plain" in message
+
+
+def test_a_clean_run_prints_progress_and_one_result_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "harivo.cli", "generate", "a small red circle moving left on a plain black background",
+         "-o", str(tmp_path / "clip.gif"), "--steps", "2", "--num-frames", "4"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "default"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Wrote") and result.stdout.count("\n") == 1
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines and all("it/s" in line or "s/it" in line for line in lines), lines  # only the progress bar
+
+
+def test_concurrent_writers_each_leave_a_complete_video(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harivo.video_io import save_video
+
+    path = tmp_path / "shared.mp4"
+    videos = [np.full((6, 16, 16, 3), level, dtype=np.uint8) for level in (0, 120, 240)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda frames: save_video(frames, path), videos * 3))
+    written = iio.imread(path, index=None)
+    assert written.shape == (6, 16, 16, 3)
+    assert any(np.abs(written.astype(int) - v).max() <= 3 for v in videos)  # one complete video, not a mix
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.mp4"]  # no temporary file left
+
+
+def test_eval_checks_its_arguments_before_generating(tmp_path, capsys):
+    start = time.perf_counter()
+    with pytest.raises(SystemExit):
+        main(["eval", "-o", str(tmp_path), "--prompts-per-group", "1", "--seeds", "0"])
+    assert "at least two clips per prompt group" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "-o", str(tmp_path), "--device", "nope"])
+    assert "--device 'nope'" in capsys.readouterr().err
+    assert time.perf_counter() - start < 5
 
 
 def test_missing_adapter_folder(base_dir, tmp_path, capsys):
