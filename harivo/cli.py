@@ -204,8 +204,7 @@ def generate(args: argparse.Namespace) -> None:
     pipe = _prepare_pipeline(pipe, args, device)
     warn_truncated(pipe.tokenizer, args.prompt)
     warn_truncated(pipe.tokenizer, args.negative_prompt, "negative prompt")
-    if not args.skip_memory_check:
-        pipe.check_memory(args.num_frames, args.height, args.width, guidance_scale=args.guidance_scale, device=device)
+    pipe.memory_check = not args.skip_memory_check
     start = time.perf_counter()
     frames = pipe(
         args.prompt,

@@ -66,6 +66,8 @@ class HarivoPipeline(
     # device. Its temporal layers are the U-Net's own modules and move with the U-Net's hook.
     _exclude_from_cpu_offload = ["adapter"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    # Refuse calls whose estimated memory need exceeds what is free (`check_memory`); set False to try anyway.
+    memory_check = True
 
     def __init__(
         self,
@@ -280,6 +282,12 @@ class HarivoPipeline(
         ):
             if not _is_int(value) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        train_steps = self.scheduler.config.get("num_train_timesteps", 1000)
+        if num_inference_steps > train_steps:
+            raise ValueError(
+                f"`num_inference_steps` must be at most the scheduler's {train_steps} training steps, got"
+                f" {num_inference_steps}."
+            )
         for name, value, low, high, note in (
             ("guidance_scale", guidance_scale, 0.0, None, " (<= 1 is off)"),
             ("mg_scale", mg_scale, 0.0, None, " (alpha; 0 is off)"),
@@ -349,7 +357,8 @@ class HarivoPipeline(
         decode_chunk_size: int = 16,
         device: torch.device | str | None = None,
     ) -> None:
-        """Raise a `MemoryError` that says what to lower when `estimate_memory` exceeds the free memory of `device`."""
+        """Raise a `MemoryError` that says what to lower when `estimate_memory` exceeds the free memory of `device`.
+        `__call__` runs it first unless `pipe.memory_check` is `False`."""
         if not all(isinstance(v, int) and v > 0 for v in (num_frames, height or 1, width or 1, num_videos)):
             return  # check_inputs explains bad sizes
         needed = self.estimate_memory(num_frames, height, width, num_videos, guidance_scale, decode_chunk_size)
@@ -357,7 +366,8 @@ class HarivoPipeline(
         if available is not None and needed > available:
             raise MemoryError(
                 f"This call needs about {needed / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is free: lower"
-                " height/width, num_frames or decode_chunk_size (CLI: --skip-memory-check runs it anyway)."
+                " height/width, num_frames or decode_chunk_size (`pipe.memory_check = False` / CLI --skip-memory-check runs"
+                " it anyway)."
             )
 
     def prepare_latents(
@@ -545,6 +555,9 @@ class HarivoPipeline(
             num_videos_per_prompt, guidance_rescale, eta, motion_path_projection, motion_path_window, latents,
             decode_chunk_size, clip_skip,
         )  # fmt: skip
+        if self.memory_check:
+            num_videos = (1 if isinstance(prompt, str) else len(prompt or prompt_embeds)) * num_videos_per_prompt
+            self.check_memory(num_frames, height, width, num_videos, guidance_scale, decode_chunk_size)
         self._guidance_scale = guidance_scale
         self._guidance_rescale = guidance_rescale
         self._clip_skip = clip_skip

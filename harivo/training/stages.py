@@ -87,6 +87,22 @@ def _load(cls: type, key: str, path: str, **kwargs):
         raise describe_load_error(what, path, error) from error
 
 
+def _check_fits_base(config: TrainConfig, unet: UNet2DConditionModel, vae_scale_factor: int) -> None:
+    """One-line errors for settings that the base model's architecture cannot run."""
+    channels = tuple(unet.config.block_out_channels)
+    multiple = vae_scale_factor * 2 ** (len(channels) - 1)  # every U-Net level halves the latents once
+    if config.data.resolution % multiple:
+        raise ValueError(
+            f"data.resolution ({config.data.resolution}) must be a multiple of {multiple} for this base model (VAE"
+            f" factor {vae_scale_factor}, {len(channels)} U-Net levels)."
+        )
+    heads = config.harivo.motion_num_attention_heads
+    if config.harivo.motion_adapter is None and any(width % heads for width in channels):
+        raise ValueError(
+            f"harivo.motion_num_attention_heads ({heads}) must divide every U-Net width {channels} of this base model."
+        )
+
+
 def _freeze(module: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
     """A frozen, eval-mode module on the device, in the mixed-precision dtype."""
     module.requires_grad_(False).eval()
@@ -405,6 +421,7 @@ class HarivoStage(Stage):
         self.noise_scheduler = _load(DDPMScheduler, key, base, subfolder="scheduler")
         self.inference_scheduler_config = self.noise_scheduler.config
         unet = _load(UNet2DConditionModel, key, base, subfolder="unet")
+        _check_fits_base(config, unet, self.vae_scale_factor)
         motion_adapter = None
         if settings.motion_adapter:
             path = resolve_base_model(settings.motion_adapter, "harivo.motion_adapter", accelerator)

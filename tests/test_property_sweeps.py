@@ -1,0 +1,169 @@
+"""Property-based sweeps: every numeric input of the pipeline, the CLI and the training config either runs or ends
+with a one-line error, and nothing hangs (each example runs under an alarm)."""
+
+import math
+import signal
+from contextlib import contextmanager
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from diffusers import DDIMScheduler
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harivo.cli import main
+from harivo.errors import HarivoLoadError, SamplingDivergedError, TrainingDivergedError
+from harivo.models import HarivoAdapter
+from harivo.pipelines import HarivoPipeline
+from harivo.training import Trainer, load_config
+from tests.helpers import randomize_temporal_layers
+from tests.training.test_trainer import TINY
+
+SWEEP = settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+ONE_LINE_ERRORS = (ValueError, MemoryError, HarivoLoadError, SamplingDivergedError, TrainingDivergedError)
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.integers(-(2**65), 2**65),
+    st.sampled_from([0, 1, -1, 0.5, 2, 1e30, -1e-30, math.nan, math.inf]),
+)
+
+
+@contextmanager
+def time_limit(seconds: int):
+    """Fail instead of hanging."""
+
+    def expire(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_sd):
+    torch.manual_seed(0)
+    adapter = HarivoAdapter.from_unet(
+        tiny_sd.unet, num_frame_tokens=2, max_frames=8, motion_num_attention_heads=2, motion_path=True
+    )
+    parts = tiny_sd.components
+    pipe = HarivoPipeline(
+        parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["unet"], randomize_temporal_layers(adapter),
+        DDIMScheduler(),
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+PIPELINE_ARGUMENTS = {
+    "num_frames": st.one_of(st.integers(-2, 10), NUMBERS),
+    "height": st.one_of(st.sampled_from([8, 16, 15, 0, -16, None]), NUMBERS),
+    "width": st.one_of(st.sampled_from([8, 16, 24, 0, None]), NUMBERS),
+    "num_inference_steps": st.one_of(st.integers(-1, 3), NUMBERS),
+    "guidance_scale": NUMBERS,
+    "guidance_rescale": NUMBERS,
+    "eta": NUMBERS,
+    "mg_scale": st.one_of(st.sampled_from([0.0, 20.0]), NUMBERS),
+    "mg_window": st.tuples(NUMBERS, NUMBERS),
+    "motion_path_projection": st.one_of(st.none(), NUMBERS),
+    "motion_path_window": st.tuples(NUMBERS, NUMBERS),
+    "num_videos_per_prompt": st.one_of(st.integers(-1, 2), NUMBERS),
+    "decode_chunk_size": st.one_of(st.integers(-1, 3), NUMBERS),
+}
+SAFE = {"num_frames": 2, "height": 16, "width": 16, "num_inference_steps": 1, "guidance_scale": 7.5}
+
+
+@SWEEP
+@given(name=st.sampled_from(sorted(PIPELINE_ARGUMENTS)), data=st.data())
+def test_pipeline_numbers_run_or_raise_one_line(pipe, name, data):
+    value = data.draw(PIPELINE_ARGUMENTS[name], label=name)
+    kwargs = {**SAFE, name: value}
+    with time_limit(60):
+        try:
+            video = pipe("a red circle moving left", **kwargs, output_type="pt").frames
+        except ONE_LINE_ERRORS as error:
+            assert str(error) and "\n" not in str(error), repr(error)
+            return
+    assert torch.isfinite(video).all()
+
+
+@pytest.fixture(scope="module")
+def cli_adapter(tiny_sd, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli-sweep") / "adapter"
+    HarivoAdapter.from_unet(tiny_sd.unet, max_frames=8, motion_num_attention_heads=2).save_pretrained(path)
+    return path
+
+
+CLI_ARGUMENTS = {
+    "--seed": st.integers(-(2**65), 2**65),
+    "--num-frames": st.integers(-2, 10),
+    "--steps": st.integers(-1, 2),
+    "--guidance-scale": NUMBERS,
+    "--guidance-rescale": NUMBERS,
+    "--mg-scale": st.one_of(st.just(20.0), NUMBERS),
+    "--motion-path-projection": NUMBERS,
+    "--fps": st.integers(-2, 2000),
+    "--height": st.one_of(st.integers(-16, 40), st.just(10**6)),
+}
+
+
+@SWEEP
+@given(name=st.sampled_from(sorted(CLI_ARGUMENTS)), data=st.data())
+def test_cli_numbers_run_or_exit_with_one_line(base_dir, cli_adapter, tmp_path_factory, capsys, name, data):
+    value = data.draw(CLI_ARGUMENTS[name], label=name)
+    folder = tmp_path_factory.mktemp("cli-sweep")
+    arguments = {"--num-frames": 2, "--height": 16, "--width": 16, "--steps": 1, name: value}
+    argv = ["generate", "a red circle", "-o", str(folder / "x.gif"), "--base-model", str(base_dir),
+            "--adapter", str(cli_adapter)]  # fmt: skip
+    argv += [f"{key}={item}" for key, item in arguments.items()]  # "=": a value may start with "-"
+    with time_limit(60):
+        try:
+            main(argv)
+        except SystemExit as exit_info:
+            assert exit_info.code == 1
+            err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+            assert len(err) == 1, err
+            return
+    assert (folder / "x.gif").is_file()
+
+
+CONFIG_VALUES = {
+    "batch_size": st.integers(-1, 3),
+    "data.num_frames": st.integers(-1, 10),
+    "data.resolution": st.sampled_from([-16, 0, 8, 10, 12, 16, 24]),
+    "data.length": st.integers(-1, 4),
+    "harivo.max_frames": st.integers(-1, 10),
+    "harivo.motion_num_attention_heads": st.integers(-1, 5),
+    "harivo.num_frame_tokens": st.integers(-1, 3),
+    "optim.learning_rate": NUMBERS,
+    "optim.max_grad_norm": NUMBERS,
+    "optim.lr_warmup_steps": st.integers(-3, 3),
+    "checkpoints_total_limit": st.integers(-2, 2),
+    "checkpoint_every": st.integers(-1, 2),
+    "harivo.caption_dropout": NUMBERS,
+    "harivo.timestep_bias": NUMBERS,
+}
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(name=st.sampled_from(sorted(CONFIG_VALUES)), data=st.data())
+def test_training_config_values_train_or_stop_with_one_line(base_dir, tmp_path_factory, name, data):
+    value = data.draw(CONFIG_VALUES[name], label=name)
+    folder = tmp_path_factory.mktemp("train-sweep")
+    overrides = [*TINY["harivo"], f"harivo.base_model={base_dir}", f"output_dir={folder}", "max_steps=1",
+                 "batch_size=2", "checkpoint_every=1", "num_validation_samples=0", "optim.lr_warmup_steps=0",
+                 f"{name}={value}"]  # fmt: skip
+    with time_limit(120):
+        try:
+            Trainer(load_config(None, overrides)).train()
+        except ONE_LINE_ERRORS as error:
+            assert str(error) and "\n" not in str(error), repr(error)
+            return
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+    assert (folder / "final" / "harivo_adapter.json").is_file()
