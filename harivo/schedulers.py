@@ -60,6 +60,7 @@ def make_scheduler(name: str, base: SchedulerMixin) -> SchedulerMixin:
         config["trained_betas"] = base.betas.tolist()
     scheduler = scheduler_cls.from_config(config)
     check_schedule(scheduler, base, name)
+    check_scheduler(scheduler)
     return scheduler
 
 

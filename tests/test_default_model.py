@@ -32,3 +32,36 @@ def test_default_model_draws_the_prompted_colour_and_background():
     frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     scores = score_clip(frames, ShapeScene.from_caption(DEFAULT_PROMPT))
     assert scores["found"] >= 0.75 and scores["fidelity_colour"] >= 0.75, scores
+
+
+def test_every_offered_sampler_keeps_the_models_schedule_or_is_refused():
+    import pytest
+
+    from harivo.schedulers import SCHEDULERS, is_zero_terminal_snr, make_scheduler
+
+    pipe = load_default_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    base = pipe.scheduler
+    assert is_zero_terminal_snr(base)
+    accepted = []
+    for name in SCHEDULERS:
+        try:
+            pipe.scheduler = make_scheduler(name, base)
+            pipe.check_inputs("x", 8, 64, 64, 10, 7.5, None, None, None, 0.0, (0, 0.5), "frame_difference", "np", [])
+        except ValueError as error:
+            assert name in ("pndm", "ddpm", "euler-ancestral"), f"{name}: {error}"
+            continue
+        accepted.append(name)
+        scheduler = pipe.scheduler
+        torch.testing.assert_close(scheduler.alphas_cumprod.float(), base.alphas_cumprod.float(), atol=1e-6, rtol=0)
+        assert scheduler.config.prediction_type == base.config.prediction_type == "v_prediction"
+        scheduler.set_timesteps(10)
+        assert int(scheduler.timesteps[0]) == 999  # starts at the pure-noise step, as trained
+        frames = pipe(DEFAULT_PROMPT, num_frames=8, num_inference_steps=10, guidance_rescale=0.7,
+                      generator=torch.Generator().manual_seed(0), output_type="np").frames[0]  # fmt: skip
+        frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+        scores = score_clip(frames, ShapeScene.from_caption(DEFAULT_PROMPT))
+        assert scores["found"] >= 0.75 and scores["fidelity_colour"] >= 0.75, (name, scores)
+    assert accepted == ["ddim", "euler", "dpm-solver++", "unipc"]
+    with pytest.raises(ValueError, match="zero-terminal-SNR"):
+        make_scheduler("pndm", base)
