@@ -293,6 +293,7 @@ def evaluate_videos(args: argparse.Namespace) -> None:
 
     if not (args.i3d and args.reference) and not args.clip:
         raise ValueError("Nothing to compute: pass --i3d with --reference for FVD, and/or --clip for the CLIP score.")
+    args.device = str(resolve_device(args.device))
     suffixes = {".mp4", ".webm", ".avi", ".gif", ".mov", ".mkv"}
 
     def read_folder(folder: str) -> dict:
