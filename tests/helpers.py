@@ -17,6 +17,20 @@ def randomize_temporal_layers(adapter: HarivoAdapter, seed: int = 1, std: float 
     return adapter
 
 
+def tiny_pipeline(tiny_sd, adapter: HarivoAdapter, unet=None):
+    """A `HarivoPipeline` of the tiny SD components (or `unet`) and `adapter`, DDIM, no progress bar."""
+    from diffusers import DDIMScheduler
+
+    from harivo.pipelines import HarivoPipeline
+
+    parts = tiny_sd.components
+    pipe = HarivoPipeline(
+        parts["vae"], parts["text_encoder"], parts["tokenizer"], unet or parts["unet"], adapter, DDIMScheduler()
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def frame_by_frame(unet, sample: torch.Tensor, timestep, text: torch.Tensor) -> torch.Tensor:
     """The T2I U-Net applied to each frame: (B, C, F, h, w) in, (B, C, F, h, w) out."""
     batch, channels, frames, height, width = sample.shape

@@ -8,16 +8,14 @@ from contextlib import contextmanager
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from diffusers import DDIMScheduler
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harivo.cli import main
 from harivo.errors import HarivoLoadError, SamplingDivergedError, TrainingDivergedError
 from harivo.models import HarivoAdapter
-from harivo.pipelines import HarivoPipeline
 from harivo.training import Trainer, load_config
-from tests.helpers import randomize_temporal_layers
+from tests.helpers import randomize_temporal_layers, tiny_pipeline
 from tests.training.test_trainer import TINY
 
 SWEEP = settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -51,13 +49,7 @@ def pipe(tiny_sd):
     adapter = HarivoAdapter.from_unet(
         tiny_sd.unet, num_frame_tokens=2, max_frames=8, motion_num_attention_heads=2, motion_path=True
     )
-    parts = tiny_sd.components
-    pipe = HarivoPipeline(
-        parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["unet"], randomize_temporal_layers(adapter),
-        DDIMScheduler(),
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_pipeline(tiny_sd, randomize_temporal_layers(adapter))
 
 
 PIPELINE_ARGUMENTS = {

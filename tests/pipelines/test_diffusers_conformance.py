@@ -10,7 +10,7 @@ from diffusers import DDIMScheduler
 from harivo import HarivoLoadError
 from harivo.models import HarivoAdapter
 from harivo.pipelines import HarivoPipeline
-from tests.helpers import randomize_temporal_layers
+from tests.helpers import randomize_temporal_layers, tiny_pipeline
 
 CALL = {"prompt": "a small red circle moving left", "num_frames": 4, "height": 16, "width": 16}
 
@@ -24,13 +24,7 @@ def video(pipe, **kwargs):
 def pipe(tiny_sd):
     torch.manual_seed(0)
     adapter = HarivoAdapter.from_unet(tiny_sd.unet, num_frame_tokens=2, max_frames=8, motion_num_attention_heads=2)
-    parts = tiny_sd.components
-    pipe = HarivoPipeline(
-        parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["unet"], randomize_temporal_layers(adapter),
-        DDIMScheduler(),
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_pipeline(tiny_sd, randomize_temporal_layers(adapter))
 
 
 def test_adapter_variants_round_trip(pipe, tmp_path):

@@ -9,7 +9,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestral
 from harivo.errors import SamplingDivergedError
 from harivo.models import HarivoAdapter
 from harivo.pipelines import HarivoPipeline
-from tests.helpers import randomize_temporal_layers
+from tests.helpers import randomize_temporal_layers, tiny_pipeline
 
 CALL = {"prompt": "a small red circle moving left", "num_frames": 4, "height": 16, "width": 16}
 
@@ -27,13 +27,8 @@ def conditioned_adapter(tiny_sd) -> HarivoAdapter:
     return adapter
 
 
-def make_pipe(tiny_sd, adapter, unet=None) -> HarivoPipeline:
-    parts = tiny_sd.components
-    pipe = HarivoPipeline(
-        parts["vae"], parts["text_encoder"], parts["tokenizer"], unet or parts["unet"], adapter, DDIMScheduler()
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def make_pipe(tiny_sd, adapter) -> HarivoPipeline:
+    return tiny_pipeline(tiny_sd, adapter)
 
 
 def video(pipe, seed=0, prompt=CALL["prompt"], **kwargs):
