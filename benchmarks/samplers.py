@@ -22,7 +22,7 @@ from harivo.evaluation.suite import (
     render_reference_clips,
     score_clips,
 )
-from harivo.pipelines import pipeline_harivo
+from harivo.pipelines import checks
 from harivo.schedulers import SCHEDULERS, default_guidance_rescale, make_scheduler
 
 
@@ -42,9 +42,9 @@ def sampler_rows(pipe, prompts_per_group: int, settings: EvalSettings) -> tuple[
             refused[name] = str(error)
             pipe.scheduler = scheduler_cls.from_config(base.config)  # what diffusers would have built
             label, forced = f"{name} (refused; forced)", True
-        check = pipeline_harivo.check_scheduler
+        check = checks.check_scheduler
         if forced:  # measure what the refusal prevents
-            pipeline_harivo.check_scheduler = lambda *args: None
+            checks.check_scheduler = lambda *args: None
         try:
             clips = generate_clips(pipe, prompts, settings, progress=False)
         except Exception as error:  # a forced sampler may not run at all
@@ -53,7 +53,7 @@ def sampler_rows(pipe, prompts_per_group: int, settings: EvalSettings) -> tuple[
             refused[name] += f" Forced, it fails: {type(error).__name__}: {str(error).splitlines()[0]}"
             continue
         finally:
-            pipeline_harivo.check_scheduler = check
+            checks.check_scheduler = check
         rows[label] = score_clips(clips, groups, reference=reference)
         print(f"{label}: done", flush=True)
     pipe.scheduler = base
