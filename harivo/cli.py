@@ -9,8 +9,8 @@ import warnings
 import torch
 
 from .errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError, TrainingDivergedError
+from .schedulers import SCHEDULERS, default_guidance_rescale, make_scheduler
 
-SCHEDULER_NAMES = ("ddim", "ddpm", "pndm", "euler", "euler-ancestral", "dpm-solver++", "unipc")  # harivo.schedulers
 # Library messages that are noise in a command-line run (they are about optional backends, not about the result)
 NOISE = (
     "requires torchvision (not installed)",
@@ -114,9 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--scheduler", default=None, help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (default: the model's)."
-    )
+    parser.add_argument("--scheduler", default=None, help=f"Sampler: {', '.join(SCHEDULERS)} (default: the model's).")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cuda if available).")
     parser.add_argument(
         "--dtype", choices=tuple(DTYPES), default=None, help="Default: float16 on GPU, float32 on CPU."
@@ -150,8 +148,6 @@ def _runtime(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
 
 
 def _prepare_pipeline(pipe, args: argparse.Namespace, device: torch.device):
-    from .schedulers import make_scheduler
-
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler)
     return pipe.to(device)
@@ -330,8 +326,6 @@ def evaluate_videos(args: argparse.Namespace) -> None:
 
 def _guidance_rescale(value: float | None, scheduler) -> float:
     """`--guidance-rescale` if given, else what the model's schedule wants (`default_guidance_rescale`)."""
-    from .schedulers import default_guidance_rescale
-
     return default_guidance_rescale(scheduler) if value is None else value
 
 

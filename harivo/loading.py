@@ -72,6 +72,11 @@ def check_weight_format(path: str | os.PathLike, allow_pickle: bool = False) -> 
         )
 
 
+def looks_like_local_path(text: str) -> bool:
+    """Whether `text` names a local path rather than a Hugging Face Hub id (`org/name` or `name`)."""
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep + os.sep in text
+
+
 def resolve_model_path(name_or_path: str | os.PathLike, what: str, **download_kwargs: Any) -> Path:
     """
     Return a local folder for a local path or a Hugging Face Hub repository id.
@@ -88,7 +93,7 @@ def resolve_model_path(name_or_path: str | os.PathLike, what: str, **download_kw
     if path.exists():
         return path
     text = str(name_or_path)
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep + os.sep in text:
+    if looks_like_local_path(text):
         raise HarivoLoadError(f"The {what} path {text!r} does not exist.")
     try:
         return Path(snapshot_download(text, **download_kwargs))

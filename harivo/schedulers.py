@@ -91,8 +91,6 @@ def check_scheduler(scheduler: SchedulerMixin, adapter=None) -> None:
             f"{kind} adds fresh noise at every step that bypasses this adapter's noise mapping network (the frames"
             " would flicker); use ddim (eta > 0 for stochastic sampling), euler, dpm-solver++ or unipc."
         )
-    if mapped and kind == "DPMSolverMultistepScheduler" and "sde" in scheduler.config.get("algorithm_type", ""):
-        return  # its step takes `variance_noise`, which the pipeline maps
     if kind in NEEDS_NONZERO_SNR and is_zero_terminal_snr(scheduler):
         raise ValueError(
             f"{kind} divides by the signal level, which is zero at this model's first (pure-noise) step of its"
@@ -110,13 +108,11 @@ def adds_step_noise(scheduler: SchedulerMixin, eta: float = 0.0) -> bool:
     return "sde" in str(scheduler.config.get("algorithm_type", ""))
 
 
-def default_guidance_rescale(scheduler: SchedulerMixin | dict) -> float:
+def default_guidance_rescale(scheduler: SchedulerMixin) -> float:
     """
-    The guidance rescale a model with this scheduler (or scheduler config) wants: 0.7 for a zero-terminal-SNR schedule
-    (Lin et al. 2024, section 3.4; such models over-expose under strong guidance without it), else 0 (off).
+    The guidance rescale a model with this scheduler wants: 0.7 for a zero-terminal-SNR schedule (Lin et al. 2024,
+    section 3.4; such models over-expose under strong guidance without it), else 0 (off).
     """
-    if isinstance(scheduler, dict):
-        return 0.7 if scheduler.get("rescale_betas_zero_snr", False) else 0.0
     return 0.7 if is_zero_terminal_snr(scheduler) else 0.0
 
 

@@ -134,21 +134,24 @@ class HarivoAdapter(ModelMixin):
             keep (`bool`, defaults to `False`): Leave the vectors in place on exit, for a backward pass that
                 recomputes the layers (gradient checkpointing); the next `motion_condition` replaces them.
         """
+        if self.motion_conditioner is None:  # no hooks: nothing to set
+            if vectors is not None:
+                raise ValueError("This adapter has no motion conditioner, so its temporal layers take no vectors.")
+            yield
+            return
         # (inside `HarivoUNet.temporal_layers_disabled` the temporal layers are stand-ins without `proj_in`)
-        layers = [m.proj_in for m in temporal_transformers(self.motion_adapter) if hasattr(m, "proj_in")]
-        if vectors is not None and (self.motion_conditioner is None or len(vectors) != len(layers)):
-            raise ValueError(f"Expected prompt vectors for {len(layers)} temporal layers from the motion conditioner.")
-        previous = [layer.__dict__.get("_harivo_motion_condition") for layer in layers]
+        layers = [m.proj_in.__dict__ for m in temporal_transformers(self.motion_adapter) if hasattr(m, "proj_in")]
+        if vectors is not None and len(vectors) != len(layers):
+            raise ValueError(f"Expected prompt vectors for {len(layers)} temporal layers, got {len(vectors)}.")
+        previous = [layer["_harivo_motion_condition"] for layer in layers]
         for index, layer in enumerate(layers):
-            if "_harivo_motion_condition" in layer.__dict__:
-                layer.__dict__["_harivo_motion_condition"] = None if vectors is None else vectors[index]
+            layer["_harivo_motion_condition"] = None if vectors is None else vectors[index]
         try:
             yield
         finally:
             if not keep:
                 for layer, value in zip(layers, previous):
-                    if "_harivo_motion_condition" in layer.__dict__:
-                        layer.__dict__["_harivo_motion_condition"] = value
+                    layer["_harivo_motion_condition"] = value
 
     @property
     def max_frames(self) -> int:

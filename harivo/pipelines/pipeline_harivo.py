@@ -393,9 +393,6 @@ class HarivoPipeline(
             num_videos_per_prompt, guidance_rescale, eta, motion_path_projection, motion_path_window, latents,
             decode_chunk_size, clip_skip,
         )  # fmt: skip
-        if self.memory_check:
-            num_videos = (1 if isinstance(prompt, str) else len(prompt or prompt_embeds)) * num_videos_per_prompt
-            self.check_memory(num_frames, height, width, num_videos, guidance_scale, decode_chunk_size)
         self._guidance_scale = guidance_scale
         self._guidance_rescale = guidance_rescale
         self._clip_skip = clip_skip
@@ -406,6 +403,9 @@ class HarivoPipeline(
         else:
             batch_size = prompt_embeds.shape[0]
         device = self._execution_device
+        num_videos = batch_size * num_videos_per_prompt
+        if self.memory_check:  # refuse what cannot fit before any work
+            self.check_memory(num_frames, height, width, num_videos, guidance_scale, decode_chunk_size, device=device)
 
         # 3. Encode input prompt; classifier-free guidance batches [negative; positive]
         lora_scale = cross_attention_kwargs.get("scale") if cross_attention_kwargs else None
@@ -424,7 +424,6 @@ class HarivoPipeline(
 
         # 5. The motion path (given, or predicted from the positive prompt) and the initial latents z_T = m(eps),
         # eps warped along the path when the adapter warps its noise
-        num_videos = batch_size * num_videos_per_prompt
         predictor = self.adapter.path_predictor
         warp_noise = predictor is not None and predictor.config.warp_noise and latents is None
         path_energy = mg_energy == "motion_path" and mg_scale > 0

@@ -50,6 +50,7 @@ def resolve_base_model(path: str, key: str, accelerator: Accelerator) -> str:
     """
     from ..defaults import default_model_paths
     from ..errors import HarivoLoadError
+    from ..loading import looks_like_local_path
     from .config import HarivoStageConfig
 
     local = Path(path).expanduser()
@@ -62,7 +63,7 @@ def resolve_base_model(path: str, key: str, accelerator: Accelerator) -> str:
             f" embedded Shapes base model {base} instead."
         )
         return str(base)
-    if path.startswith((".", "/", "~")) or path.count("/") != 1:
+    if looks_like_local_path(path) or "/" not in path:  # a base model's hub id is always org/name
         raise HarivoLoadError(
             f"{key} {path!r} does not exist; give a diffusers model folder or a Hugging Face Hub id (org/name)."
         )

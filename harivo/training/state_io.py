@@ -20,6 +20,10 @@ class CheckpointFileError(OSError):
     """A checkpoint file is missing, truncated or not what it should be; the message names the file."""
 
 
+class PickledStateError(CheckpointFileError):
+    """A checkpoint holds pickled training state, and pickle was not allowed."""
+
+
 def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
         key = str(len(tensors))

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..errors import TrainingDivergedError
 from .config import TrainConfig
 from .stages import Stage, build_stage
-from .state_io import CheckpointFileError, load_tree, rng_states, save_tree, set_rng_states
+from .state_io import CheckpointFileError, PickledStateError, load_tree, rng_states, save_tree, set_rng_states
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -252,7 +252,7 @@ class Trainer:
     def _load_legacy_checkpoint(self, path: Path) -> None:
         """A checkpoint from before safetensors-only state: Accelerate's pickles, loaded only with `allow_pickle`."""
         if not self.allow_pickle:
-            raise CheckpointFileError(
+            raise PickledStateError(
                 f"{path / 'state'} holds pickled training state (harivo < 0.1.1); unpickling can run code. If you"
                 " wrote this checkpoint yourself, resume with --allow-pickle."
             )
@@ -276,9 +276,9 @@ class Trainer:
         for step, path in reversed(find_checkpoints(self.output_dir)):
             try:
                 self.load_checkpoint(path)
+            except PickledStateError:
+                raise  # not damaged: an older checkpoint would not be the one asked for
             except CheckpointFileError as error:
-                if "pickled training state" in str(error):
-                    raise
                 self.accelerator.print(f"warning: checkpoint-{step} is damaged ({error}); trying an older one.")
                 continue
             self.accelerator.print(f"Resumed from {path} (step {self.state.step}).")
