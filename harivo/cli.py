@@ -8,7 +8,13 @@ import warnings
 
 import torch
 
-from .errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError, TrainingDivergedError
+from .errors import (
+    CheckpointFileError,
+    HarivoLoadError,
+    IncompatibleAdapterError,
+    SamplingDivergedError,
+    TrainingDivergedError,
+)
 from .schedulers import SCHEDULERS, default_guidance_rescale, make_scheduler
 
 # Library messages that are noise in a command-line run (they are about optional backends, not about the result)
@@ -382,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     except (
         HarivoLoadError,
         IncompatibleAdapterError,
+        CheckpointFileError,
         ValueError,
         FileNotFoundError,
         FileExistsError,

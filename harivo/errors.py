@@ -15,3 +15,11 @@ class TrainingDivergedError(RuntimeError):
 
 class SamplingDivergedError(RuntimeError):
     """The latents became NaN or infinite while sampling."""
+
+
+class CheckpointFileError(OSError):
+    """A training checkpoint file is missing, truncated or not what it should be; the message names the file."""
+
+
+class PickledStateError(CheckpointFileError):
+    """A training checkpoint holds pickled state, and pickle was not allowed."""

@@ -15,13 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-
-class CheckpointFileError(OSError):
-    """A checkpoint file is missing, truncated or not what it should be; the message names the file."""
-
-
-class PickledStateError(CheckpointFileError):
-    """A checkpoint holds pickled training state, and pickle was not allowed."""
+from ..errors import CheckpointFileError, PickledStateError  # noqa: F401 (PickledStateError: re-exported)
 
 
 def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:

@@ -22,10 +22,10 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from ..errors import TrainingDivergedError
+from ..errors import CheckpointFileError, PickledStateError, TrainingDivergedError
 from .config import TrainConfig
 from .stages import Stage, build_stage
-from .state_io import CheckpointFileError, PickledStateError, load_tree, rng_states, save_tree, set_rng_states
+from .state_io import load_tree, rng_states, save_tree, set_rng_states
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 
+from harivo.errors import CheckpointFileError
 from harivo.training import Trainer
-from harivo.training.state_io import CheckpointFileError
-from tests.training.test_trainer import read_log, tiny_config
+from tests.training.test_trainer import TINY, read_log, tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def test_resume_never_unpickles_a_checkpoint(tmp_path):
     assert [r["step"] for r in read_log(tmp_path)] == [1, 2, 3]
 
 
-def test_a_pickled_legacy_checkpoint_needs_allow_pickle(tmp_path):
+def test_a_pickled_legacy_checkpoint_needs_allow_pickle(tmp_path, capsys):
     Trainer(tiny_config("vae", tmp_path, "max_steps=1", "checkpoints_total_limit=1")).train()
     marker = tmp_path / "code-ran"
     state = tmp_path / "checkpoint-1" / "state"
@@ -59,6 +59,16 @@ def test_a_pickled_legacy_checkpoint_needs_allow_pickle(tmp_path):
     with pytest.raises(CheckpointFileError, match=r"pickled training state.*--allow-pickle"):
         Trainer(tiny_config("vae", tmp_path, "max_steps=2"), resume=True).train()
     assert not marker.exists()
+    # the command line says it in one line, not a traceback
+    from harivo.cli import main
+
+    overrides = [*TINY["vae"], f"output_dir={tmp_path}", "max_steps=2", "batch_size=2", "optim.lr_warmup_steps=0"]
+    capsys.readouterr()  # what the first run printed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", *overrides])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "--allow-pickle" in err and not marker.exists()
 
 
 @pytest.mark.parametrize("damage", ["weights", "optimizer", "process"])
