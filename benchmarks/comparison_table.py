@@ -1,21 +1,26 @@
-"""The comparison table: does HARIVO beat the AnimateDiff recipe on the same frozen Shapes T2I model?
+"""The comparison table: what each part of HARIVO (and of ours) does on the same frozen Shapes T2I model.
 
-    python benchmarks/comparison_table.py                 # the full table (about 2 h on 2 CPU cores)
+    python benchmarks/comparison_table.py                 # the full table (hours on 2 CPU cores; resumable)
     python benchmarks/comparison_table.py --quick         # the same pipeline on tiny settings (minutes)
 
 Every row uses the same frozen text-to-image model (the embedded default's), the same video data (the Shapes
-video world), the same number of training steps, batch and learning rate, the same sampler, prompts and seeds:
+video world), the recipe of `configs/shapes/harivo.yaml` for steps, batch and learning rate, the same sampler,
+prompts and seeds:
 
 1. the T2I model frame by frame (no temporal layers);
 2. the AnimateDiff recipe: temporal layers trained with the diffusion loss only;
 3. the AnimateDiff recipe plus one HARIVO component at a time (mapping network, frame tokens, `L_reg`, `L_trsa`,
-   `L_dc`, MG sampling);
-4. full HARIVO (every component);
-5. rendered clips (the upper bound).
+   `L_dc`, MG sampling), and plus our motion path;
+4. full HARIVO (every component of the paper);
+5. the shipped recipe (`configs/shapes/harivo.yaml`), with the motion-path projection moving the whole frame and,
+   the default, moving only the prompt's subject;
+6. rendered clips (the upper bound).
 
-Plus the MG alpha sweep (0 / 10 / 40 / 150) on full HARIVO. Everything lands in `--output`: `results.json` (all
-numbers), `table.md`, `samples.png` (one row of frames per method) and `mg_sweep.png`. Finished rows are cached
-there (trained adapters and scores), so a rerun after a crash continues where it stopped.
+Key rows are trained with three seeds (`TRAINING_SEEDS`): their spread is over training and sampling seeds
+together. Plus the MG alpha sweep (0 / 10 / 40 / 150) on full HARIVO. Everything lands in `--output`:
+`results.json` (all numbers), `table.md`, `samples.png` (one row of frames per method) and `mg_sweep.png`.
+Finished rows are cached there (trained adapters, every clip and the scores), so a rerun after a crash continues
+where it stopped; key rows are computed first; `--rescore` scores the cached clips again (after a metric changed).
 """
 
 import argparse
@@ -66,7 +71,10 @@ COMPONENTS = {
     "L_trsa": {"harivo.weight_trsa": 0.1},
     "L_dc": {"harivo.weight_dc": 0.01},
 }
+SHIPPED = {}  # configs/shapes/harivo.yaml as it is
 MG_ALPHAS = (0.0, 10.0, 40.0, 150.0)
+TRAINING_SEEDS = (0, 1, 2)
+KEY_ROWS = ("AnimateDiff recipe", "T2I frame by frame", "shipped recipe", "shipped recipe, whole-frame projection")
 
 
 @dataclass
@@ -76,22 +84,31 @@ class Row:
     mg_scale: float = 0.0
     frame_by_frame: bool = False
     real: bool = False
-    extra: dict = field(default_factory=dict)
+    training_seeds: tuple[int, ...] = (0,)
+    sampling: dict = field(default_factory=dict)  # other pipeline keywords
 
 
 def build_rows() -> list[Row]:
     full = {**ANIMATEDIFF, **{k: v for c in COMPONENTS.values() for k, v in c.items()}}
-    rows = [Row("T2I frame by frame", frame_by_frame=True), Row("AnimateDiff recipe", ANIMATEDIFF)]
+    rows = [Row("T2I frame by frame", frame_by_frame=True)]
+    rows.append(Row("AnimateDiff recipe", ANIMATEDIFF, training_seeds=TRAINING_SEEDS))
     rows += [Row(f"AnimateDiff + {name}", {**ANIMATEDIFF, **overrides}) for name, overrides in COMPONENTS.items()]
     rows.append(Row("AnimateDiff + MG (alpha 40)", ANIMATEDIFF, mg_scale=40.0))
     rows.append(Row("AnimateDiff + motion path [ours]", {**ANIMATEDIFF, "harivo.motion_path": True}))
     rows += [Row(f"full HARIVO, MG alpha {alpha:g}", full, mg_scale=alpha) for alpha in MG_ALPHAS]
+    rows.append(
+        Row("shipped recipe, whole-frame projection", SHIPPED, training_seeds=TRAINING_SEEDS,
+            sampling={"motion_path_mask": "frame"})
+    )  # fmt: skip
+    rows.append(
+        Row("shipped recipe", SHIPPED, training_seeds=TRAINING_SEEDS, sampling={"motion_path_mask": "subject"})
+    )
     rows.append(Row("rendered clips", real=True))
     return rows
 
 
 def slug(overrides: dict) -> str:
-    """A stable folder name for a training setting (rows that train the same thing share it)."""
+    """A stable folder name for a setting (rows that train the same thing share it)."""
     import hashlib
 
     return hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:10]
@@ -108,15 +125,50 @@ def train_adapter(overrides: dict, settings: dict, folder: Path) -> Path:
     return final
 
 
+def compute_run(row: Row, training_seed: int, args, training: dict, settings: EvalSettings, prompts, output: Path):
+    """`({sampling seed: [clip per prompt]}, cost)` of one row's adapter trained with `training_seed`."""
+    cost = {"train_s": 0.0}
+    if row.real:
+        return render_reference_clips(prompts, settings.seeds, settings.num_frames), cost
+    overrides = {**(row.training if row.training is not None else ANIMATEDIFF), "seed": training_seed}
+    start = time.perf_counter()
+    if row.training == SHIPPED and training_seed == 0 and is_shipped_recipe(training, args):
+        adapter = DEFAULT_MODEL_DIR / "adapter"  # the shipped adapter is this recipe's first training seed
+    else:  # the frame-by-frame row bypasses the temporal layers of an AnimateDiff-recipe adapter
+        adapter = train_adapter(overrides, training, output / "adapters" / slug(overrides))
+    cost["train_s"] = time.perf_counter() - start  # 0 when reused from another row
+    pipe = HarivoPipeline.from_pretrained(args.base_model, adapter=str(adapter))
+    rescale = default_guidance_rescale(pipe.scheduler)
+    row_settings = EvalSettings(
+        **{**asdict(settings), "mg_scale": row.mg_scale, "guidance_rescale": rescale, "extra": row.sampling}
+    )
+    start = time.perf_counter()
+    if row.frame_by_frame:
+        with pipe.video_unet.temporal_layers_disabled():
+            clips = generate_clips(
+                pipe, prompts, EvalSettings(**{**asdict(row_settings), "motion_path_projection": 0})
+            )
+    else:
+        clips = generate_clips(pipe, prompts, row_settings)
+    cost["sample_s_per_clip"] = (time.perf_counter() - start) / (len(prompts) * len(settings.seeds))
+    return clips, cost
+
+
+def is_shipped_recipe(training: dict, args) -> bool:
+    """Whether the table trains with exactly the settings the embedded adapter was trained with."""
+    return not args.quick and training["max_steps"] == 600 and args.base_model == str(DEFAULT_MODEL_DIR / "base")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny settings: checks the whole pipeline in minutes.")
     parser.add_argument("--output", default=None, help="Default: outputs/comparison (or outputs/comparison-quick).")
     parser.add_argument("--base-model", default=str(DEFAULT_MODEL_DIR / "base"), help="The frozen Shapes T2I model.")
     parser.add_argument("--steps", type=int, default=None, help="Training steps of every adapter.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--only", nargs="*", default=None, help="Row names to (re)compute; default: all.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Sampling seeds.")
+    parser.add_argument("--only", nargs="*", default=None, help="Row names to recompute; default: none.")
     parser.add_argument("--skip", nargs="*", default=(), help="Row names to leave out of this run's table.")
+    parser.add_argument("--rescore", action="store_true", help="Score the cached clips again.")
     args = parser.parse_args()
 
     quick = args.quick
@@ -128,8 +180,6 @@ def main() -> None:
         "max_steps": steps,
         "batch_size": 2 if quick else 4,
         "data.num_frames": num_frames,
-        "optim.learning_rate": 1e-4,
-        "harivo.timestep_bias": 2.0,
         "optim.lr_warmup_steps": min(50, steps // 4),
         "checkpoint_every": max(steps // 3, 1),
         "validate_every": 0,
@@ -139,68 +189,76 @@ def main() -> None:
         seeds=tuple(args.seeds or ((0,) if quick else (0, 1, 2))),
         num_frames=num_frames,
         num_inference_steps=4 if quick else 25,
-        batch_size=16,
+        batch_size=18,
     )
     groups = evaluation_prompts(2 if quick else 6)
     prompts = [p for group in groups.values() for p in group]
     reference = render_reference_clips(prompts, settings.seeds, num_frames, offset=1000)
+    rows = [row for row in build_rows() if row.name not in args.skip]
+    training_seeds = {row.name: (row.training_seeds[:1] if quick else row.training_seeds) for row in rows}
 
-    rows_dir = output / "rows"
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    results, samples, costs = {}, {}, {}
-    for row in build_rows():
-        if row.name in args.skip:
+    # The key rows first, one training seed of each after the other, then the other rows; each run is cached
+    key = [row for name in KEY_ROWS for row in rows if row.name == name]
+    plan = [
+        (row, seeds[i])
+        for i in range(len(TRAINING_SEEDS))
+        for row in key
+        if i < len(seeds := training_seeds[row.name])
+    ]
+    plan += [(row, seed) for row in rows if row not in key for seed in training_seeds[row.name]]
+    for row, training_seed in plan:
+        folder = output / "rows" / slug(asdict(row))
+        clips_file = folder / f"training-seed-{training_seed}.npz"
+        if clips_file.is_file() and row.name not in (args.only or ()):
             continue
-        cache = rows_dir / f"{slug(asdict(row))}.json"
-        clips_file = cache.with_suffix(".npz")
-        if cache.is_file() and clips_file.is_file() and (args.only is None or row.name not in args.only):
-            cached = json.loads(cache.read_text())
-            results[row.name], costs[row.name] = cached["scores"], cached["cost"]
-            samples[row.name] = np.load(clips_file)["clips"]
-            continue
-        print(f"== {row.name}", flush=True)
-        cost = {}
-        if row.real:
-            clips = render_reference_clips(prompts, settings.seeds, num_frames)
-        else:
-            adapter = None
-            if row.training is not None:
-                start = time.perf_counter()
-                adapter = train_adapter(row.training, training, output / "adapters" / slug(row.training))
-                cost["train_s"] = time.perf_counter() - start  # 0 when reused from another row
-            else:  # an untrained adapter is the T2I model frame by frame once its temporal layers are bypassed
-                adapter = train_adapter(ANIMATEDIFF, training, output / "adapters" / slug(ANIMATEDIFF))
-            pipe = HarivoPipeline.from_pretrained(args.base_model, adapter=str(adapter))
-            rescale = default_guidance_rescale(pipe.scheduler)
-            row_settings = EvalSettings(**{**asdict(settings), "mg_scale": row.mg_scale, "guidance_rescale": rescale})
-            start = time.perf_counter()
-            if row.frame_by_frame:
-                with pipe.video_unet.temporal_layers_disabled():
-                    clips = generate_clips(pipe, prompts, row_settings)
-            else:
-                clips = generate_clips(pipe, prompts, row_settings)
-            cost["sample_s_per_clip"] = (time.perf_counter() - start) / (len(prompts) * len(settings.seeds))
-        results[row.name] = score_clips(clips, groups, reference=reference)
-        costs[row.name] = cost
-        samples[row.name] = np.stack(clips[settings.seeds[0]])
-        cache.write_text(json.dumps({"scores": results[row.name], "cost": cost}))
-        np.savez_compressed(clips_file, clips=samples[row.name])
+        print(f"== {row.name}, training seed {training_seed}", flush=True)
+        clips, cost = compute_run(row, training_seed, args, training, settings, prompts, output)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(clips_file, **{str(seed): np.stack(videos) for seed, videos in clips.items()})
+        clips_file.with_suffix(".json").write_text(json.dumps({"name": row.name, "cost": cost}))
+        report(rows, training_seeds, groups, prompts, reference, settings, training, output, args.rescore)
+    report(rows, training_seeds, groups, prompts, reference, settings, training, output, args.rescore)
 
+
+def report(rows, training_seeds, groups, prompts, reference, settings, training, output, rescore) -> None:
+    """Score every row from its cached runs (scores are cached too) and write the table and figures."""
+    results, samples, costs, partial = {}, {}, {}, {}
+    for row in rows:
+        folder = output / "rows" / slug(asdict(row))
+        runs = [seed for seed in training_seeds[row.name] if (folder / f"training-seed-{seed}.npz").is_file()]
+        if not runs:
+            continue
+        clips = {}
+        for seed in runs:
+            stored = np.load(folder / f"training-seed-{seed}.npz")
+            clips.update({f"{seed}/{sampling}": list(stored[sampling]) for sampling in stored.files})
+        scores_file = folder / "scores.json"
+        cached = json.loads(scores_file.read_text()) if scores_file.is_file() else {}
+        if rescore or cached.get("runs") != sorted(clips):
+            cached = {"runs": sorted(clips), "scores": score_clips(clips, groups, reference=reference)}
+            scores_file.write_text(json.dumps(cached))
+        results[row.name] = cached["scores"]
+        costs[row.name] = [json.loads((folder / f"training-seed-{s}.json").read_text())["cost"] for s in runs]
+        samples[row.name] = np.stack(next(iter(clips.values())))
+        if len(runs) < len(training_seeds[row.name]):
+            partial[row.name] = f"{len(runs)} of {len(training_seeds[row.name])} training seeds so far"
     extra = {
         "prompts": groups,
         "eval_settings": asdict(settings),
         "training": training,
+        "training_seeds": {name: list(seeds) for name, seeds in training_seeds.items()},
+        "partial_rows": partial,
         "costs": costs,
         "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
     }
     folder = write_results(output, results, extra)
-    shown = [0, len(groups[IN_DISTRIBUTION])]  # first prompt of each group
-    videos = [samples[name][i] for i in shown for name in samples]
-    labels = [f"{name}: {prompts[i]}" for i in shown for name in samples]
+    starts = np.cumsum([0] + [len(group) for group in groups.values()])[:-1]  # first prompt of each group
+    videos = [samples[name][i] for i in starts for name in samples]
+    labels = [f"{name}: {prompts[i]}" for i in starts for name in samples]
     contact_sheet(videos, labels, scale=1, max_frames=8).save(folder / "samples.png")
     plot_mg_sweep(results, folder / "mg_sweep.png")
-    print(format_table(results))
-    print(f"Wrote {folder}/results.json, table.md, samples.png and mg_sweep.png")
+    print(format_table(results), flush=True)
+    print(f"Wrote {folder}/results.json, table.md, samples.png and mg_sweep.png", flush=True)
 
 
 def plot_mg_sweep(results: dict, path: Path) -> None:

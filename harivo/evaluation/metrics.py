@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..data.shapes import ShapeScene
+from ..data.shapes import ShapeScene, _background
 from .detector import detect_clip, motion_direction, object_mask
 
 ATTRIBUTES = ("colour", "shape", "size", "background", "style")
@@ -26,7 +26,11 @@ def score_clip(frames: np.ndarray, scene: ShapeScene) -> dict[str, float]:
         the centroid travels at least `MIN_TRAVEL` pixels in the prompted direction); `travel` (pixels moved
         along it); `identity` (share of frames showing the clip's most common colour+shape); `area_variation`
         (std / mean of the object area); `background_flicker` (mean absolute change of background pixels
-        between frames, 0-255); `jerk` (mean norm of the centroid's second difference, pixels).
+        between frames, 0-255); `background_change` (mean absolute change of the background pixels from the
+        first frame, 0-255: 0 for a still background, whatever it looks like); `jerk` (mean norm of the
+        centroid's second difference, pixels); and, for a striped or checkered background, `texture_contrast`
+        (the background's standard deviation over the prompted background's, mean over frames: 1 keeps the
+        texture's contrast, 0 is plain; also for a single frame).
     """
     detections = detect_clip(frames)
     scores = {
@@ -36,7 +40,10 @@ def score_clip(frames: np.ndarray, scene: ShapeScene) -> dict[str, float]:
     scores["fidelity"] = float(np.mean([scores[f"fidelity_{name}"] for name in ATTRIBUTES]))
     found = [d for d in detections if d.found]
     scores["found"] = len(found) / len(detections)
-    if len(detections) == 1:  # a still image: fidelity only
+    masks = _dilate(np.stack([object_mask(frame) for frame in frames]))  # edges are blends, not background
+    if scene.style != "plain":
+        scores["texture_contrast"] = texture_contrast(frames, masks, scene)
+    if len(detections) == 1:  # a still image: fidelity (and texture) only
         return scores
     if len(found) >= 2:
         centers = np.array([d.center for d in found])
@@ -53,11 +60,34 @@ def score_clip(frames: np.ndarray, scene: ShapeScene) -> dict[str, float]:
         scores.update(identity=0.0, area_variation=1.0, jerk=0.0)
         if scene.direction is not None:
             scores.update(travel=0.0, motion_correct=0.0)
-    masks = _dilate(np.stack([object_mask(frame) for frame in frames]))  # edges are blends, not background
     background = ~(masks[1:] | masks[:-1])
     change = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(-1)
     scores["background_flicker"] = float(change[background].mean()) if background.any() else 0.0
+    still = ~(masks[1:] | masks[:1])
+    drift = np.abs(frames[1:].astype(np.float32) - frames[:1].astype(np.float32)).mean(-1)
+    scores["background_change"] = float(drift[still].mean()) if still.any() else 0.0
     return scores
+
+
+def texture_contrast(frames: np.ndarray, masks: np.ndarray, scene: ShapeScene) -> float:
+    """
+    How much of a textured background's contrast a clip keeps: per frame, the standard deviation of the background
+    pixels' grey level over that of the prompted background (rendered) at the same pixels, averaged over frames.
+
+    Args:
+        frames (`np.ndarray`): `(F, H, W, 3)` `uint8`.
+        masks (`np.ndarray`): `(F, H, W)` boolean, the (grown) object pixels to leave out.
+        scene ([`ShapeScene`]): The prompt; its style must be striped or checkered.
+    """
+    template = _background(scene, frames.shape[1]).astype(np.float32).mean(-1)
+    grey = frames.astype(np.float32).mean(-1)
+    ratios = []
+    for frame, mask in zip(grey, masks):
+        keep = ~mask
+        if keep.sum() < 2 or template[keep].std() == 0:
+            continue
+        ratios.append(frame[keep].std() / template[keep].std())
+    return float(np.mean(ratios)) if ratios else 0.0
 
 
 def _dilate(masks: np.ndarray, radius: int = 1) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.shapes import DIRECTIONS, FULL_WORLD, IMAGE_WORLD, VIDEO_WORLD, ShapeScene, render_clip
+from ..data.shapes import DIRECTIONS, FULL_WORLD, IMAGE_WORLD, VIDEO_WORLD, ShapeScene, ShapesWorld, render_clip
 from .classifier import ShapesVideoClassifier, load_shapes_classifier
 from .detector import detect_clip
 from .fvd import frechet_distance_from_features, shapes_features
@@ -24,9 +24,13 @@ from .metrics import score_clip
 
 IN_DISTRIBUTION = "in video distribution"
 OUT_OF_DISTRIBUTION = "outside video distribution"
+TEXTURED = "textured backgrounds"
 # What the table shows, in order, and which way is better.
 HEADLINE_METRICS = {
     "fidelity": "higher",
+    "fidelity_style": "higher",
+    "texture_contrast": "higher",
+    "background_change": "lower",
     "motion_correct": "higher",
     "identity": "higher",
     "area_variation": "lower",
@@ -37,12 +41,14 @@ HEADLINE_METRICS = {
 }
 
 
-def evaluation_prompts(num_per_group: int = 8, seed: int = 0) -> dict[str, list[str]]:
+def evaluation_prompts(num_per_group: int = 8, seed: int = 0, textured: bool = True) -> dict[str, list[str]]:
     """
     Fixed prompt groups, each direction equally often.
 
     Inside: compositions of the video world. Outside: compositions the image model learned (no held-out image
-    composition) with at least one attribute the video data never shows.
+    composition) with at least one attribute the video data never shows. Textured backgrounds (with `textured`):
+    the video world's shapes and colours on the striped and checkered backgrounds only the image model saw, so
+    that what is measured is the background alone.
     """
     rng = np.random.default_rng(seed)
     inside = list(VIDEO_WORLD.scenes(with_motion=True))
@@ -51,10 +57,20 @@ def evaluation_prompts(num_per_group: int = 8, seed: int = 0) -> dict[str, list[
         for s in FULL_WORLD.scenes(with_motion=True)
         if not VIDEO_WORLD.contains(s) and not IMAGE_WORLD.is_held_out(s)
     ]
-    return {
+    groups = {
         IN_DISTRIBUTION: _pick(inside, num_per_group, rng),
         OUT_OF_DISTRIBUTION: _pick(outside, num_per_group, rng),
     }
+    if textured:
+        objects = ShapesWorld(shapes=VIDEO_WORLD.shapes, colours=VIDEO_WORLD.colours, styles=("striped", "checkered"))
+        scenes = [s for s in objects.scenes(with_motion=True) if not IMAGE_WORLD.is_held_out(s)]
+        shuffled = [scenes[i] for i in rng.permutation(len(scenes))]
+        directions = itertools.islice(itertools.cycle(DIRECTIONS), num_per_group)
+        groups[TEXTURED] = [  # the directions in turn, striped and checkered alternating
+            [s for s in shuffled if (s.direction, s.style) == (d, ("striped", "checkered")[i % 2])][i // 4].caption
+            for i, d in enumerate(directions)
+        ]
+    return groups
 
 
 def _pick(scenes: list[ShapeScene], count: int, rng: np.random.Generator) -> list[str]:
@@ -162,7 +178,8 @@ def score_clips(
         per_seed = []
         for seed in seeds:
             scores = [score_clip(clips[seed][i], ShapeScene.from_caption(prompts[i])) for i in indices]
-            per_seed.append({key: float(np.mean([s[key] for s in scores])) for key in scores[0]})
+            keys = dict.fromkeys(key for s in scores for key in s)  # texture_contrast: textured scenes only
+            per_seed.append({key: float(np.mean([s[key] for s in scores if key in s])) for key in keys})
         group_result = {key: _spread([s[key] for s in per_seed]) for key in per_seed[0]}
         group_result["diversity"] = _spread([diversity([clips[s][i] for s in seeds]) for i in indices])
         if reference is not None:

@@ -26,10 +26,14 @@ class FeatureCapture:
         attention_maps (`dict[str, torch.Tensor]`): Layer name -> self-attention probabilities of shape
             `(batch * frames, heads, queries, keys)`, frames in the batch in `(batch, frame)` order.
         h_space (`torch.Tensor` or `None`): Mid-block output `(batch * frames, channels, height, width)`.
+        token_attention (`dict[str, torch.Tensor]`): Layer name -> the cross-attention each query pays to the
+            weighted text tokens (`capture(token_weights=...)`), `(batch * frames, height, width)`, mean over heads,
+            detached.
     """
 
     attention_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     h_space: torch.Tensor | None = None
+    token_attention: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class AttentionMapCaptureProcessor:
@@ -77,6 +81,59 @@ class AttentionMapCaptureProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+
+class TokenAttentionProcessor:
+    """Cross-attention that records how much attention each query pays to some text tokens.
+
+    `token_weights` `(videos, L)` weighs the text tokens of each video (1 on a subject's words, 0 elsewhere); frame
+    tokens appended after the `L` text tokens get weight 0. Mirrors diffusers' `AttnProcessor` (the probabilities
+    are needed); installed only while capturing.
+    """
+
+    def __init__(self, name: str, capture: FeatureCapture, token_weights: torch.Tensor, size: tuple[int, int]):
+        self.name = name
+        self.capture = capture
+        self.token_weights = token_weights
+        self.size = size  # (height, width) of the latents: the query grid is this size divided by a power of 2
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        batch_size, sequence_length, _ = hidden_states.shape  # (B*F, h*w, C)
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B*F*heads, h*w, d)
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, attention_mask)  # (B*F*heads, h*w, keys)
+        weights = self.token_weights.to(probs.device, probs.dtype)
+        videos, text_length = weights.shape
+        weights = weights.repeat_interleave(batch_size // videos, dim=0)  # (B*F, L)
+        weights = torch.nn.functional.pad(weights, (0, probs.shape[-1] - text_length))  # frame tokens: 0
+        mass = (probs.unflatten(0, (batch_size, attn.heads)) * weights[:, None, None]).sum(-1).mean(1)
+        scale = round((self.size[0] * self.size[1] / sequence_length) ** 0.5)
+        grid = (self.size[0] // scale, self.size[1] // scale)
+        self.capture.token_attention[self.name] = mass.detach().reshape(batch_size, *grid)
+        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        return hidden_states / attn.rescale_output_factor
+
+
+def spatial_cross_attention_layers(unet: nn.Module) -> list[str]:
+    """Names of the frozen spatial cross-attention layers (`attn2` of the image transformer blocks) of a U-Net."""
+    return [
+        name
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention) and name.endswith(".attn2") and "motion_modules" not in name
+    ]
 
 
 def spatial_self_attention_layers(unet: nn.Module, blocks: Sequence[str] = ("down", "mid", "up")) -> list[str]:
@@ -250,10 +307,22 @@ class HarivoUNet(nn.Module):
         modules = dict(self.base_unet.named_modules())
         return {name: modules[name] for name in spatial_self_attention_layers(self.base_unet)}
 
+    @functools.cached_property
+    def _spatial_cross_attention(self) -> dict[str, Attention]:
+        modules = dict(self.base_unet.named_modules())
+        return {name: modules[name] for name in spatial_cross_attention_layers(self.base_unet)}
+
     @contextmanager
-    def capture(self, attention_layers: Sequence[str] = (), h_space: bool = False) -> Iterator[FeatureCapture]:
+    def capture(
+        self,
+        attention_layers: Sequence[str] = (),
+        h_space: bool = False,
+        token_weights: torch.Tensor | None = None,
+        latent_size: tuple[int, int] | None = None,
+    ) -> Iterator[FeatureCapture]:
         """
-        Record spatial self-attention maps of the given layers and/or the h-space during forwards inside.
+        Record spatial self-attention maps of the given layers, the h-space and/or the cross-attention to some text
+        tokens during forwards inside.
 
         Only the named layers materialise their maps; every other attention keeps the fused kernel. With gradient
         checkpointing on, the backward pass recomputes these layers after the context has closed, so they keep the
@@ -262,6 +331,10 @@ class HarivoUNet(nn.Module):
         Args:
             attention_layers (`Sequence[str]`): Names from `spatial_self_attention_layers(unet)`.
             h_space (`bool`, defaults to `False`): Record the mid-block output.
+            token_weights (`torch.Tensor`, *optional*): `(videos, L)` weights of the text tokens: record, in every
+                spatial cross-attention layer, the attention each position pays to them (`token_attention`).
+                `videos` must divide the forward's batch (negative and positive prompts included).
+            latent_size (`tuple[int, int]`): `(h, w)` of the latents; needed with `token_weights`.
         """
         capture = FeatureCapture()
         modules = self._spatial_self_attention  # looked up once: training calls this every step
@@ -275,6 +348,13 @@ class HarivoUNet(nn.Module):
                 original = module.processor
                 module.set_processor(AttentionMapCaptureProcessor(name, capture))
                 if not recomputed:
+                    stack.callback(module.set_processor, original)
+            if token_weights is not None:
+                if latent_size is None:
+                    raise ValueError("`capture(token_weights=...)` needs the `latent_size` (h, w) of the latents.")
+                for name, module in self._spatial_cross_attention.items():
+                    original = module.processor
+                    module.set_processor(TokenAttentionProcessor(name, capture, token_weights, latent_size))
                     stack.callback(module.set_processor, original)
             if h_space:
                 handle = self.base_unet.mid_block.register_forward_hook(

@@ -120,11 +120,18 @@ def motion_path_energy(original: torch.Tensor, path: torch.Tensor) -> torch.Tens
     return (squared.flatten(1).sum(dim=1) / counts).sum()
 
 
-def project_onto_path(original: torch.Tensor, path: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+def project_onto_path(
+    original: torch.Tensor, path: torch.Tensor, strength: float = 1.0, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """
-    Pull `x0_hat` towards content that travels rigidly along a path [ours]: every frame is moved back to the first
-    frame's position, the aligned frames are averaged, and the average is moved out along the path again (edges
-    repeat what is at the border); `strength` blends it with the prediction (`1`: fully rigid, `0`: unchanged).
+    Pull `x0_hat` towards content that travels rigidly along a path [ours].
+
+    Without `mask` the whole frame travels: every frame is moved back to the first frame's position, the aligned
+    frames are averaged, and the average is moved out along the path again (edges repeat what is at the border).
+    With a `mask` of what moves (the subject), only that travels and the rest stands still: the moving layer is the
+    mask-weighted average of the aligned frames and covers the union of the aligned masks, moved out along the path;
+    the still layer is, at each pixel, the average over the frames where the subject is not. `strength` blends the
+    result with the prediction (`1`: fully rigid, `0`: unchanged).
 
     Text2Video-Zero moves a frozen image model's latents by a global translation to make motion; here the
     translation is the prompt's predicted path and it acts on the early clean-latent predictions, where the layout
@@ -134,16 +141,77 @@ def project_onto_path(original: torch.Tensor, path: torch.Tensor, strength: floa
         original (`torch.Tensor`): `x0_hat`, `(B, C, F, h, w)`.
         path (`torch.Tensor`): `(B, F, 2)` `(x, y)` offsets from the first frame, in latent pixels.
         strength (`float`, defaults to 1): Blend weight of the rigid version.
+        mask (`torch.Tensor`, *optional*): `(B, 1, F, h, w)` in `[0, 1]`, where each frame shows what moves.
     """
     batch_size, _, num_frames = original.shape[:3]
-    frames = original.transpose(1, 2).flatten(0, 1)  # (B*F, C, h, w)
+    frames = original.transpose(1, 2).flatten(0, 1).float()  # (B*F, C, h, w)
     offsets = path.flatten(0, 1)
     aligned, _ = translate(frames, -offsets, padding_mode="border")
-    reference = aligned.unflatten(0, (batch_size, num_frames)).mean(dim=1, keepdim=True)  # (B, 1, C, h, w)
-    reference = reference.expand(-1, num_frames, -1, -1, -1).flatten(0, 1)
-    rigid, _ = translate(reference, offsets, padding_mode="border")
-    rigid = rigid.unflatten(0, (batch_size, num_frames)).transpose(1, 2)  # (B, C, F, h, w)
+    aligned = aligned.unflatten(0, (batch_size, num_frames))  # (B, F, C, h, w)
+    if mask is None:
+        template = aligned.mean(dim=1, keepdim=True)
+        rigid, _ = translate(template.expand_as(aligned).flatten(0, 1), offsets, padding_mode="border")
+    else:
+        masks = mask.transpose(1, 2).flatten(0, 1).float()  # (B*F, 1, h, w)
+        aligned_masks, _ = translate(masks, -offsets)  # zeros enter: nothing moves in from outside
+        aligned_masks = aligned_masks.unflatten(0, (batch_size, num_frames))
+        weight = aligned_masks.sum(dim=1, keepdim=True)
+        template = torch.where(
+            weight > 1e-3, (aligned * aligned_masks).sum(dim=1, keepdim=True) / weight.clamp_min(1e-3),
+            aligned.mean(dim=1, keepdim=True),
+        )  # fmt: skip
+        union = aligned_masks.amax(dim=1, keepdim=True).expand_as(aligned_masks).flatten(0, 1)
+        moving, _ = translate(template.expand_as(aligned).flatten(0, 1), offsets, padding_mode="border")
+        moving_mask, _ = translate(union, offsets)
+        still_weights = (1 - masks).unflatten(0, (batch_size, num_frames))
+        still_total = still_weights.sum(dim=1, keepdim=True)
+        unaligned = frames.unflatten(0, (batch_size, num_frames))
+        still = torch.where(
+            still_total > 1e-3, (unaligned * still_weights).sum(dim=1, keepdim=True) / still_total.clamp_min(1e-3),
+            unaligned.mean(dim=1, keepdim=True),
+        ).expand_as(unaligned).flatten(0, 1)  # fmt: skip
+        rigid = moving_mask * moving + (1 - moving_mask) * still
+    rigid = rigid.unflatten(0, (batch_size, num_frames)).transpose(1, 2).to(original.dtype)  # (B, C, F, h, w)
     return original + strength * (rigid - original)
+
+
+def subject_mask(
+    token_attention: dict[str, torch.Tensor], num_videos: int, num_frames: int, size: tuple[int, int],
+    threshold: tuple[float, float] = (0.3, 0.6),
+) -> torch.Tensor:  # fmt: skip
+    """
+    Where each frame shows the subject, from the cross-attention to the subject's words [ours].
+
+    Each layer's map (`HarivoUNet.capture(token_weights=...)`) is resized to the latents and scaled to `[0, 1]` per
+    frame, the layers are averaged, scaled again, and ramped from 0 at `threshold[0]` to 1 at `threshold[1]`.
+
+    Args:
+        token_attention (`dict[str, torch.Tensor]`): Layer name -> `(rows * F, h_l, w_l)`; the last
+            `num_videos * F` rows are the videos' own (under classifier-free guidance the negative prompts come
+            first).
+        num_videos (`int`): Videos in the batch.
+        num_frames (`int`): Frames per video.
+        size (`tuple[int, int]`): `(h, w)` of the latents.
+        threshold (`tuple[float, float]`): Where the ramp starts and ends.
+
+    Returns:
+        `torch.Tensor`: `(B, 1, F, h, w)` in `[0, 1]`.
+    """
+
+    def unit(maps: torch.Tensor) -> torch.Tensor:
+        low = maps.amin(dim=(-2, -1), keepdim=True)
+        high = maps.amax(dim=(-2, -1), keepdim=True)
+        return (maps - low) / (high - low).clamp_min(1e-8)
+
+    rows = num_videos * num_frames
+    maps = [
+        unit(F.interpolate(m[-rows:, None].float(), size=size, mode="bilinear", align_corners=False))
+        for m in token_attention.values()
+    ]
+    combined = unit(torch.stack(maps).mean(0))  # (B*F, 1, h, w)
+    low, high = threshold
+    ramp = ((combined - low) / max(high - low, 1e-6)).clamp(0, 1)
+    return ramp.unflatten(0, (num_videos, num_frames)).transpose(1, 2)
 
 
 def attention_energy(attention_maps: dict[str, torch.Tensor], num_frames: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """`HarivoPipeline`: text-to-video with a frozen Stable-Diffusion-class model and a HARIVO adapter."""
 
+import contextlib
 import contextvars
 import json
 import os
@@ -25,6 +26,7 @@ from ..models.adapter import HarivoAdapter
 from ..models.motion_path import batched_path
 from ..models.video_unet import HarivoUNet, default_trsa_layers
 from ..schedulers import adds_step_noise
+from ..utils.text import subject_token_weights
 from . import checks, mg_sampling
 
 _ADAPTER_GIVEN = contextvars.ContextVar("harivo_adapter_given", default=False)
@@ -244,13 +246,38 @@ class HarivoPipeline(
             noise = latents.to(device=device, dtype=dtype)
         return self.adapter.mapping_network(noise) * self.scheduler.init_noise_sigma  # (B, C, F, h, w)
 
-    def _project_onto_path(self, output, latents, t, motion_path, strength) -> torch.Tensor:
+    def _subject_token_weights(self, prompt, mask_mode, subject, num_videos_per_prompt, device):
+        """`(videos in the U-Net batch, L)` weights of the subject's tokens for `motion_path_mask="subject"`
+        (negative prompts weigh 0), or `None` for the whole frame."""
+        mask_mode = mask_mode if mask_mode is not None else ("subject" if prompt is not None else "frame")
+        if mask_mode not in ("subject", "frame"):
+            raise ValueError(f"`motion_path_mask` must be 'subject' or 'frame', got {mask_mode!r}.")
+        if mask_mode == "frame":
+            return None
+        if prompt is None or self.tokenizer is None:
+            raise ValueError(
+                "`motion_path_mask='subject'` needs the prompt as text (and a tokenizer) to find the subject's words;"
+                " pass `prompt`, or use `motion_path_mask='frame'`."
+            )
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if isinstance(subject, str) or subject is None:
+            subjects = None if subject is None else [subject] * len(prompts)
+        elif len(subject) != len(prompts):
+            raise ValueError(f"`motion_subject` has {len(subject)} entries for {len(prompts)} prompts; give one each.")
+        else:
+            subjects = list(subject)
+        weights = subject_token_weights(self.tokenizer, prompts, subjects).repeat_interleave(num_videos_per_prompt, 0)
+        if self.do_classifier_free_guidance:
+            weights = torch.cat([torch.zeros_like(weights), weights])
+        return weights.to(device)
+
+    def _project_onto_path(self, output, latents, t, motion_path, strength, mask=None) -> torch.Tensor:
         """The model output whose clean-latent prediction is pulled onto rigid motion along `motion_path`."""
         alpha_bar = self._alpha_bar(t).to(latents.device)
         prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         sample = self.scheduler.scale_model_input(latents, t)  # variance-preserving z_t
         original = mg_sampling.original_from_output(output.float(), sample.float(), alpha_bar, prediction_type)
-        projected = mg_sampling.project_onto_path(original, motion_path, strength)
+        projected = mg_sampling.project_onto_path(original, motion_path, strength, mask)
         return mg_sampling.output_from_original(projected, sample.float(), alpha_bar, prediction_type).to(output.dtype)
 
     def _predict_noise(self, latents, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
@@ -318,6 +345,9 @@ class HarivoPipeline(
         motion_path: torch.Tensor | None = None,
         motion_path_projection: float | None = None,
         motion_path_window: tuple[float, float] = (0.0, 0.5),
+        motion_path_mask: str | None = None,
+        motion_subject: str | list[str] | None = None,
+        temporal_window: tuple[float, float] = (0.0, 1.0),
         mg_scale: float = 0.0,
         mg_window: tuple[float, float] = (0.0, 0.5),
         mg_energy: str = "frame_difference",
@@ -360,6 +390,17 @@ class HarivoPipeline(
                 path predictor, or `motion_path`), else 0. Costs no extra model call.
             motion_path_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule,
                 `[start, end)`, in which the projection runs: the early steps, where the layout is decided.
+            motion_path_mask (`str`, *optional*): What the projection moves [ours]: `"subject"` (what the prompt's
+                subject words attend to in the frozen model's cross-attention; the rest of the frame stands still)
+                or `"frame"` (the whole frame, like a camera pan). Defaults to `"subject"` when `prompt` is given,
+                else `"frame"`.
+            motion_subject (`str` or `list[str]`, *optional*): The words of the prompt that name what moves, one
+                string for every prompt or one per prompt (e.g. `"red circle"`). Defaults to the words before the
+                prompt's first verb or preposition (`harivo.utils.text.subject_words`).
+            temporal_window (`tuple[float, float]`, defaults to `(0.0, 1.0)`): Fraction of the schedule, `[start,
+                end)`, in which the temporal layers (with the frame tokens and the motion conditioner) run [ours];
+                outside it each frame is denoised by the frozen image model alone, which keeps the image model's
+                fine detail (textures the video data never showed) in the last steps. Costs nothing.
             mg_scale (`float`, defaults to 0.0): Mitigating-gradient guidance scale (alpha in the paper); 0 is off
                 and costs nothing; the paper's default is 40.
             mg_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule, `[start, end)`,
@@ -432,6 +473,12 @@ class HarivoPipeline(
         uses_path = warp_noise or path_energy or motion_path_projection > 0
         if motion_path is None and predictor is not None and uses_path:
             motion_path = predictor(prompt_embeds[-num_videos:].to(predictor.dtype), num_frames).float()
+        mg_sampling.check_window("temporal_window", temporal_window)
+        token_weights = None
+        if motion_path_projection > 0 and motion_path_window[0] < motion_path_window[1]:
+            token_weights = self._subject_token_weights(
+                prompt, motion_path_mask, motion_subject, num_videos_per_prompt, device
+            )
         if motion_path is not None:
             if not uses_path:
                 raise ValueError(
@@ -456,18 +503,31 @@ class HarivoPipeline(
             extra_step_kwargs.pop("generator", None)  # the noise is drawn here instead
         use_mg = mg_scale > 0 and num_frames > 1
 
-        # 7. Denoising loop; MG guidance inside the window
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
+        # 7. Denoising loop; MG guidance inside the window; the subject's cross-attention recorded for the projection
+        capture = (
+            self.video_unet.capture(token_weights=token_weights, latent_size=tuple(latents.shape[-2:]))
+            if token_weights is not None
+            else contextlib.nullcontext()
+        )
+        with self.progress_bar(total=len(timesteps)) as progress_bar, capture as captured:
             for i, t in enumerate(timesteps):
-                if use_mg and mg_sampling.in_window(i, len(timesteps), mg_window):
-                    noise_pred = self._mg_guided_noise(
-                        latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs,
-                        motion_path,
-                    )  # fmt: skip
-                else:
-                    noise_pred = self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
+                frozen = not mg_sampling.in_window(i, len(timesteps), temporal_window)  # the image model alone
+                with self.video_unet.temporal_layers_disabled() if frozen else contextlib.nullcontext():
+                    if use_mg and mg_sampling.in_window(i, len(timesteps), mg_window):
+                        noise_pred = self._mg_guided_noise(
+                            latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs, motion_path
+                        )
+                    else:
+                        noise_pred = self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
                 if motion_path_projection > 0 and mg_sampling.in_window(i, len(timesteps), motion_path_window):
-                    noise_pred = self._project_onto_path(noise_pred, latents, t, motion_path, motion_path_projection)
+                    mask = None
+                    if captured is not None:
+                        mask = mg_sampling.subject_mask(
+                            captured.token_attention, num_videos, num_frames, tuple(latents.shape[-2:])
+                        )
+                    noise_pred = self._project_onto_path(
+                        noise_pred, latents, t, motion_path, motion_path_projection, mask
+                    )
                 if map_step_noise:
                     noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
                     extra_step_kwargs["variance_noise"] = self.adapter.mapping_network(noise)

@@ -14,3 +14,64 @@ def tokenize_captions(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Te
 def encode_captions(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, captions: list[str]) -> torch.Tensor:
     """Text tokens `(B, L, D)` of captions: the text encoder's last hidden state, as Stable Diffusion uses it."""
     return text_encoder(tokenize_captions(tokenizer, captions).to(text_encoder.device))[0]
+
+
+# Words that end the subject of a prompt such as "a red car driving left on a wet road" (the verb or preposition
+# after the noun phrase), and articles, which name nothing.
+_SUBJECT_END = frozenset(
+    "is are was moving moves move walking walks running runs flying flies swimming swims rolling rolls jumping jumps"
+    " driving drives going goes sliding slides falling falls rising rises floating floats dancing dances spinning"
+    " turning travelling traveling bouncing on in at over under across through along into onto from with near above"
+    " below beside behind against to toward towards while and , .".split()
+)
+_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def subject_words(prompt: str) -> list[str]:
+    """The words naming what a prompt is about: the words before its first verb or preposition, articles left out
+    ("a large red circle moving left on a striped background" -> `["large", "red", "circle"]`)."""
+    words = prompt.replace(",", " , ").replace(".", " . ").lower().split()
+    end = next((i for i, word in enumerate(words) if i > 0 and word in _SUBJECT_END), len(words))
+    subject = [word for word in words[:end] if word not in _ARTICLES and word not in _SUBJECT_END]
+    return subject or [word for word in words if word not in _ARTICLES]
+
+
+def subject_token_weights(
+    tokenizer: CLIPTokenizer, prompts: list[str], subjects: list[str] | None = None
+) -> torch.Tensor:
+    """
+    `(B, L)` weights of each prompt's tokens: 1 on the tokens of its subject, 0 elsewhere (start, end and padding
+    tokens included), `L` the tokenizer's length.
+
+    Args:
+        tokenizer (`CLIPTokenizer`): The tokenizer the prompts are encoded with.
+        prompts (`list[str]`): The prompts.
+        subjects (`list[str]`, *optional*): Per prompt, the words naming what moves (e.g. `"red circle"`); each
+            must occur in its prompt. Default: `subject_words(prompt)`.
+
+    Raises:
+        `ValueError`: A given subject does not occur in its prompt's tokens.
+    """
+    ids = tokenize_captions(tokenizer, prompts)
+    weights = torch.zeros(ids.shape, dtype=torch.float32)
+    for row, prompt in enumerate(prompts):
+        words = subject_words(prompt) if subjects is None else subjects[row].lower().split()
+        cursor, missing = 1, []  # each word's first occurrence after the previous one's: "red" of "a red car on a
+        for word in words:  # red road" is the car's
+            pieces = tokenizer(word, add_special_tokens=False).input_ids
+            starts = [
+                start
+                for start in range(cursor, ids.shape[1] - len(pieces) + 1)
+                if ids[row, start : start + len(pieces)].tolist() == pieces
+            ]
+            if not starts:
+                missing.append(word)
+                continue
+            weights[row, starts[0] : starts[0] + len(pieces)] = 1.0
+            cursor = starts[0] + len(pieces)
+        if missing or not words:
+            raise ValueError(
+                f"The motion subject {' '.join(words)!r} is not in the prompt {prompt!r} (in order); name words of the"
+                ' prompt, e.g. `motion_subject="red circle"`.'
+            )
+    return weights

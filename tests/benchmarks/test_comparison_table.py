@@ -27,8 +27,9 @@ def test_quick_table_has_every_row_and_writes_its_files(tmp_path, monkeypatch):
     assert list(results["rows"]) == names
     assert results["rows"]["rendered clips"]["in video distribution"]["fidelity"]["mean"] == 1.0
     assert all((out / name).is_file() for name in ("table.md", "samples.png", "mg_sweep.png"))
+    assert results["partial_rows"] == {} and results["rows"]["shipped recipe"]["textured backgrounds"]["fidelity"]
     # a rerun reuses every cached row: no training, no sampling
-    cached = {path: path.stat().st_mtime_ns for path in (out / "rows").iterdir()}
+    cached = {path: path.stat().st_mtime_ns for path in (out / "rows").rglob("*")}
     comparison_table.main()
-    assert {path: path.stat().st_mtime_ns for path in (out / "rows").iterdir()} == cached
+    assert {path: path.stat().st_mtime_ns for path in (out / "rows").rglob("*")} == cached
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]

@@ -47,3 +47,27 @@ def test_still_prompt_has_no_motion_score():
     scores = score_clip(np.stack([frame, frame]), scene)
     assert "motion_correct" not in scores and scores["fidelity"] == 1.0
     assert set(score_clip(frame[None], scene)) == {*(f"fidelity_{a}" for a in ATTRIBUTES), "fidelity", "found"}
+
+
+TEXTURED = ShapeScene("circle", "red", "large", "black", "striped", "right")
+
+
+def test_a_still_textured_background_scores_still_and_full_contrast():
+    frames, _ = render_clip(TEXTURED, 16, np.random.default_rng(0))
+    scores = score_clip(frames, TEXTURED)
+    assert scores["background_change"] == 0.0 and scores["texture_contrast"] == pytest.approx(1.0)
+    assert "texture_contrast" not in score_clip(*render_clip(SCENE, 4, np.random.default_rng(0))[:1], SCENE)
+
+
+def test_a_travelling_or_faded_background_is_measured():
+    frames, _ = render_clip(TEXTURED, 16, np.random.default_rng(0))
+    travelling = np.stack([np.roll(frame, index, axis=1) for index, frame in enumerate(frames)])  # a camera pan
+    moved = score_clip(travelling, TEXTURED)
+    assert moved["background_change"] > 20 and moved["texture_contrast"] == pytest.approx(1.0, abs=0.02)
+    grey = frames.astype(np.float32).mean(-1, keepdims=True)
+    faded = (0.5 * frames + 0.5 * grey.mean((1, 2), keepdims=True)).astype(np.uint8)  # stripes at half contrast
+    halved = score_clip(faded, TEXTURED)
+    assert halved["texture_contrast"] == pytest.approx(0.5, abs=0.03) and halved["background_change"] < 0.5
+    plain = np.stack([np.where(frame > 0, frame, 0) for frame in render_clip(
+        dataclasses.replace(TEXTURED, style="plain"), 16, np.random.default_rng(0))[0]])  # fmt: skip
+    assert score_clip(plain, TEXTURED)["texture_contrast"] < 0.05

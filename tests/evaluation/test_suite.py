@@ -10,6 +10,7 @@ from harivo.data.shapes import DIRECTIONS
 from harivo.evaluation.suite import (
     IN_DISTRIBUTION,
     OUT_OF_DISTRIBUTION,
+    TEXTURED,
     EvalSettings,
     diversity,
     evaluation_prompts,
@@ -39,9 +40,14 @@ def test_prompt_groups_split_on_the_video_data(groups):
     outside = [ShapeScene.from_caption(p) for p in groups[OUT_OF_DISTRIBUTION]]
     assert all(VIDEO_WORLD.contains(s) for s in inside)
     assert not any(VIDEO_WORLD.contains(s) or IMAGE_WORLD.is_held_out(s) for s in outside)
-    for scenes in (inside, outside):
+    textured = [ShapeScene.from_caption(p) for p in groups[TEXTURED]]
+    assert all(VIDEO_WORLD.shapes.count(s.shape) and VIDEO_WORLD.colours.count(s.colour) for s in textured)
+    assert sorted(s.style for s in textured) == ["checkered", "checkered", "striped", "striped"]
+    assert not any(IMAGE_WORLD.is_held_out(s) for s in textured)
+    for scenes in (inside, outside, textured):
         assert sorted(s.direction for s in scenes) == sorted(DIRECTIONS)
     assert evaluation_prompts(4) == groups  # fixed, so that runs compare
+    assert list(evaluation_prompts(4, textured=False)) == [IN_DISTRIBUTION, OUT_OF_DISTRIBUTION]
 
 
 def test_real_clips_score_at_the_top_and_broken_ones_lower(groups, real):
@@ -51,7 +57,9 @@ def test_real_clips_score_at_the_top_and_broken_ones_lower(groups, real):
         result = scores[group]
         assert result["fidelity"]["mean"] == 1.0 and result["motion_correct"]["mean"] == 1.0
         assert result["background_flicker"]["mean"] == 0.0 and result["num_clips"] == 12
-        assert result["diversity"]["mean"] > 5.0
+        assert result["diversity"]["mean"] > 5.0 and result["background_change"]["mean"] == 0.0
+    assert scores[TEXTURED]["texture_contrast"]["mean"] == pytest.approx(1.0)
+    assert "texture_contrast" not in scores[IN_DISTRIBUTION]  # plain backgrounds only
     rng = np.random.default_rng(0)
     shuffled = {s: [clip[rng.permutation(len(clip))] for clip in clips] for s, clips in real.items()}
     same_start = dict.fromkeys(real, real[0])  # every seed draws the same clip: no diversity

@@ -5,6 +5,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from harivo.models import default_trsa_layers, spatial_self_attention_layers
+from harivo.models.video_unet import spatial_cross_attention_layers
 from tests.helpers import NUM_FRAMES, frame_by_frame, randomize_temporal_layers
 
 
@@ -93,6 +94,26 @@ def test_captured_maps_equal_the_fused_computation(make_model, sample, text_embe
         with model.capture(default_trsa_layers(model.unet)):
             captured = model(sample, 10, text_embeds)
     torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_capture_token_attention_keeps_the_output_and_restores_the_processors(make_model, sample, text_embeds):
+    model = make_model(num_frame_tokens=2)  # frame tokens are appended to the keys and weigh 0
+    weights = torch.zeros(2, text_embeds.shape[1])
+    weights[0, 2:4] = 1.0  # the first video's 2nd and 3rd words; the second video's none
+    modules = dict(model.unet.named_modules())
+    originals = {name: type(modules[name].processor) for name in spatial_cross_attention_layers(model.unet)}
+    with torch.no_grad():
+        plain = model(sample, 10, text_embeds)
+        with model.capture(token_weights=weights, latent_size=(8, 8)) as capture:
+            captured = model(sample, 10, text_embeds)
+    torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-5)
+    assert set(capture.token_attention) == set(originals)
+    for mass in capture.token_attention.values():
+        assert mass.shape[0] == 2 * NUM_FRAMES and 8 % mass.shape[-1] == 0 and mass.shape[-2] == mass.shape[-1]
+        assert (mass[:NUM_FRAMES] > 0).all() and (mass[:NUM_FRAMES] < 1).all() and (mass[NUM_FRAMES:] == 0).all()
+    assert {name: type(modules[name].processor) for name in originals} == originals
+    with pytest.raises(ValueError, match="latent_size"), model.capture(token_weights=weights):
+        pass
 
 
 def test_clear_errors(make_model, sample, text_embeds):

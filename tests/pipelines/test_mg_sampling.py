@@ -53,3 +53,61 @@ def test_motion_path_energy_has_gradients(dtype):
     energy = mg_sampling.motion_path_energy(clip, _path(-1.0, 0.0))
     (grad,) = torch.autograd.grad(energy, clip)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def _scene(num_frames: int = 6, size: int = 16, step: int = 1, background_moves: bool = False) -> torch.Tensor:
+    """`(1, 1, F, size, size)`: a bright square travelling `step` pixels right per frame over vertical stripes."""
+    stripes = (torch.arange(size) // 2 % 2).float().expand(size, size) * 0.5
+    frames = []
+    for f in range(num_frames):
+        frame = torch.roll(stripes, f * step, dims=1) if background_moves else stripes.clone()
+        frame[5:9, 2 + f * step : 6 + f * step] = 2.0
+        frames.append(frame)
+    return torch.stack(frames)[None, None]
+
+
+def _square_mask(num_frames: int = 6, size: int = 16, step: int = 1, grow: int = 1) -> torch.Tensor:
+    mask = torch.zeros(1, 1, num_frames, size, size)
+    for f in range(num_frames):
+        mask[..., f, 5 - grow : 9 + grow, 2 + f * step - grow : 6 + f * step + grow] = 1.0
+    return mask
+
+
+def test_projecting_the_subject_moves_it_and_keeps_the_background_still():
+    path = _path(1.0, 0.0)
+    clip = _scene()
+    # a subject that already travels the path over a still background is left as it is
+    torch.testing.assert_close(mg_sampling.project_onto_path(clip, path, mask=_square_mask(grow=0)), clip)
+    # the whole-frame projection drags the stripes along and blurs them
+    whole = mg_sampling.project_onto_path(clip, path)
+    assert (whole[0, 0, -1] - clip[0, 0, -1]).abs()[12:].mean() > 0.2  # rows below the square
+    # a background that drifts with the subject is held still, the subject still travels
+    drifting = _scene(background_moves=True)
+    held = mg_sampling.project_onto_path(drifting, path, mask=_square_mask())
+    still_rows = held[0, 0, :, 12:]
+    assert (still_rows - still_rows[:1]).abs().max() < 1e-5
+    assert torch.equal(held[0, 0, :, 5:9].argmax(-1)[:, 0], torch.arange(2, 8))  # the square's left edge
+
+
+def test_a_full_mask_is_the_whole_frame_projection_and_strength_blends():
+    clip = torch.randn(2, 3, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+    path = torch.cumsum(torch.rand(2, 5, 2, generator=torch.Generator().manual_seed(1)) * 0.25, dim=1)  # < 1.25 px
+    ones = torch.ones(2, 1, 5, 8, 8)
+    # a full mask moves the whole frame; only near the edges, where content enters, may they differ
+    full, whole = mg_sampling.project_onto_path(clip, path, mask=ones), mg_sampling.project_onto_path(clip, path)
+    torch.testing.assert_close(full[..., 2:-2, 2:-2], whole[..., 2:-2, 2:-2])
+    half = mg_sampling.project_onto_path(clip, path, strength=0.5, mask=ones * 0.3)
+    torch.testing.assert_close(half, 0.5 * (clip + mg_sampling.project_onto_path(clip, path, mask=ones * 0.3)))
+
+
+def test_subject_mask_scales_each_frame_and_ramps():
+    attention = {
+        "coarse": torch.rand(2 * 4 * 3, 2, 2, generator=torch.Generator().manual_seed(0)),
+        "fine": torch.rand(2 * 4 * 3, 4, 4, generator=torch.Generator().manual_seed(1)),
+    }
+    mask = mg_sampling.subject_mask(attention, num_videos=3, num_frames=4, size=(8, 8))  # the last 3 videos' rows
+    assert mask.shape == (3, 1, 4, 8, 8) and mask.min() == 0.0 and mask.max() == 1.0
+    peaked = torch.zeros(4, 4, 4)
+    peaked[:, 1, 2] = 1.0
+    sharp = mg_sampling.subject_mask({"only": peaked}, num_videos=1, num_frames=4, size=(4, 4), threshold=(0.9, 0.95))
+    assert sharp[0, 0, :, 1, 2].eq(1).all() and sharp.sum() == 4

@@ -240,11 +240,20 @@ def test_path_predictor_moves_the_initial_noise_along_the_prompts_path(tiny_sd, 
 def test_motion_path_projection_makes_content_travel_the_path(pipe):
     path = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=-1)  # one latent pixel right per frame
     free = run(pipe, output_type="latent")
-    projected = run(pipe, output_type="latent", motion_path=path, motion_path_window=(0.0, 1.0))
+    projected = run(
+        pipe, output_type="latent", motion_path=path, motion_path_window=(0.0, 1.0), motion_path_mask="frame"
+    )
     # the default strength with a path is 1: the result travels along the path almost rigidly
     energy = mg_sampling.motion_path_energy
     assert energy(projected, path[None]) < 0.1 * energy(free, path[None])
-    half = run(pipe, output_type="latent", motion_path=path, motion_path_window=(0.0, 1.0), motion_path_projection=0.5)
+    half = run(
+        pipe,
+        output_type="latent",
+        motion_path=path,
+        motion_path_window=(0.0, 1.0),
+        motion_path_projection=0.5,
+        motion_path_mask="frame",
+    )
     assert energy(projected, path[None]) < energy(half, path[None]) < energy(free, path[None])
     # an empty window is no projection
     assert torch.equal(run(pipe, output_type="latent", motion_path=path, motion_path_window=(0.0, 0.0)), free)
@@ -262,3 +271,59 @@ def test_motion_path_mg_guides_along_the_given_path(pipe):
     torch.testing.assert_close(still, run(pipe, **guided, mg_energy="frame_difference"), atol=1e-5, rtol=0)
     path = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=-1)
     assert (run(pipe, **guided, mg_energy="motion_path", motion_path=path) - still).abs().max() > 1e-3
+
+
+def _cross_attention_processors(pipe):
+    return {name: type(m.processor) for name, m in pipe.video_unet.base_unet.named_modules() if name.endswith("attn2")}
+
+
+def test_subject_projection_moves_the_subject_and_leaves_no_processor_behind(pipe):
+    path = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=-1)
+    processors = _cross_attention_processors(pipe)
+    projected = {"output_type": "latent", "motion_path": path, "motion_path_window": (0.0, 1.0)}
+    subject = run(pipe, **projected)  # the default with a text prompt
+    torch.testing.assert_close(run(pipe, **projected, motion_path_mask="subject"), subject)
+    torch.testing.assert_close(run(pipe, **projected, motion_subject="small red circle"), subject)
+    assert (run(pipe, **projected, motion_subject="circle") - subject).abs().max() > 1e-4
+    whole = run(pipe, **projected, motion_path_mask="frame")
+    free = run(pipe, output_type="latent")
+    assert (subject - whole).abs().max() > 1e-3 and (subject - free).abs().max() > 1e-3
+    assert torch.equal(run(pipe, **projected), subject)  # a second call is the first one again
+    assert _cross_attention_processors(pipe) == processors
+
+    def fail(*args):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        run(pipe, **projected, callback_on_step_end=fail)
+    assert _cross_attention_processors(pipe) == processors  # also after an error inside the loop
+    batch = run(pipe, prompt=["a red circle", "a blue square"], num_videos_per_prompt=2, **projected,
+                motion_subject=["circle", "blue square"])  # fmt: skip
+    assert batch.shape == (4, 4, 4, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"motion_path_mask": "object"}, "'subject' or 'frame'"),
+        ({"motion_subject": "zebra"}, "not in the prompt"),
+        ({"motion_subject": ["red", "circle"]}, "one each"),
+        ({"prompt": None, "prompt_embeds": torch.zeros(1, 77, 32), "motion_path_mask": "subject"}, "as text"),
+        ({"temporal_window": (0.6, 0.2)}, "temporal_window"),
+    ],
+)
+def test_subject_and_temporal_window_inputs_fail_in_one_line(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message) as error:
+        run(pipe, motion_path=torch.zeros(4, 2), **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_temporal_window_runs_the_image_model_alone_outside_it(pipe):
+    default = run(pipe, output_type="latent")
+    torch.testing.assert_close(run(pipe, output_type="latent", temporal_window=(0.0, 1.0)), default)
+    with pipe.video_unet.temporal_layers_disabled():
+        frame_by_frame = run(pipe, output_type="latent")
+    torch.testing.assert_close(run(pipe, output_type="latent", temporal_window=(0.0, 0.0)), frame_by_frame)
+    half = run(pipe, output_type="latent", temporal_window=(0.0, 0.5))
+    assert (half - default).abs().max() > 1e-4 and (half - frame_by_frame).abs().max() > 1e-4
+    assert torch.equal(run(pipe, output_type="latent"), default)  # the temporal layers are back after the call
