@@ -28,6 +28,12 @@ NOISE = (
 PROJECTION_HELP = (
     "Pull the early steps onto content that travels the motion path, 0 (off) to 1 (default with a path predictor)."
 )
+MASK_HELP = (
+    "What the projection moves: the prompt's subject, the rest held still (default), or the whole frame (a pan)."
+)
+TEMPORAL_WINDOW_HELP = (
+    "Fraction of the schedule in which the temporal layers run; after it, the image model alone (default: 0 1)."
+)
 GUIDANCE_RESCALE_HELP = "Rescale of the guided output, 0-1 (default: 0.7 for zero-terminal-SNR models, else 0)."
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -58,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--mg-energy", choices=("frame_difference", "attention", "motion_path"), default="frame_difference"
     )
     gen.add_argument("--motion-path-projection", type=float, default=None, help=PROJECTION_HELP)
+    gen.add_argument("--motion-path-mask", choices=("subject", "frame"), default=None, help=MASK_HELP)
+    gen.add_argument(
+        "--motion-subject", default=None, help="The prompt's words naming what moves (default: before the verb)."
+    )
+    gen.add_argument("--temporal-window", type=float, nargs=2, default=None, metavar=("START", "END"),
+                     help=TEMPORAL_WINDOW_HELP)  # fmt: skip
     gen.add_argument(
         "--motion", type=float, nargs=2, default=None, metavar=("DX", "DY"),
         help="Make the content travel DX, DY latent pixels per frame (x right, y down) instead of the path the adapter"
@@ -86,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mg-scale", "--alpha", type=float, default=0.0)
     evaluate.add_argument("--mg-window", type=float, nargs=2, default=(0.0, 0.5), metavar=("START", "END"))
     evaluate.add_argument("--motion-path-projection", type=float, default=None, help=PROJECTION_HELP)
+    evaluate.add_argument("--motion-path-mask", choices=("subject", "frame"), default=None, help=MASK_HELP)
+    evaluate.add_argument("--temporal-window", type=float, nargs=2, default=None, metavar=("START", "END"),
+                          help=TEMPORAL_WINDOW_HELP)  # fmt: skip
     evaluate.add_argument(
         "--frame-by-frame", action="store_true", help="Bypass the temporal layers: the frozen T2I model per frame."
     )
@@ -224,10 +239,20 @@ def generate(args: argparse.Namespace) -> None:
         if args.motion is None
         else torch.arange(max(args.num_frames, 1))[:, None] * torch.tensor(args.motion),
         motion_path_projection=args.motion_path_projection,
+        **_motion_options(args),
+        motion_subject=args.motion_subject,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
     ).frames[0]
     path = save_video(frames, args.output, fps=args.fps)
     print(f"Wrote {path} ({len(frames)} frames, {time.perf_counter() - start:.1f} s on {device}).")
+
+
+def _motion_options(args: argparse.Namespace) -> dict:
+    """The pipeline's motion-path mask and temporal window, where given (else the pipeline's defaults)."""
+    options = {"motion_path_mask": args.motion_path_mask}
+    if args.temporal_window is not None:
+        options["temporal_window"] = tuple(args.temporal_window)
+    return options
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -259,6 +284,7 @@ def evaluate(args: argparse.Namespace) -> None:
         mg_scale=args.mg_scale,
         mg_window=tuple(args.mg_window),
         motion_path_projection=args.motion_path_projection,
+        extra=_motion_options(args),
     )
     start = time.perf_counter()
     if args.real:

@@ -35,6 +35,11 @@ def test_generate_along_a_given_motion(base_dir, adapter_path, tmp_path):
     main([*common, "-o", str(tmp_path / "moving.gif"), "--motion", "1", "0"])
     still, moving = (iio.imread(tmp_path / name, index=None) for name in ("still.gif", "moving.gif"))
     assert moving.shape == still.shape == (4, 16, 16, 3) and not np.array_equal(moving, still)
+    options = ["--motion", "1", "0", "--motion-path-mask", "frame", "--temporal-window", "0", "0.5"]
+    main([*common, "-o", str(tmp_path / "pan.gif"), *options])
+    main([*common, "-o", str(tmp_path / "circle.gif"), "--motion", "1", "0", "--motion-subject", "red circle"])
+    pan, circle = (iio.imread(tmp_path / name, index=None) for name in ("pan.gif", "circle.gif"))
+    assert not np.array_equal(pan, moving) and not np.array_equal(circle, moving)
 
 
 def test_generate_with_the_embedded_default_model(tmp_path, capsys):
@@ -59,6 +64,8 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--steps", "0"], "positive integer"),
         (["--motion-path-projection", "2"], "motion_path_projection"),
         (["--mg-energy", "motion_path", "--mg-scale", "40"], "need a path"),
+        (["--motion", "1", "0", "--motion-subject", "zebra"], "not in the prompt"),
+        (["--temporal-window", "0.8", "0.2"], "temporal_window"),
         (["--guidance-scale", "nan"], "guidance_scale"),
         (["--guidance-scale", "inf"], "guidance_scale"),
         (["--mg-scale", "nan"], "mg_scale"),
@@ -193,7 +200,7 @@ def test_eval_writes_results_table_and_contact_sheet(tmp_path, capsys, extra):
     results = json.loads((out / "results.json").read_text())
     ((label, row),) = results["rows"].items()
     assert label.endswith("(frame by frame)") == bool(extra)
-    assert set(row) == {"in video distribution", "outside video distribution"}
+    assert set(row) == {"in video distribution", "outside video distribution", "textured backgrounds"}
     assert row["in video distribution"]["num_clips"] == 2 and "fvd" in row["in video distribution"]
     assert (out / "samples.png").is_file() and "| method" in (out / "table.md").read_text()
     assert "Wrote" in capsys.readouterr().out
