@@ -74,6 +74,28 @@ def _add_motion_condition(module: nn.Linear, _args: tuple, output: torch.Tensor)
     return output + vectors.to(output.dtype).repeat_interleave(pixels, dim=0)
 
 
+# Pipeline settings an adapter may recommend (`HarivoAdapter.sampling_defaults`): name -> what a value must be.
+SAMPLING_DEFAULTS = {"temporal_window": "a fraction window [start, end] with 0 <= start <= end <= 1"}
+
+
+def check_sampling_defaults(defaults: Any) -> dict[str, tuple]:
+    """`defaults` as `{name: tuple}`, or a one-line `ValueError` naming what is wrong."""
+    if not isinstance(defaults, dict):
+        raise ValueError(f"`sampling_defaults` must be an object of {sorted(SAMPLING_DEFAULTS)}, got {defaults!r}.")
+    checked = {}
+    for name, value in defaults.items():
+        if name not in SAMPLING_DEFAULTS:
+            raise ValueError(f"Unknown sampling default {name!r}; known: {sorted(SAMPLING_DEFAULTS)}.")
+        try:
+            start, end = (float(v) for v in value)
+        except (TypeError, ValueError):
+            start = end = float("nan")
+        if not 0.0 <= start <= end <= 1.0:
+            raise ValueError(f"Sampling default {name!r} must be {SAMPLING_DEFAULTS[name]}, got {value!r}.")
+        checked[name] = (start, end)
+    return checked
+
+
 def _as_tuple(value: Any, length: int) -> tuple:
     return tuple(value) if isinstance(value, list | tuple) else (value,) * length
 
@@ -92,6 +114,9 @@ class HarivoAdapter(ModelMixin):
         projection_head ([`HSpaceProjectionHead`], *optional*): h-space projection head, needed only for training.
         motion_conditioner ([`MotionConditioner`], *optional*): Prompt vectors for the temporal layers [ours].
         path_predictor ([`MotionPathPredictor`], *optional*): The prompt's motion path [ours].
+        sampling_defaults (`dict`, *optional*): Sampling settings this adapter was measured best with, used by
+            `HarivoPipeline` where a call leaves them unset; keys from `SAMPLING_DEFAULTS` (e.g.
+            `{"temporal_window": (0.0, 0.5)}`). Saved in `harivo_adapter.json`.
     """
 
     def __init__(
@@ -102,8 +127,10 @@ class HarivoAdapter(ModelMixin):
         projection_head: HSpaceProjectionHead | None = None,
         motion_conditioner: MotionConditioner | None = None,
         path_predictor: MotionPathPredictor | None = None,
+        sampling_defaults: dict[str, Any] | None = None,
     ):
         super().__init__()
+        self.sampling_defaults = check_sampling_defaults(sampling_defaults or {})
         self.motion_adapter = motion_adapter
         self.mapping_network = mapping_network
         self.frame_token_generator = frame_token_generator
@@ -353,6 +380,8 @@ class HarivoAdapter(ModelMixin):
         manifest = {"_class_name": type(self).__name__, "_harivo_version": __version__, "components": saved}
         if kwargs.get("variant"):
             manifest["variant"] = kwargs["variant"]
+        if self.sampling_defaults:
+            manifest["sampling_defaults"] = {key: list(value) for key, value in self.sampling_defaults.items()}
         (save_directory / ADAPTER_CONFIG_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @classmethod
@@ -417,7 +446,10 @@ class HarivoAdapter(ModelMixin):
             components[name] = _load_component(
                 component_cls, folder, name.replace("_", " "), {**load_kwargs, "variant": _variant_in(folder, variant)}
             )
-        return cls(**components)
+        try:
+            return cls(**components, sampling_defaults=manifest.get("sampling_defaults"))
+        except ValueError as error:
+            raise HarivoLoadError(f"{manifest_path}: {error}") from error
 
     @classmethod
     def _around_motion_adapter(cls, motion_adapter: MotionAdapter) -> "HarivoAdapter":

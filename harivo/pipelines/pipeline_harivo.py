@@ -347,7 +347,7 @@ class HarivoPipeline(
         motion_path_window: tuple[float, float] = (0.0, 0.5),
         motion_path_mask: str | None = None,
         motion_subject: str | list[str] | None = None,
-        temporal_window: tuple[float, float] = (0.0, 1.0),
+        temporal_window: tuple[float, float] | None = None,
         mg_scale: float = 0.0,
         mg_window: tuple[float, float] = (0.0, 0.5),
         mg_energy: str = "frame_difference",
@@ -397,10 +397,11 @@ class HarivoPipeline(
             motion_subject (`str` or `list[str]`, *optional*): The words of the prompt that name what moves, one
                 string for every prompt or one per prompt (e.g. `"red circle"`). Defaults to the words before the
                 prompt's first verb or preposition (`harivo.utils.text.subject_words`).
-            temporal_window (`tuple[float, float]`, defaults to `(0.0, 1.0)`): Fraction of the schedule, `[start,
-                end)`, in which the temporal layers (with the frame tokens and the motion conditioner) run [ours];
-                outside it each frame is denoised by the frozen image model alone, which keeps the image model's
-                fine detail (textures the video data never showed) in the last steps. Costs nothing.
+            temporal_window (`tuple[float, float]`, *optional*): Fraction of the schedule, `[start, end)`, in which
+                the temporal layers (with the frame tokens and the motion conditioner) run [ours]; outside it each
+                frame is denoised by the frozen image model alone, which keeps the image model's fine detail
+                (textures the video data never showed) in the last steps. Costs nothing. Defaults to the adapter's
+                `sampling_defaults`, else `(0.0, 1.0)` (always on).
             mg_scale (`float`, defaults to 0.0): Mitigating-gradient guidance scale (alpha in the paper); 0 is off
                 and costs nothing; the paper's default is 40.
             mg_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule, `[start, end)`,
@@ -473,6 +474,8 @@ class HarivoPipeline(
         uses_path = warp_noise or path_energy or motion_path_projection > 0
         if motion_path is None and predictor is not None and uses_path:
             motion_path = predictor(prompt_embeds[-num_videos:].to(predictor.dtype), num_frames).float()
+        if temporal_window is None:
+            temporal_window = self.adapter.sampling_defaults.get("temporal_window", (0.0, 1.0))
         mg_sampling.check_window("temporal_window", temporal_window)
         token_weights = None
         if motion_path_projection > 0 and motion_path_window[0] < motion_path_window[1]:

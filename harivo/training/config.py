@@ -191,6 +191,9 @@ class HarivoStageConfig:
     dc_queue_size: int = 4096
     timestep_bias: float = 0.0  # training-timestep density ∝ (t/T)^bias: 0 uniform, > 0 more high-noise steps
     caption_dropout: float = 0.1
+    # Recommended sampling with this adapter, saved in it (HarivoAdapter.sampling_defaults): the fraction of the
+    # schedule in which the temporal layers run (None: all of it) [ours].
+    sampling_temporal_window: tuple[float, float] | None = None
     validation_prompts: tuple[str, ...] = (
         "a small red circle moving left on a plain black background",
         "a large green square moving up on a plain white background",

@@ -34,6 +34,7 @@ from ..data import (
 from ..data.shapes import DIRECTIONS, ShapeScene
 from ..losses import HarivoLoss, LossWeights, diffusion_target
 from ..models import HarivoAdapter, HarivoUNet, estimate_displacements
+from ..models.adapter import check_sampling_defaults
 from ..utils.text import encode_captions, tokenize_captions
 from ..video_io import contact_sheet
 from .caption_content import CaptionContentHead
@@ -446,6 +447,13 @@ class HarivoStage(Stage):
             noise_warp_correlation=settings.noise_warp_correlation,
             noise_warp_upscale=settings.noise_warp_upscale,
         )
+        if settings.sampling_temporal_window is not None:
+            try:
+                self.adapter.sampling_defaults = check_sampling_defaults(
+                    {"temporal_window": settings.sampling_temporal_window}
+                )
+            except ValueError as error:
+                raise ValueError(f"harivo.sampling_temporal_window: {error}") from error
         if not settings.train_mapping_network:
             self.adapter.mapping_network.requires_grad_(False)
         self.model = HarivoUNet.from_unet2d(unet, self.adapter).to(self.device)

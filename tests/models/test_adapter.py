@@ -95,3 +95,21 @@ def test_pickle_weights_need_an_explicit_opt_in(trained_adapter, tmp_path):
     loaded = HarivoAdapter.from_pretrained(tmp_path, allow_pickle=True)
     for ours, theirs in zip(trained_adapter.parameters(), loaded.parameters()):
         assert torch.equal(ours, theirs)
+
+
+def test_sampling_defaults_are_saved_loaded_and_checked(make_adapter, tmp_path):
+    adapter = make_adapter()
+    assert adapter.sampling_defaults == {}
+    adapter.save_pretrained(tmp_path / "plain")
+    assert "sampling_defaults" not in json.loads((tmp_path / "plain" / "harivo_adapter.json").read_text())
+    adapter.sampling_defaults = {"temporal_window": (0.0, 0.5)}
+    adapter.save_pretrained(tmp_path / "windowed")
+    assert HarivoAdapter.from_pretrained(tmp_path / "windowed").sampling_defaults == {"temporal_window": (0.0, 0.5)}
+    manifest_path = tmp_path / "windowed" / "harivo_adapter.json"
+    manifest = json.loads(manifest_path.read_text())
+    for bad, message in (({"temporal_window": [0.7, 0.2]}, "fraction window"), ({"guidance": 3}, "Unknown"),
+                         ([1, 2], "must be an object")):  # fmt: skip
+        manifest_path.write_text(json.dumps({**manifest, "sampling_defaults": bad}))
+        with pytest.raises(HarivoLoadError, match=message) as error:
+            HarivoAdapter.from_pretrained(tmp_path / "windowed")
+        assert "\n" not in str(error.value)

@@ -327,3 +327,14 @@ def test_temporal_window_runs_the_image_model_alone_outside_it(pipe):
     half = run(pipe, output_type="latent", temporal_window=(0.0, 0.5))
     assert (half - default).abs().max() > 1e-4 and (half - frame_by_frame).abs().max() > 1e-4
     assert torch.equal(run(pipe, output_type="latent"), default)  # the temporal layers are back after the call
+
+
+def test_the_adapters_sampling_defaults_fill_what_a_call_leaves_unset(pipe):
+    default = run(pipe, output_type="latent")
+    half = run(pipe, output_type="latent", temporal_window=(0.0, 0.5))
+    pipe.adapter.sampling_defaults = {"temporal_window": (0.0, 0.5)}
+    try:
+        torch.testing.assert_close(run(pipe, output_type="latent"), half)
+        torch.testing.assert_close(run(pipe, output_type="latent", temporal_window=(0.0, 1.0)), default)
+    finally:
+        pipe.adapter.sampling_defaults = {}
