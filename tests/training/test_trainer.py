@@ -231,7 +231,7 @@ def test_mapping_network_can_stay_frozen_at_identity(base_dir, tmp_path):
     assert HarivoAdapter.from_pretrained(tmp_path / "final").sampling_defaults == {"temporal_window": (0.0, 0.5)}
     bad = tiny_config("harivo", tmp_path / "bad", f"harivo.base_model={base_dir}",
                       "harivo.sampling_temporal_window=[0.9, 0.5]")  # fmt: skip
-    with pytest.raises(ValueError, match="harivo.sampling_temporal_window") as error:
+    with pytest.raises(ValueError, match=r"harivo\.sampling_temporal_window") as error:
         Trainer(bad)
     assert "\n" not in str(error.value)
 
