@@ -1,0 +1,26 @@
+"""The sampling ablation on the embedded default model, on tiny settings."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import where_style_is_lost
+
+
+def test_every_row_is_scored_cached_and_compared_with_the_image_model(tmp_path, capsys):
+    argv = [
+        "--quick",
+        "--output",
+        str(tmp_path),
+        "--rows",
+        "T2I frame by frame",
+        "+ temporal layers in the first half",
+    ]
+    rows = where_style_is_lost.main(argv)
+    assert list(rows) == ["T2I frame by frame", "+ temporal layers in the first half"]
+    assert rows["T2I frame by frame"]["textured backgrounds"]["vs T2I"]["mean"] == 1.0
+    assert "texture_contrast" in rows["+ temporal layers in the first half"]["textured backgrounds"]
+    cached = {path: path.stat().st_mtime_ns for path in tmp_path.glob("row-*")}
+    assert where_style_is_lost.main(argv) == rows  # a rerun reads every row from its cache
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("row-*")} == cached
+    assert "| T2I frame by frame |" in capsys.readouterr().out
