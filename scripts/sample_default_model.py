@@ -2,8 +2,9 @@
 
     python scripts/sample_default_model.py --figure docs/images/default_model_samples.png --seeds 4
 
-Prompts come in two groups (`shapes-world.md`): inside the video training distribution, and outside it
-(attributes only the frozen image model saw). Video scores are `harivo eval`'s (mean and spread over seeds) on
+Prompts come in three groups (`shapes-world.md`): inside the video training distribution, outside it (attributes
+only the frozen image model saw), and textured backgrounds (the video data's objects on striped and checkered
+backgrounds). Video scores are `harivo eval`'s (mean and spread over seeds) on
 these hand-picked prompts; the image model is scored on seen and held-out compositions.
 """
 
@@ -21,6 +22,7 @@ from harivo.evaluation.metrics import mean_scores, score_clip
 from harivo.evaluation.suite import (
     IN_DISTRIBUTION,
     OUT_OF_DISTRIBUTION,
+    TEXTURED,
     EvalSettings,
     generate_clips,
     render_reference_clips,
@@ -41,6 +43,12 @@ PROMPTS = {
         "a large red square moving left on a striped white background",
         "a small magenta triangle moving up on a checkered grey background",
         "a large cyan circle moving down on a plain white background",
+    ],
+    TEXTURED: [  # the video data's shapes and colours on backgrounds only the image model saw
+        "a large blue square moving left on a checkered white background",  # a composition the image model never saw
+        "a large red circle moving right on a striped black background",
+        "a small green triangle moving up on a striped white background",
+        "a large red square moving down on a checkered grey background",
     ],
 }
 
