@@ -32,8 +32,10 @@ MASK_HELP = (
     "What the projection moves: the prompt's subject, the rest held still (default), or the whole frame (a pan)."
 )
 TEMPORAL_WINDOW_HELP = (
-    "Fraction of the schedule in which the temporal layers run; after it, the image model alone (default: 0 1)."
+    "Fraction of the schedule in which the temporal layers run; outside it, the image model alone (default: the"
+    " adapter's, else 0 1)."
 )
+PATH_WINDOW_HELP = "Fraction of the schedule with the motion-path projection (default: the adapter's, else 0 0.5)."
 GUIDANCE_RESCALE_HELP = "Rescale of the guided output, 0-1 (default: 0.7 for zero-terminal-SNR models, else 0)."
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--temporal-window", type=float, nargs=2, default=None, metavar=("START", "END"),
                      help=TEMPORAL_WINDOW_HELP)  # fmt: skip
+    gen.add_argument("--motion-path-window", type=float, nargs=2, default=None, metavar=("START", "END"),
+                     help=PATH_WINDOW_HELP)  # fmt: skip
     gen.add_argument(
         "--motion", type=float, nargs=2, default=None, metavar=("DX", "DY"),
         help="Make the content travel DX, DY latent pixels per frame (x right, y down) instead of the path the adapter"
@@ -101,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--motion-path-mask", choices=("subject", "frame"), default=None, help=MASK_HELP)
     evaluate.add_argument("--temporal-window", type=float, nargs=2, default=None, metavar=("START", "END"),
                           help=TEMPORAL_WINDOW_HELP)  # fmt: skip
+    evaluate.add_argument("--motion-path-window", type=float, nargs=2, default=None, metavar=("START", "END"),
+                          help=PATH_WINDOW_HELP)  # fmt: skip
     evaluate.add_argument(
         "--frame-by-frame", action="store_true", help="Bypass the temporal layers: the frozen T2I model per frame."
     )
@@ -248,10 +254,11 @@ def generate(args: argparse.Namespace) -> None:
 
 
 def _motion_options(args: argparse.Namespace) -> dict:
-    """The pipeline's motion-path mask and temporal window, where given (else the pipeline's defaults)."""
+    """The pipeline's motion-path mask and windows, where given (else the adapter's or pipeline's defaults)."""
     options = {"motion_path_mask": args.motion_path_mask}
-    if args.temporal_window is not None:
-        options["temporal_window"] = tuple(args.temporal_window)
+    for name in ("temporal_window", "motion_path_window"):
+        if getattr(args, name) is not None:
+            options[name] = tuple(getattr(args, name))
     return options
 
 

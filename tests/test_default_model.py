@@ -65,3 +65,19 @@ def test_every_offered_sampler_keeps_the_models_schedule_or_is_refused():
     assert accepted == ["ddim", "euler", "dpm-solver++", "unipc"]
     with pytest.raises(ValueError, match="zero-terminal-SNR"):
         make_scheduler("pndm", base)
+
+
+def test_a_striped_background_survives_and_holds_still_while_the_object_moves():
+    """The video data never shows a textured background; the frozen image model's stripes must reach the video."""
+    pipe = load_default_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    prompt = "a large red circle moving right on a striped black background"
+    videos = pipe(
+        [prompt] * 2, num_frames=16, num_inference_steps=25, generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+        output_type="np",
+    ).frames  # fmt: skip
+    scores = [
+        score_clip((np.clip(v, 0, 1) * 255).round().astype(np.uint8), ShapeScene.from_caption(prompt)) for v in videos
+    ]
+    assert all(s["fidelity_style"] >= 0.9 and s["texture_contrast"] >= 0.8 for s in scores), scores
+    assert all(s["background_change"] < 8 and s["travel"] > 4 for s in scores), scores

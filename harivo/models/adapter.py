@@ -75,7 +75,10 @@ def _add_motion_condition(module: nn.Linear, _args: tuple, output: torch.Tensor)
 
 
 # Pipeline settings an adapter may recommend (`HarivoAdapter.sampling_defaults`): name -> what a value must be.
-SAMPLING_DEFAULTS = {"temporal_window": "a fraction window [start, end] with 0 <= start <= end <= 1"}
+SAMPLING_DEFAULTS = {
+    "temporal_window": "a fraction window [start, end] with 0 <= start <= end <= 1",
+    "motion_path_window": "a fraction window [start, end] with 0 <= start <= end <= 1",
+}
 
 
 def check_sampling_defaults(defaults: Any) -> dict[str, tuple]:

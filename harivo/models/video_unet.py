@@ -287,6 +287,9 @@ class HarivoUNet(nn.Module):
         Bypass every temporal layer and the frame tokens: inside, the model is the frozen T2I U-Net run frame by
         frame (used by `L_reg` and by tests). The bypassed layers are not computed at all.
         """
+        if not self._temporal_enabled:  # nested inside another bypass: that one restores the layers
+            yield self
+            return
         swapped = []
         for module_list in _motion_module_lists(self.base_unet):
             swapped.append((module_list, list(module_list)))

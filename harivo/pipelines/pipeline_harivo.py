@@ -344,7 +344,7 @@ class HarivoPipeline(
         negative_prompt_embeds: torch.Tensor | None = None,
         motion_path: torch.Tensor | None = None,
         motion_path_projection: float | None = None,
-        motion_path_window: tuple[float, float] = (0.0, 0.5),
+        motion_path_window: tuple[float, float] | None = None,
         motion_path_mask: str | None = None,
         motion_subject: str | list[str] | None = None,
         temporal_window: tuple[float, float] | None = None,
@@ -388,8 +388,9 @@ class HarivoPipeline(
                 onto content that travels rigidly along the motion path (`0` off, `1` fully rigid; see
                 `mg_sampling.project_onto_path`) [ours]. Defaults to 1 when there is a path (an adapter with a motion
                 path predictor, or `motion_path`), else 0. Costs no extra model call.
-            motion_path_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule,
-                `[start, end)`, in which the projection runs: the early steps, where the layout is decided.
+            motion_path_window (`tuple[float, float]`, *optional*): Fraction of the schedule, `[start, end)`, in
+                which the projection runs: the early steps, where the layout is decided. Defaults to the adapter's
+                `sampling_defaults`, else `(0.0, 0.5)`.
             motion_path_mask (`str`, *optional*): What the projection moves [ours]: `"subject"` (what the prompt's
                 subject words attend to in the frozen model's cross-attention; the rest of the frame stands still)
                 or `"frame"` (the whole frame, like a camera pan). Defaults to `"subject"` when `prompt` is given,
@@ -427,6 +428,12 @@ class HarivoPipeline(
         default_size = self.video_unet.config.sample_size * self.vae_scale_factor
         height = default_size if height is None else height
         width = default_size if width is None else width
+
+        # The adapter's recommended sampling where the call leaves it unset
+        if temporal_window is None:
+            temporal_window = self.adapter.sampling_defaults.get("temporal_window", (0.0, 1.0))
+        if motion_path_window is None:
+            motion_path_window = self.adapter.sampling_defaults.get("motion_path_window", (0.0, 0.5))
 
         # 1. Check inputs
         self.check_inputs(
@@ -474,8 +481,6 @@ class HarivoPipeline(
         uses_path = warp_noise or path_energy or motion_path_projection > 0
         if motion_path is None and predictor is not None and uses_path:
             motion_path = predictor(prompt_embeds[-num_videos:].to(predictor.dtype), num_frames).float()
-        if temporal_window is None:
-            temporal_window = self.adapter.sampling_defaults.get("temporal_window", (0.0, 1.0))
         mg_sampling.check_window("temporal_window", temporal_window)
         token_weights = None
         if motion_path_projection > 0 and motion_path_window[0] < motion_path_window[1]:

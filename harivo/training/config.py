@@ -194,6 +194,7 @@ class HarivoStageConfig:
     # Recommended sampling with this adapter, saved in it (HarivoAdapter.sampling_defaults): the fraction of the
     # schedule in which the temporal layers run (None: all of it) [ours].
     sampling_temporal_window: tuple[float, float] | None = None
+    sampling_motion_path_window: tuple[float, float] | None = None  # the steps with the motion-path projection
     validation_prompts: tuple[str, ...] = (
         "a small red circle moving left on a plain black background",
         "a large green square moving up on a plain white background",

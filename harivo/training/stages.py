@@ -447,13 +447,13 @@ class HarivoStage(Stage):
             noise_warp_correlation=settings.noise_warp_correlation,
             noise_warp_upscale=settings.noise_warp_upscale,
         )
-        if settings.sampling_temporal_window is not None:
-            try:
-                self.adapter.sampling_defaults = check_sampling_defaults(
-                    {"temporal_window": settings.sampling_temporal_window}
-                )
-            except ValueError as error:
-                raise ValueError(f"harivo.sampling_temporal_window: {error}") from error
+        for name in ("temporal_window", "motion_path_window"):  # the recommended sampling, saved in the adapter
+            value = getattr(settings, f"sampling_{name}")
+            if value is not None:
+                try:
+                    self.adapter.sampling_defaults.update(check_sampling_defaults({name: value}))
+                except ValueError as error:
+                    raise ValueError(f"harivo.sampling_{name}: {error}") from error
         if not settings.train_mapping_network:
             self.adapter.mapping_network.requires_grad_(False)
         self.model = HarivoUNet.from_unet2d(unet, self.adapter).to(self.device)

@@ -96,6 +96,19 @@ def test_captured_maps_equal_the_fused_computation(make_model, sample, text_embe
     torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-5)
 
 
+def test_bypass_nests(make_model, sample, text_embeds):
+    model = make_model()
+    randomize_temporal_layers(model.adapter)
+    with torch.no_grad():
+        full = model(sample, 10, text_embeds)
+        with model.temporal_layers_disabled():
+            bypassed = model(sample, 10, text_embeds)
+            with model.temporal_layers_disabled():
+                pass
+            torch.testing.assert_close(model(sample, 10, text_embeds), bypassed)  # still bypassed after the inner
+        torch.testing.assert_close(model(sample, 10, text_embeds), full)
+
+
 def test_capture_token_attention_keeps_the_output_and_restores_the_processors(make_model, sample, text_embeds):
     model = make_model(num_frame_tokens=2)  # frame tokens are appended to the keys and weigh 0
     weights = torch.zeros(2, text_embeds.shape[1])

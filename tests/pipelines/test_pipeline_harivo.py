@@ -330,11 +330,12 @@ def test_temporal_window_runs_the_image_model_alone_outside_it(pipe):
 
 
 def test_the_adapters_sampling_defaults_fill_what_a_call_leaves_unset(pipe):
-    default = run(pipe, output_type="latent")
-    half = run(pipe, output_type="latent", temporal_window=(0.0, 0.5))
-    pipe.adapter.sampling_defaults = {"temporal_window": (0.0, 0.5)}
+    path = {"motion_path": torch.ones(4, 2), "output_type": "latent"}
+    default = run(pipe, **path)
+    recommended = run(pipe, **path, temporal_window=(0.0, 0.5), motion_path_window=(0.0, 0.8))
+    pipe.adapter.sampling_defaults = {"temporal_window": (0.0, 0.5), "motion_path_window": (0.0, 0.8)}
     try:
-        torch.testing.assert_close(run(pipe, output_type="latent"), half)
-        torch.testing.assert_close(run(pipe, output_type="latent", temporal_window=(0.0, 1.0)), default)
+        torch.testing.assert_close(run(pipe, **path), recommended)
+        torch.testing.assert_close(run(pipe, **path, temporal_window=(0.0, 1.0), motion_path_window=(0, 0.5)), default)
     finally:
         pipe.adapter.sampling_defaults = {}
