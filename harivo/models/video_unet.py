@@ -36,16 +36,13 @@ class FeatureCapture:
     token_attention: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class AttentionMapCaptureProcessor:
-    """Self-attention that materialises its probabilities and hands them to a `FeatureCapture`.
+class _ExplicitAttentionProcessor:
+    """diffusers' `AttnProcessor` with the attention probabilities materialised (no fused kernel) and handed to
+    `record`; subclasses keep what they need of them. Installed only on the layers being captured, and only while
+    capturing."""
 
-    Mirrors diffusers' `AttnProcessor` (no fused kernel, since the map itself is needed). Installed only on the
-    layers being captured, and only while capturing.
-    """
-
-    def __init__(self, name: str, capture: FeatureCapture):
-        self.name = name
-        self.capture = capture
+    def record(self, attn: Attention, probs: torch.Tensor, batch_size: int, sequence_length: int) -> None:
+        raise NotImplementedError
 
     def __call__(
         self,
@@ -72,8 +69,8 @@ class AttentionMapCaptureProcessor:
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B*F*heads, h*w, d)
         key = attn.head_to_batch_dim(attn.to_k(context))
         value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, attention_mask)  # (B*F*heads, h*w, h*w)
-        self.capture.attention_maps[self.name] = probs.unflatten(0, (batch_size, attn.heads))
+        probs = attn.get_attention_scores(query, key, attention_mask)  # (B*F*heads, h*w, keys)
+        self.record(attn, probs, batch_size, sequence_length)
         hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if input_ndim == 4:
@@ -83,12 +80,22 @@ class AttentionMapCaptureProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-class TokenAttentionProcessor:
+class AttentionMapCaptureProcessor(_ExplicitAttentionProcessor):
+    """Self-attention that hands its probabilities `(B*F, heads, h*w, h*w)` to a `FeatureCapture`."""
+
+    def __init__(self, name: str, capture: FeatureCapture):
+        self.name = name
+        self.capture = capture
+
+    def record(self, attn: Attention, probs: torch.Tensor, batch_size: int, sequence_length: int) -> None:
+        self.capture.attention_maps[self.name] = probs.unflatten(0, (batch_size, attn.heads))
+
+
+class TokenAttentionProcessor(_ExplicitAttentionProcessor):
     """Cross-attention that records how much attention each query pays to some text tokens.
 
     `token_weights` `(videos, L)` weighs the text tokens of each video (1 on a subject's words, 0 elsewhere); frame
-    tokens appended after the `L` text tokens get weight 0. Mirrors diffusers' `AttnProcessor` (the probabilities
-    are needed); installed only while capturing.
+    tokens appended after the `L` text tokens get weight 0.
     """
 
     def __init__(self, name: str, capture: FeatureCapture, token_weights: torch.Tensor, size: tuple[int, int]):
@@ -97,23 +104,7 @@ class TokenAttentionProcessor:
         self.token_weights = token_weights
         self.size = size  # (height, width) of the latents: the query grid is this size divided by a power of 2
 
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        batch_size, sequence_length, _ = hidden_states.shape  # (B*F, h*w, C)
-        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B*F*heads, h*w, d)
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, attention_mask)  # (B*F*heads, h*w, keys)
+    def record(self, attn: Attention, probs: torch.Tensor, batch_size: int, sequence_length: int) -> None:
         weights = self.token_weights.to(probs.device, probs.dtype)
         videos, text_length = weights.shape
         weights = weights.repeat_interleave(batch_size // videos, dim=0)  # (B*F, L)
@@ -122,9 +113,6 @@ class TokenAttentionProcessor:
         scale = round((self.size[0] * self.size[1] / sequence_length) ** 0.5)
         grid = (self.size[0] // scale, self.size[1] // scale)
         self.capture.token_attention[self.name] = mass.detach().reshape(batch_size, *grid)
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        return hidden_states / attn.rescale_output_factor
 
 
 def spatial_cross_attention_layers(unet: nn.Module) -> list[str]:
