@@ -24,6 +24,7 @@ where it stopped; key rows are computed first; `--rescore` scores the cached cli
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -111,7 +112,14 @@ def slug(overrides: dict) -> str:
     """A stable folder name for a setting (rows that train the same thing share it)."""
     import hashlib
 
-    return hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def recipe_fingerprint(training: dict) -> str:
+    """What every cached adapter and row depends on besides its own overrides: the resolved training config (the
+    recipe file with this run's settings), so that a changed recipe never reuses an adapter trained with the old."""
+    config = load_config(CONFIG, [f"{key}={json.dumps(value)}" for key, value in training.items()])
+    return slug({k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"})
 
 
 def train_adapter(overrides: dict, settings: dict, folder: Path) -> Path:
@@ -125,7 +133,9 @@ def train_adapter(overrides: dict, settings: dict, folder: Path) -> Path:
     return final
 
 
-def compute_run(row: Row, training_seed: int, args, training: dict, settings: EvalSettings, prompts, output: Path):
+def compute_run(
+    row: Row, training_seed: int, args, training: dict, settings: EvalSettings, prompts, output: Path, recipe: str
+):
     """`({sampling seed: [clip per prompt]}, cost)` of one row's adapter trained with `training_seed`."""
     cost = {"train_s": 0.0}
     if row.real:
@@ -135,7 +145,7 @@ def compute_run(row: Row, training_seed: int, args, training: dict, settings: Ev
     if row.training == SHIPPED and training_seed == 0 and is_shipped_recipe(training, args):
         adapter = DEFAULT_MODEL_DIR / "adapter"  # the shipped adapter is this recipe's first training seed
     else:  # the frame-by-frame row bypasses the temporal layers of an AnimateDiff-recipe adapter
-        adapter = train_adapter(overrides, training, output / "adapters" / slug(overrides))
+        adapter = train_adapter(overrides, training, output / "adapters" / slug({**overrides, "recipe": recipe}))
     cost["train_s"] = time.perf_counter() - start  # 0 when reused from another row
     pipe = HarivoPipeline.from_pretrained(args.base_model, adapter=str(adapter))
     rescale = default_guidance_rescale(pipe.scheduler)
@@ -195,6 +205,7 @@ def main() -> None:
     prompts = [p for group in groups.values() for p in group]
     reference = render_reference_clips(prompts, settings.seeds, num_frames, offset=1000)
     rows = [row for row in build_rows() if row.name not in args.skip]
+    recipe = recipe_fingerprint(training)
     training_seeds = {row.name: (row.training_seeds[:1] if quick else row.training_seeds) for row in rows}
 
     # The key rows first, one training seed of each after the other, then the other rows; each run is cached
@@ -207,24 +218,29 @@ def main() -> None:
     ]
     plan += [(row, seed) for row in rows if row not in key for seed in training_seeds[row.name]]
     for row, training_seed in plan:
-        folder = output / "rows" / slug(asdict(row))
+        folder = output / "rows" / row_slug(row, recipe, settings)
         clips_file = folder / f"training-seed-{training_seed}.npz"
         if clips_file.is_file() and row.name not in (args.only or ()):
             continue
         print(f"== {row.name}, training seed {training_seed}", flush=True)
-        clips, cost = compute_run(row, training_seed, args, training, settings, prompts, output)
+        clips, cost = compute_run(row, training_seed, args, training, settings, prompts, output, recipe)
         folder.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(clips_file, **{str(seed): np.stack(videos) for seed, videos in clips.items()})
         clips_file.with_suffix(".json").write_text(json.dumps({"name": row.name, "cost": cost}))
-        report(rows, training_seeds, groups, prompts, reference, settings, training, output, args.rescore)
-    report(rows, training_seeds, groups, prompts, reference, settings, training, output, args.rescore)
+        report(rows, training_seeds, groups, prompts, reference, settings, training, output, args.rescore, recipe)
+    report(rows, training_seeds, groups, prompts, reference, settings, training, output, args.rescore, recipe)
 
 
-def report(rows, training_seeds, groups, prompts, reference, settings, training, output, rescore) -> None:
+def row_slug(row: Row, recipe: str, settings: EvalSettings) -> str:
+    """The cache folder of a row: its settings, the recipe it trains on and the sampling it is scored with."""
+    return slug({**asdict(row), "recipe": recipe, "sampling": asdict(settings)})
+
+
+def report(rows, training_seeds, groups, prompts, reference, settings, training, output, rescore, recipe) -> None:
     """Score every row from its cached runs (scores are cached too) and write the table and figures."""
     results, samples, costs, partial = {}, {}, {}, {}
     for row in rows:
-        folder = output / "rows" / slug(asdict(row))
+        folder = output / "rows" / row_slug(row, recipe, settings)
         runs = [seed for seed in training_seeds[row.name] if (folder / f"training-seed-{seed}.npz").is_file()]
         if not runs:
             continue

@@ -31,6 +31,9 @@ class DenoisingStep:
         capture (`FeatureCapture`): Attention maps / h-space recorded during the forward.
         displacements (`torch.Tensor`, *optional*): The measured motion path the noise was warped along,
             `(B, F, 2)` in latent pixels (only with a motion path predictor).
+        path_encoder_hidden_states (`torch.Tensor`, *optional*): The text the motion path predictor reads for
+            `L_path`, `(k * B, L, D)`: `k` (augmented) copies of the batch's captions, copy-major; default
+            `encoder_hidden_states`.
     """
 
     noisy_latents: torch.Tensor
@@ -40,6 +43,7 @@ class DenoisingStep:
     target: torch.Tensor
     capture: FeatureCapture = field(default_factory=FeatureCapture)
     displacements: torch.Tensor | None = None
+    path_encoder_hidden_states: torch.Tensor | None = None
 
 
 def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -84,8 +88,18 @@ class MotionPathLoss:
         predictor = model.adapter.path_predictor
         if predictor is None or step.displacements is None:
             raise ValueError("L_path needs a motion path predictor and the measured displacements of the batch.")
-        predicted = predictor(step.encoder_hidden_states.float(), step.displacements.shape[1])
-        return per_sample_mean((predicted - step.displacements.float()) ** 2)
+        text = step.path_encoder_hidden_states
+        text = step.encoder_hidden_states if text is None else text
+        batch_size, num_frames = step.displacements.shape[:2]
+        if text.shape[0] % batch_size:
+            raise ValueError(
+                f"The motion path predictor's text has {text.shape[0]} rows for a batch of {batch_size} clips; give"
+                " a whole number of copies of the batch."
+            )
+        copies = text.shape[0] // batch_size
+        predicted = predictor(text.float(), num_frames)  # (k * B, F, 2), copy-major
+        error = per_sample_mean((predicted - step.displacements.float().repeat(copies, 1, 1)) ** 2)
+        return error.view(copies, batch_size).mean(dim=0)
 
 
 def attention_map_distance(attention_map: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -269,6 +283,7 @@ class HarivoLoss(nn.Module):
         encoder_hidden_states: torch.Tensor,
         generator: torch.Generator | None = None,
         displacements: torch.Tensor | None = None,
+        path_encoder_hidden_states: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """
         One training forward and the losses on it.
@@ -282,6 +297,9 @@ class HarivoLoss(nn.Module):
             displacements (`torch.Tensor`, *optional*): Each clip's motion path `(B, F, 2)` in latent pixels
                 (`estimate_displacements` of its frames over the VAE factor); required when the adapter has a noise
                 path predictor (for `L_path`, and the warped noise if it warps).
+            path_encoder_hidden_states (`torch.Tensor`, *optional*): What the path predictor reads for `L_path`
+                instead of `encoder_hidden_states`: `k` copies of the batch's text tokens `(k * B, L, D)`, copy-major
+                (e.g. with words substituted, `substitute_tokens`).
 
         Returns:
             `(total, logs)`: the weighted total (a scalar with gradient) and each unweighted term as a float.
@@ -311,7 +329,14 @@ class HarivoLoss(nn.Module):
         with model.capture(attention_layers, h_space="dc" in active) as capture:
             model_output = model(noisy_latents, timesteps, encoder_hidden_states)
         step = DenoisingStep(
-            noisy_latents, timesteps, encoder_hidden_states, model_output, target, capture, displacements
+            noisy_latents,
+            timesteps,
+            encoder_hidden_states,
+            model_output,
+            target,
+            capture,
+            displacements,
+            path_encoder_hidden_states,
         )
 
         total = latents.new_zeros((), dtype=torch.float32)

@@ -12,6 +12,7 @@ from harivo.losses import (
     DiffusionLoss,
     HarivoLoss,
     LossWeights,
+    MotionPathLoss,
     TemporalAttentionLoss,
     TemporalRegularizationLoss,
     attention_map_distance,
@@ -141,3 +142,23 @@ def test_timestep_bias_moves_training_towards_high_noise():
     assert abs(biased.float().mean().item() - 750) < 10  # density ∝ (t/T)^2 has mean 3T/4
     with pytest.raises(ValueError, match="timestep_bias"):
         HarivoLoss(timestep_bias=-1.0)
+
+
+def test_path_loss_averages_over_the_copies_of_the_captions_the_predictor_reads(make_model, text_embeds):
+    model = make_model(motion_path=True)
+    torch.nn.init.normal_(model.adapter.path_predictor.velocity.weight)  # a predictor that predicts some motion
+    displacements = torch.randn(2, NUM_FRAMES, 2, generator=torch.Generator().manual_seed(0))
+
+    def path_loss(path_text=None):
+        step = make_step(encoder_hidden_states=text_embeds, displacements=displacements)
+        step.path_encoder_hidden_states = path_text
+        return MotionPathLoss()(model, step)
+
+    plain = path_loss()
+    assert plain.shape == (2,) and (plain > 0).all()
+    torch.testing.assert_close(path_loss(text_embeds.repeat(2, 1, 1)), plain)  # two identical copies
+    swapped = path_loss(text_embeds.flip(0))  # each clip read with the other's caption
+    assert not torch.allclose(swapped, plain)
+    torch.testing.assert_close(path_loss(torch.cat([text_embeds, text_embeds.flip(0)])), (plain + swapped) / 2)
+    with pytest.raises(ValueError, match="whole number of copies"):
+        path_loss(text_embeds.repeat(2, 1, 1)[:3])

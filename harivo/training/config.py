@@ -64,6 +64,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "harivo.noise_frame_correlation": (0, 0.999, False),
     "harivo.motion_conditioning_dim": (1, None, False),
     "harivo.weight_path": (0, None, False),
+    "harivo.path_token_substitution": (0, 1, False),
+    "harivo.path_caption_copies": (1, None, False),
     "harivo.noise_warp_correlation": (0, 1, False),
     "harivo.noise_warp_upscale": (1, None, False),
     "harivo.projection_dim": (1, None, False),
@@ -176,6 +178,11 @@ class HarivoStageConfig:
     weight_path: float = (
         0.01  # L_path, in squared latent pixels: small, so gradient-norm clipping does not starve L_diff
     )
+    # L_path reads `path_caption_copies` copies of each caption with every word replaced, with this probability, by a
+    # random vocabulary token (substitute_tokens), so that the predictor reads the motion words whatever surrounds
+    # them, also the words the video data never shows [ours]. Only the predictor sees them.
+    path_token_substitution: float = 0.0
+    path_caption_copies: int = 1
     # Also warp each clip's initial noise along its path (measured in training, predicted when sampling) [ours].
     # Implies motion_path; needs noise_frame_correlation: 0.
     noise_warping: bool = False

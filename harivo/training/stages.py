@@ -35,7 +35,7 @@ from ..data.shapes import DIRECTIONS, ShapeScene
 from ..losses import HarivoLoss, LossWeights, diffusion_target
 from ..models import HarivoAdapter, HarivoUNet, estimate_displacements
 from ..models.adapter import check_sampling_defaults
-from ..utils.text import encode_captions, tokenize_captions
+from ..utils.text import encode_captions, substitute_tokens, tokenize_captions
 from ..video_io import contact_sheet
 from .caption_content import CaptionContentHead
 from .config import TrainConfig
@@ -519,13 +519,32 @@ class HarivoStage(Stage):
         if "pixel_values" not in batch:
             raise RuntimeError("Every video of this batch was skipped (missing, corrupt or too short).")
         latents = self.encode_video(batch["pixel_values"])
-        text = self.encode_text(self._drop_captions(batch["caption"], self.config.harivo.caption_dropout))
-        displacements = None
+        settings = self.config.harivo
+        captions = self._drop_captions(batch["caption"], settings.caption_dropout)
+        text = self.encode_text(captions)
+        displacements = path_text = None
         if self.model.adapter.path_predictor is not None:  # the clip's motion path, in latent pixels
             displacements = estimate_displacements(batch["pixel_values"]).to(self.device) / self.vae_scale_factor
+            if settings.path_token_substitution > 0 or settings.path_caption_copies > 1:
+                path_text = self.encode_path_text(captions)
         return self.loss_fn(
-            self.model, self.noise_scheduler, latents, text, generator=self.generator, displacements=displacements
+            self.model,
+            self.noise_scheduler,
+            latents,
+            text,
+            generator=self.generator,
+            displacements=displacements,
+            path_encoder_hidden_states=path_text,
         )
+
+    @torch.no_grad()
+    def encode_path_text(self, captions: list[str]) -> torch.Tensor:
+        """What the path predictor reads for `L_path`: `path_caption_copies` copies of the captions (copy-major), each
+        word replaced with probability `path_token_substitution` by a random vocabulary token."""
+        settings = self.config.harivo
+        ids = tokenize_captions(self.tokenizer, captions).repeat(settings.path_caption_copies, 1)
+        ids = substitute_tokens(self.tokenizer, ids, settings.path_token_substitution, self.generator)
+        return self.text_encoder(ids.to(self.device))[0].float()
 
     def pipeline(self):
         from ..pipelines import HarivoPipeline

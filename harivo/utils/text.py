@@ -16,6 +16,31 @@ def encode_captions(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, capti
     return text_encoder(tokenize_captions(tokenizer, captions).to(text_encoder.device))[0]
 
 
+def substitute_tokens(
+    tokenizer: CLIPTokenizer, ids: torch.Tensor, probability: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """
+    Token ids `(B, L)` with each word token (not the start, end or padding tokens) replaced, with `probability`, by a
+    random token of the tokenizer's vocabulary: a caption augmentation that teaches a text head to read the words
+    that matter to it whatever the words around them are [ours].
+
+    Args:
+        tokenizer (`CLIPTokenizer`): The tokenizer `ids` come from (its vocabulary and special tokens).
+        ids (`torch.Tensor`): Token ids `(B, L)`, e.g. from `tokenize_captions`.
+        probability (`float`): Chance that a word token is replaced, in `[0, 1]`.
+        generator (`torch.Generator`, *optional*): Random source.
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"`probability` must be in [0, 1], got {probability}.")
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=ids.dtype)
+    words = ~torch.isin(ids, special)
+    chosen = words & (torch.rand(ids.shape, generator=generator) < probability)
+    vocabulary = torch.tensor([i for i in range(len(tokenizer)) if i not in set(special.tolist())], dtype=ids.dtype)
+    replaced = ids.clone()
+    replaced[chosen] = vocabulary[torch.randint(len(vocabulary), (int(chosen.sum()),), generator=generator)]
+    return replaced
+
+
 # Words that end the subject of a prompt such as "a red car driving left on a wet road" (the verb or preposition
 # after the noun phrase), and articles, which name nothing.
 _SUBJECT_END = frozenset(

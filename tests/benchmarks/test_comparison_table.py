@@ -33,3 +33,18 @@ def test_quick_table_has_every_row_and_writes_its_files(tmp_path, monkeypatch):
     comparison_table.main()
     assert {path: path.stat().st_mtime_ns for path in (out / "rows").rglob("*")} == cached
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+
+
+def test_a_changed_recipe_never_reuses_cached_adapters_or_rows(tmp_path, monkeypatch):
+    training = {"max_steps": 4, "batch_size": 2}
+    fingerprint = comparison_table.recipe_fingerprint(training)
+    assert comparison_table.recipe_fingerprint(dict(training)) == fingerprint  # stable
+    assert comparison_table.recipe_fingerprint({**training, "max_steps": 5}) != fingerprint
+    edited = tmp_path / "harivo.yaml"
+    text = comparison_table.CONFIG.read_text()
+    edited.write_text(text.replace("path_caption_copies: 4", "path_caption_copies: 2"))
+    assert edited.read_text() != text
+    monkeypatch.setattr(comparison_table, "CONFIG", edited)
+    assert comparison_table.recipe_fingerprint(training) != fingerprint
+    edited.write_text(text + "\n# a comment changes nothing that trains\n")
+    assert comparison_table.recipe_fingerprint(training) == fingerprint

@@ -257,7 +257,12 @@ def test_motion_conditioner_trains_and_ships_with_the_adapter(base_dir, tmp_path
 
 
 @pytest.mark.parametrize(
-    "settings", [["harivo.motion_path=true"], ["harivo.noise_warping=true", "harivo.noise_frame_correlation=0"]]
+    "settings",
+    [
+        ["harivo.motion_path=true"],
+        ["harivo.noise_warping=true", "harivo.noise_frame_correlation=0"],
+        ["harivo.motion_path=true", "harivo.path_token_substitution=0.5", "harivo.path_caption_copies=3"],
+    ],
 )
 def test_path_predictor_trains_on_measured_paths_and_ships_with_the_adapter(base_dir, tmp_path, settings):
     config = tiny_config("harivo", tmp_path, f"harivo.base_model={base_dir}", "num_validation_samples=0", *settings)

@@ -1,6 +1,7 @@
 import pytest
+import torch
 
-from harivo.utils.text import subject_token_weights, subject_words
+from harivo.utils.text import subject_token_weights, subject_words, substitute_tokens, tokenize_captions
 from harivo.utils.tokenizer import build_clip_tokenizer
 
 
@@ -35,3 +36,24 @@ def test_a_subject_not_in_the_prompt_is_refused_in_one_line(tokenizer, subject):
     with pytest.raises(ValueError, match="not in the prompt") as error:
         subject_token_weights(tokenizer, ["a red circle moving left"], [subject])
     assert "\n" not in str(error.value)
+
+
+def test_token_substitution_replaces_only_words_at_the_given_rate(tokenizer):
+    ids = tokenize_captions(tokenizer, ["a large red circle moving left on a blue background"] * 400 + [""])
+    special = torch.tensor(tokenizer.all_special_ids)
+    words = ~torch.isin(ids, special)
+    assert torch.equal(substitute_tokens(tokenizer, ids, 0.0), ids)
+    swapped = substitute_tokens(tokenizer, ids, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(swapped[~words], ids[~words])  # start, end and padding stay; so does the empty caption
+    assert not torch.isin(swapped[words], special).any()  # a word becomes a vocabulary token, never a special one
+    changed = (swapped != ids)[words].float().mean().item()
+    assert 0.25 < changed < 0.32  # 30 %, less the draws that picked the same token
+    everything = substitute_tokens(tokenizer, ids, 1.0, torch.Generator().manual_seed(1))
+    assert (everything != ids)[words].float().mean() > 0.9
+    assert torch.equal(swapped, substitute_tokens(tokenizer, ids, 0.3, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("probability", [-0.1, 1.5])
+def test_token_substitution_probability_is_checked(tokenizer, probability):
+    with pytest.raises(ValueError, match=r"`probability` must be in \[0, 1\]"):
+        substitute_tokens(tokenizer, tokenize_captions(tokenizer, ["a red circle"]), probability)
