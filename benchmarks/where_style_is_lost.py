@@ -13,6 +13,7 @@ in `--output` (a rerun continues); `--rescore` scores the cached clips again.
 """
 
 import argparse
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from harivo.cli import _load_pipeline
+from harivo.defaults import default_model_paths
 from harivo.evaluation.suite import (
     EvalSettings,
     evaluation_prompts,
@@ -67,6 +69,28 @@ def run_row(pipe, name: str, prompts: list[str], settings: EvalSettings) -> dict
     return generate_clips(pipe, prompts, row_settings)
 
 
+def model_fingerprint(base_model: str | None, adapter: str | None) -> str:
+    """The identity of the sampled model: the contents of every file of a local base model and adapter folder (the
+    embedded ones by default), or a hub id as it is. A cached row of another model is never reused."""
+    default_base, default_adapter = default_model_paths()
+    digest = hashlib.sha1()
+    for given, default in ((base_model, default_base), (adapter, default_adapter)):
+        folder = Path(given) if given is not None else default
+        if not folder.is_dir():
+            digest.update(str(given).encode())
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(folder)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_key(name: str, settings: EvalSettings, prompts: list[str], model: str) -> str:
+    """What a cached row depends on: its options, the sampling settings, the prompts and the model."""
+    fields = {"row": repr(ROWS[name]), "settings": asdict(settings), "prompts": prompts, "model": model}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-model")
@@ -96,10 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
     groups = evaluation_prompts(args.prompts_per_group)
     prompts = [p for group in groups.values() for p in group]
     reference = render_reference_clips(prompts, settings.seeds, settings.num_frames, offset=1000)
+    model = model_fingerprint(args.base_model, args.adapter)
     rows = {}
     for index, name in enumerate(args.rows):
         clips_file, scores_file = output / f"row-{index}.npz", output / f"row-{index}.json"
-        if clips_file.is_file() and scores_file.is_file() and json.loads(scores_file.read_text())["name"] == name:
+        key = cache_key(name, settings, prompts, model)
+        if clips_file.is_file() and scores_file.is_file() and json.loads(scores_file.read_text()).get("key") == key:
             stored = np.load(clips_file)
             clips = {int(seed): list(stored[seed]) for seed in stored.files}
             rows[name] = json.loads(scores_file.read_text())["scores"]
@@ -110,7 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
             clips = run_row(pipe, name, prompts, settings)
             np.savez_compressed(clips_file, **{str(seed): np.stack(videos) for seed, videos in clips.items()})
         rows[name] = score_clips(clips, groups, reference=reference)
-        scores_file.write_text(json.dumps({"name": name, "options": repr(ROWS[name]), "scores": rows[name]}))
+        scores_file.write_text(
+            json.dumps({"name": name, "options": repr(ROWS[name]), "key": key, "scores": rows[name]})
+        )
     base = rows.get("T2I frame by frame")
     for scores in rows.values():
         for group, values in scores.items():

@@ -24,3 +24,20 @@ def test_every_row_is_scored_cached_and_compared_with_the_image_model(tmp_path, 
     assert where_style_is_lost.main(argv) == rows  # a rerun reads every row from its cache
     assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("row-*")} == cached
     assert "| T2I frame by frame |" in capsys.readouterr().out
+
+
+def test_a_cached_row_is_reused_only_for_the_same_model(tmp_path):
+    import json
+    import shutil
+
+    from harivo.defaults import default_model_paths
+
+    copy = tmp_path / "adapter"
+    shutil.copytree(default_model_paths()[1], copy)
+    embedded = where_style_is_lost.model_fingerprint(None, None)
+    assert where_style_is_lost.model_fingerprint(None, str(copy)) == embedded  # same files, same model
+    manifest = json.loads((copy / "harivo_adapter.json").read_text())
+    manifest["sampling_defaults"]["temporal_window"] = [0.0, 1.0]
+    (copy / "harivo_adapter.json").write_text(json.dumps(manifest))
+    assert where_style_is_lost.model_fingerprint(None, str(copy)) != embedded
+    assert where_style_is_lost.model_fingerprint(None, "org/some-adapter") != embedded
