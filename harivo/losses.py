@@ -41,7 +41,7 @@ class DenoisingStep:
     encoder_hidden_states: torch.Tensor
     model_output: torch.Tensor
     target: torch.Tensor
-    capture: FeatureCapture = field(default_factory=FeatureCapture)
+    capture: FeatureCapture | None = field(default_factory=FeatureCapture)
     displacements: torch.Tensor | None = None
     path_encoder_hidden_states: torch.Tensor | None = None
 
@@ -310,6 +310,14 @@ class HarivoLoss(nn.Module):
             raise ValueError(
                 "This adapter predicts motion paths: pass each clip's `displacements` (its measured path)."
             )
+        active = self.active_terms()
+        if set(active) == {"path"}:  # refitting the path predictor alone: it reads only the text, no U-Net call
+            step = DenoisingStep(
+                latents, None, encoder_hidden_states, None, None, None, displacements, path_encoder_hidden_states
+            )
+            value = self.terms["path"](model, step).mean()
+            total = active["path"] * value
+            return total, {"path": value.item(), "total": total.item()}
         if predictor is not None and predictor.config.warp_noise:
             noise = predictor.noise(
                 latents.shape, displacements, generator, device=latents.device, dtype=latents.dtype
@@ -322,7 +330,6 @@ class HarivoLoss(nn.Module):
         noisy_latents = scheduler.add_noise(latents, mapped_noise, timesteps)  # sqrt(a) z0 + sqrt(1-a) eps~
         target = diffusion_target(scheduler, latents, mapped_noise, timesteps)
 
-        active = self.active_terms()
         attention_layers = []
         if "trsa" in active:
             attention_layers = self.trsa_layers if self.trsa_layers is not None else default_trsa_layers(model.unet)

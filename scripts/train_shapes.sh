@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Retrain the embedded default model from scratch: the Shapes-world autoencoder, text-to-image model and the
-# HARIVO adapter on top of it, then copy the result into harivo/default_model/.
+# HARIVO adapter on top of it, its motion path predictor refit, then copy the result into harivo/default_model/.
 #
 #   bash scripts/train_shapes.sh                 # ~1.5 h on 2 CPU cores; minutes on a GPU
 #   OUTPUT=outputs/my-shapes bash scripts/train_shapes.sh max_steps=50   # overrides go to every stage
@@ -16,4 +16,6 @@ HARIVO=${HARIVO:-.venv/bin/harivo}
 "$HARIVO" train --config configs/shapes/t2i.yaml --resume output_dir="$OUTPUT/t2i" t2i.vae="$OUTPUT/vae/final" "$@"
 "$HARIVO" train --config configs/shapes/harivo.yaml --resume output_dir="$OUTPUT/harivo" \
     harivo.base_model="$OUTPUT/t2i/final" "$@"
-"${PYTHON:-.venv/bin/python}" -c "from harivo.defaults import export_default_model as e; print(e('$OUTPUT/t2i/final', '$OUTPUT/harivo/final'))"
+"$HARIVO" train --config configs/shapes/path_predictor.yaml --resume output_dir="$OUTPUT/path_predictor" \
+    harivo.base_model="$OUTPUT/t2i/final" harivo.adapter="$OUTPUT/harivo/final" "$@"
+"${PYTHON:-.venv/bin/python}" -c "from harivo.defaults import export_default_model as e; print(e('$OUTPUT/t2i/final', '$OUTPUT/path_predictor/final'))"

@@ -162,6 +162,12 @@ class HarivoStageConfig:
 
     base_model: str = "outputs/shapes/t2i/final"  # a Stable Diffusion-class diffusers folder or hub id
     motion_adapter: str | None = None  # start the temporal layers from an AnimateDiff MotionAdapter folder
+    # Start from a saved HarivoAdapter (folder or hub id) instead of a fresh one; its parts and their sizes replace
+    # the architecture settings below (frame tokens, mapping network, motion conditioner, path predictor).
+    adapter: str | None = None
+    # Only these adapter components train, e.g. [path_predictor] to refit the motion paths of a trained adapter
+    # (HarivoAdapter's component names); default: every one (the mapping network as train_mapping_network says).
+    trained_components: tuple[str, ...] | None = None
     num_frame_tokens: int = 4
     max_frames: int = 32
     motion_num_attention_heads: int = 8

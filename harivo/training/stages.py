@@ -34,7 +34,7 @@ from ..data import (
 from ..data.shapes import DIRECTIONS, ShapeScene
 from ..losses import HarivoLoss, LossWeights, diffusion_target
 from ..models import HarivoAdapter, HarivoUNet, estimate_displacements
-from ..models.adapter import check_sampling_defaults
+from ..models.adapter import COMPONENTS, check_sampling_defaults
 from ..utils.text import encode_captions, substitute_tokens, tokenize_captions
 from ..video_io import contact_sheet
 from .caption_content import CaptionContentHead
@@ -424,11 +424,69 @@ class HarivoStage(Stage):
         self.inference_scheduler_config = self.noise_scheduler.config
         unet = _load(UNet2DConditionModel, key, base, subfolder="unet")
         _check_fits_base(config, unet, self.vae_scale_factor)
+        if settings.adapter:
+            self.adapter = self._load_adapter(settings, unet, accelerator)
+        else:
+            self.adapter = self._new_adapter(settings, unet, accelerator)
+        for name in ("temporal_window", "motion_path_window"):  # the recommended sampling, saved in the adapter
+            value = getattr(settings, f"sampling_{name}")
+            if value is not None:
+                try:
+                    self.adapter.sampling_defaults.update(check_sampling_defaults({name: value}))
+                except ValueError as error:
+                    raise ValueError(f"harivo.sampling_{name}: {error}") from error
+        if not settings.train_mapping_network:
+            self.adapter.mapping_network.requires_grad_(False)
+        if settings.trained_components is not None:
+            present = [name for name in COMPONENTS if getattr(self.adapter, name) is not None]
+            unknown = sorted(set(settings.trained_components) - set(present))
+            if unknown:
+                raise ValueError(
+                    f"harivo.trained_components: the adapter has no {', '.join(unknown)}; it has {', '.join(present)}."
+                )
+            for name in present:
+                if name not in settings.trained_components:
+                    getattr(self.adapter, name).requires_grad_(False)
+        self.model = HarivoUNet.from_unet2d(unet, self.adapter).to(self.device)
+        self.model.train()
+        weights = LossWeights(
+            settings.weight_diffusion,
+            settings.weight_reg,
+            settings.weight_trsa,
+            settings.weight_dc,
+            path=settings.weight_path if self.adapter.path_predictor is not None else 0.0,
+        )
+        self.loss_fn = HarivoLoss(
+            weights,
+            trsa_layers=settings.trsa_layers,
+            dc_temperature=settings.dc_temperature,
+            dc_queue_size=settings.dc_queue_size,
+            embedding_dim=settings.projection_dim,
+            timestep_bias=settings.timestep_bias,
+        ).to(self.device)
+
+    @staticmethod
+    def _load_adapter(settings, unet, accelerator) -> HarivoAdapter:
+        """The saved adapter of `harivo.adapter`, checked against the base model and the losses that need a part."""
+        path = resolve_base_model(settings.adapter, "harivo.adapter", accelerator)
+        adapter = _load(HarivoAdapter, "harivo.adapter", path)
+        try:
+            adapter.check_compatible(unet.config)
+        except ValueError as error:
+            raise ValueError(f"harivo.adapter {settings.adapter}: {error}") from error
+        if settings.weight_dc > 0 and adapter.projection_head is None:
+            raise ValueError(
+                f"harivo.adapter {settings.adapter} has no projection head, which L_dc needs: set harivo.weight_dc=0."
+            )
+        return adapter
+
+    @staticmethod
+    def _new_adapter(settings, unet, accelerator) -> HarivoAdapter:
         motion_adapter = None
         if settings.motion_adapter:
             path = resolve_base_model(settings.motion_adapter, "harivo.motion_adapter", accelerator)
             motion_adapter = _load(MotionAdapter, "harivo.motion_adapter", path)
-        self.adapter = HarivoAdapter.from_unet(
+        return HarivoAdapter.from_unet(
             unet,
             motion_adapter=motion_adapter,
             num_frame_tokens=settings.num_frame_tokens,
@@ -447,32 +505,6 @@ class HarivoStage(Stage):
             noise_warp_correlation=settings.noise_warp_correlation,
             noise_warp_upscale=settings.noise_warp_upscale,
         )
-        for name in ("temporal_window", "motion_path_window"):  # the recommended sampling, saved in the adapter
-            value = getattr(settings, f"sampling_{name}")
-            if value is not None:
-                try:
-                    self.adapter.sampling_defaults.update(check_sampling_defaults({name: value}))
-                except ValueError as error:
-                    raise ValueError(f"harivo.sampling_{name}: {error}") from error
-        if not settings.train_mapping_network:
-            self.adapter.mapping_network.requires_grad_(False)
-        self.model = HarivoUNet.from_unet2d(unet, self.adapter).to(self.device)
-        self.model.train()
-        weights = LossWeights(
-            settings.weight_diffusion,
-            settings.weight_reg,
-            settings.weight_trsa,
-            settings.weight_dc,
-            path=settings.weight_path if settings.motion_path or settings.noise_warping else 0.0,
-        )
-        self.loss_fn = HarivoLoss(
-            weights,
-            trsa_layers=settings.trsa_layers,
-            dc_temperature=settings.dc_temperature,
-            dc_queue_size=settings.dc_queue_size,
-            embedding_dim=settings.projection_dim,
-            timestep_bias=settings.timestep_bias,
-        ).to(self.device)
 
     def trainable_modules(self):
         return {"adapter": self.adapter}

@@ -42,7 +42,7 @@ def test_a_changed_recipe_never_reuses_cached_adapters_or_rows(tmp_path, monkeyp
     assert comparison_table.recipe_fingerprint({**training, "max_steps": 5}) != fingerprint
     edited = tmp_path / "harivo.yaml"
     text = comparison_table.CONFIG.read_text()
-    edited.write_text(text.replace("path_caption_copies: 4", "path_caption_copies: 2"))
+    edited.write_text(text.replace("timestep_bias: 2.0", "timestep_bias: 1.0"))
     assert edited.read_text() != text
     monkeypatch.setattr(comparison_table, "CONFIG", edited)
     assert comparison_table.recipe_fingerprint(training) != fingerprint

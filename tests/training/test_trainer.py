@@ -302,3 +302,58 @@ def test_zero_terminal_snr_base_samples_from_pure_noise_and_harivo_inherits_it(t
         guidance_rescale=0.7, output_type="np",
     ).frames  # fmt: skip
     assert frames.shape == (1, 4, 16, 16, 3) and np.isfinite(frames).all()
+
+
+REFIT_PATHS = [
+    "harivo.trained_components=[path_predictor]",
+    "harivo.weight_diffusion=0",
+    "harivo.weight_reg=0",
+    "harivo.weight_trsa=0",
+    "harivo.weight_dc=0",
+    "harivo.weight_path=1",
+    "harivo.path_token_substitution=0.3",
+    "harivo.path_caption_copies=2",
+    "num_validation_samples=0",
+]
+
+
+def test_refitting_the_path_predictor_of_a_saved_adapter_trains_it_alone_without_a_unet_call(
+    base_dir, tmp_path, monkeypatch
+):
+    first = Trainer(
+        tiny_config("harivo", tmp_path / "first", f"harivo.base_model={base_dir}", "harivo.motion_path=true")
+    ).train()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer = Trainer(
+        tiny_config(
+            "harivo", tmp_path / "refit", f"harivo.base_model={base_dir}", f"harivo.adapter={first}", *REFIT_PATHS
+        )
+    )
+    calls = []
+    monkeypatch.setattr(trainer.stage.model, "forward", lambda *args, **kwargs: calls.append(args))
+    final = trainer.train()
+    assert calls == []  # the predictor reads only the text: no U-Net call
+    assert all(set(entry) >= {"path"} and "diffusion" not in entry for entry in read_log(tmp_path / "refit"))
+    saved, refit = HarivoAdapter.from_pretrained(first), HarivoAdapter.from_pretrained(final)
+    for name in ("motion_adapter", "mapping_network", "frame_token_generator"):
+        for key, value in getattr(saved, name).state_dict().items():
+            torch.testing.assert_close(getattr(refit, name).state_dict()[key], value, rtol=0, atol=0)
+    assert not torch.equal(refit.path_predictor.velocity.weight, saved.path_predictor.velocity.weight)
+    assert refit.sampling_defaults == saved.sampling_defaults
+
+
+def test_refitting_a_part_the_adapter_lacks_or_a_missing_adapter_is_one_line(base_dir, tmp_path):
+    first = Trainer(tiny_config("harivo", tmp_path / "first", f"harivo.base_model={base_dir}")).train()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(ValueError, match="the adapter has no path_predictor; it has motion_adapter") as error:
+        Trainer(
+            tiny_config("harivo", tmp_path / "refit", f"harivo.base_model={base_dir}", f"harivo.adapter={first}",
+                        *REFIT_PATHS)
+        )  # fmt: skip
+    assert "\n" not in str(error.value)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(OSError, match=r"harivo\.adapter .* does not exist") as error:
+        Trainer(
+            tiny_config("harivo", tmp_path / "x", f"harivo.base_model={base_dir}", f"harivo.adapter={tmp_path}/no")
+        )
+    assert "\n" not in str(error.value)
