@@ -482,6 +482,8 @@ class HarivoPipeline(
         if motion_path is None and predictor is not None and uses_path:
             motion_path = predictor(prompt_embeds[-num_videos:].to(predictor.dtype), num_frames).float()
         mg_sampling.check_window("temporal_window", temporal_window)
+        if motion_path_mask not in (None, "subject", "frame"):  # also refused where no projection runs
+            raise ValueError(f"`motion_path_mask` must be 'subject' or 'frame', got {motion_path_mask!r}.")
         token_weights = None
         if motion_path_projection > 0 and motion_path_window[0] < motion_path_window[1]:
             token_weights = self._subject_token_weights(

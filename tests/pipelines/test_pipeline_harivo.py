@@ -306,6 +306,16 @@ def test_subject_projection_moves_the_subject_and_leaves_no_processor_behind(pip
     ("kwargs", "message"),
     [
         ({"motion_path_mask": "object"}, "'subject' or 'frame'"),
+        (
+            {
+                "motion_path_mask": "objects",
+                "motion_path_projection": 0.0,
+                "mg_energy": "motion_path",
+                "mg_scale": 1.0,
+            },
+            "'subject' or 'frame'",
+        ),
+        ({"motion_path_mask": "Subject", "motion_path_window": (0.0, 0.0)}, "'subject' or 'frame'"),
         ({"motion_subject": "zebra"}, "not in the prompt"),
         ({"motion_subject": ["red", "circle"]}, "one each"),
         ({"prompt": None, "prompt_embeds": torch.zeros(1, 77, 32), "motion_path_mask": "subject"}, "as text"),
