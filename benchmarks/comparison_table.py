@@ -12,8 +12,8 @@ prompts and seeds:
 3. the AnimateDiff recipe plus one HARIVO component at a time (mapping network, frame tokens, `L_reg`, `L_trsa`,
    `L_dc`, MG sampling), and plus our motion path;
 4. full HARIVO (every component of the paper);
-5. the shipped recipe (`configs/shapes/harivo.yaml`), with the motion-path projection moving the whole frame and,
-   the default, moving only the prompt's subject;
+5. the shipped recipe (`configs/shapes/harivo.yaml`, then its path predictor refit by `path_predictor.yaml`), with
+   the motion-path projection moving the whole frame and, the default, moving only the prompt's subject;
 6. rendered clips (the upper bound).
 
 Key rows are trained with three seeds (`TRAINING_SEEDS`): their spread is over training and sampling seeds
@@ -53,6 +53,8 @@ from harivo.training import Trainer, load_config
 from harivo.video_io import contact_sheet
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes" / "harivo.yaml"
+# The shipped recipe's last stage: its path predictor refit on captions with words substituted.
+REFIT_CONFIG = CONFIG.with_name("path_predictor.yaml")
 # The AnimateDiff recipe: temporal layers only, diffusion loss only.
 ANIMATEDIFF = {
     "harivo.num_frame_tokens": 0,
@@ -118,8 +120,30 @@ def slug(overrides: dict) -> str:
 def recipe_fingerprint(training: dict) -> str:
     """What every cached adapter and row depends on besides its own overrides: the resolved training config (the
     recipe file with this run's settings), so that a changed recipe never reuses an adapter trained with the old."""
-    config = load_config(CONFIG, [f"{key}={json.dumps(value)}" for key, value in training.items()])
-    return slug({k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"})
+    resolved = []
+    for path in (CONFIG, REFIT_CONFIG):
+        config = load_config(path, [f"{key}={json.dumps(value)}" for key, value in training.items()])
+        resolved.append({k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"})
+    return slug({"recipe": resolved})
+
+
+def refit_path_predictor(adapter: Path, settings: dict, folder: Path) -> Path:
+    """The shipped recipe's last stage on a trained adapter: `REFIT_CONFIG` (its own step count, unless the run is
+    shorter), the adapter's other parts unchanged."""
+    final = folder / "final"
+    if (final / "harivo_adapter.json").is_file():
+        return final
+    shorter = settings["max_steps"] < load_config(CONFIG).max_steps  # --quick or a short --steps
+    steps = min(settings["max_steps"], load_config(REFIT_CONFIG).max_steps) if shorter else None
+    values = {**settings, "harivo.adapter": str(adapter), "output_dir": str(folder)}
+    for key in ("max_steps", "checkpoint_every", "optim.lr_warmup_steps"):
+        values.pop(key)
+    if steps is not None:  # as short as the adapter's own training
+        values.update({"max_steps": steps, "checkpoint_every": max(steps // 3, 1), "optim.lr_warmup_steps": 0})
+    config = load_config(REFIT_CONFIG, [f"{key}={json.dumps(value)}" for key, value in values.items()])
+    Trainer(config, resume=True).train()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return final
 
 
 def train_adapter(overrides: dict, settings: dict, folder: Path) -> Path:
@@ -145,7 +169,10 @@ def compute_run(
     if row.training == SHIPPED and training_seed == 0 and is_shipped_recipe(training, args):
         adapter = DEFAULT_MODEL_DIR / "adapter"  # the shipped adapter is this recipe's first training seed
     else:  # the frame-by-frame row bypasses the temporal layers of an AnimateDiff-recipe adapter
-        adapter = train_adapter(overrides, training, output / "adapters" / slug({**overrides, "recipe": recipe}))
+        folder = output / "adapters" / slug({**overrides, "recipe": recipe})
+        adapter = train_adapter(overrides, training, folder)
+        if row.training == SHIPPED:  # and its path predictor refit, as the shipped adapter's was
+            adapter = refit_path_predictor(adapter, training, folder / "path_predictor")
     cost["train_s"] = time.perf_counter() - start  # 0 when reused from another row
     pipe = HarivoPipeline.from_pretrained(args.base_model, adapter=str(adapter))
     rescale = default_guidance_rescale(pipe.scheduler)
