@@ -275,6 +275,46 @@ class HarivoLoss(nn.Module):
     def active_terms(self) -> dict[str, float]:
         return {name: weight for name, weight in vars(self.weights).items() if weight != 0}
 
+    @property
+    def calls_model(self) -> bool:
+        """Whether a training step needs the video model's forward (every term but `L_path` does)."""
+        return set(self.active_terms()) != {"path"}
+
+    def _model_step(
+        self, model, scheduler, latents, encoder_hidden_states, generator, displacements, path_encoder_hidden_states
+    ) -> DenoisingStep:
+        """Noise the latents, run the video model once (capturing what the active terms need)."""
+        batch_size = latents.shape[0]
+        predictor = model.adapter.path_predictor
+        if predictor is not None and predictor.config.warp_noise:
+            noise = predictor.noise(
+                latents.shape, displacements, generator, device=latents.device, dtype=latents.dtype
+            )
+        else:
+            noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        mapped_noise = model.map_noise(noise)  # eps~ = m(eps)
+        num_train_timesteps = scheduler.config.num_train_timesteps
+        timesteps = self.sample_timesteps(batch_size, num_train_timesteps, generator, latents.device)
+        noisy_latents = scheduler.add_noise(latents, mapped_noise, timesteps)  # sqrt(a) z0 + sqrt(1-a) eps~
+        target = diffusion_target(scheduler, latents, mapped_noise, timesteps)
+
+        active = self.active_terms()
+        attention_layers = []
+        if "trsa" in active:
+            attention_layers = self.trsa_layers if self.trsa_layers is not None else default_trsa_layers(model.unet)
+        with model.capture(attention_layers, h_space="dc" in active) as capture:
+            model_output = model(noisy_latents, timesteps, encoder_hidden_states)
+        return DenoisingStep(
+            noisy_latents,
+            timesteps,
+            encoder_hidden_states,
+            model_output,
+            target,
+            capture,
+            displacements,
+            path_encoder_hidden_states,
+        )
+
     def forward(
         self,
         model: HarivoUNet,
@@ -291,7 +331,8 @@ class HarivoLoss(nn.Module):
         Args:
             model ([`HarivoUNet`]): The video model.
             scheduler: A diffusers training scheduler with `add_noise` (e.g. `DDPMScheduler`).
-            latents (`torch.Tensor`): Clean video latents `z0`, `(B, C, F, h, w)` (already VAE-scaled).
+            latents (`torch.Tensor`): Clean video latents `z0`, `(B, C, F, h, w)` (already VAE-scaled); unused when
+                `L_path` is the only term (`calls_model` is false).
             encoder_hidden_states (`torch.Tensor`): Text tokens `(B, L, D)`.
             generator (`torch.Generator`, *optional*): For the noise and timesteps.
             displacements (`torch.Tensor`, *optional*): Each clip's motion path `(B, F, 2)` in latent pixels
@@ -304,49 +345,22 @@ class HarivoLoss(nn.Module):
         Returns:
             `(total, logs)`: the weighted total (a scalar with gradient) and each unweighted term as a float.
         """
-        batch_size = latents.shape[0]
         predictor = model.adapter.path_predictor
         if predictor is not None and displacements is None:
             raise ValueError(
                 "This adapter predicts motion paths: pass each clip's `displacements` (its measured path)."
             )
         active = self.active_terms()
-        if set(active) == {"path"}:  # refitting the path predictor alone: it reads only the text, no U-Net call
+        if self.calls_model:
+            step = self._model_step(
+                model, scheduler, latents, encoder_hidden_states, generator, displacements, path_encoder_hidden_states
+            )
+        else:  # refitting the path predictor alone: it reads only the text, no U-Net call
             step = DenoisingStep(
                 latents, None, encoder_hidden_states, None, None, None, displacements, path_encoder_hidden_states
             )
-            value = self.terms["path"](model, step).mean()
-            total = active["path"] * value
-            return total, {"path": value.item(), "total": total.item()}
-        if predictor is not None and predictor.config.warp_noise:
-            noise = predictor.noise(
-                latents.shape, displacements, generator, device=latents.device, dtype=latents.dtype
-            )
-        else:
-            noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        mapped_noise = model.map_noise(noise)  # eps~ = m(eps)
-        num_train_timesteps = scheduler.config.num_train_timesteps
-        timesteps = self.sample_timesteps(batch_size, num_train_timesteps, generator, latents.device)
-        noisy_latents = scheduler.add_noise(latents, mapped_noise, timesteps)  # sqrt(a) z0 + sqrt(1-a) eps~
-        target = diffusion_target(scheduler, latents, mapped_noise, timesteps)
 
-        attention_layers = []
-        if "trsa" in active:
-            attention_layers = self.trsa_layers if self.trsa_layers is not None else default_trsa_layers(model.unet)
-        with model.capture(attention_layers, h_space="dc" in active) as capture:
-            model_output = model(noisy_latents, timesteps, encoder_hidden_states)
-        step = DenoisingStep(
-            noisy_latents,
-            timesteps,
-            encoder_hidden_states,
-            model_output,
-            target,
-            capture,
-            displacements,
-            path_encoder_hidden_states,
-        )
-
-        total = latents.new_zeros((), dtype=torch.float32)
+        total = encoder_hidden_states.new_zeros((), dtype=torch.float32)
         logs = {}
         for name, weight in active.items():
             value = self.terms[name](model, step).mean()
