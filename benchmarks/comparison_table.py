@@ -120,38 +120,32 @@ def slug(overrides: dict) -> str:
 def recipe_fingerprint(training: dict) -> str:
     """What every cached adapter and row depends on besides its own overrides: the resolved training config (the
     recipe file with this run's settings), so that a changed recipe never reuses an adapter trained with the old."""
-    resolved = []
-    for path in (CONFIG, REFIT_CONFIG):
-        config = load_config(path, [f"{key}={json.dumps(value)}" for key, value in training.items()])
-        resolved.append({k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"})
-    return slug({"recipe": resolved})
+    resolved = [dataclasses.asdict(recipe_config(path, training)) for path in (CONFIG, REFIT_CONFIG)]
+    return slug({"recipe": [{k: v for k, v in config.items() if k != "output_dir"} for config in resolved]})
+
+
+def recipe_config(path: Path, values: dict):
+    """The training config of the recipe file `path` with `values` (`key: value` overrides) on top."""
+    return load_config(path, [f"{key}={json.dumps(value)}" for key, value in values.items()])
 
 
 def refit_path_predictor(adapter: Path, settings: dict, folder: Path) -> Path:
     """The shipped recipe's last stage on a trained adapter: `REFIT_CONFIG` (its own step count, unless the run is
     shorter), the adapter's other parts unchanged."""
-    final = folder / "final"
-    if (final / "harivo_adapter.json").is_file():
-        return final
     shorter = settings["max_steps"] < load_config(CONFIG).max_steps  # --quick or a short --steps
     steps = min(settings["max_steps"], load_config(REFIT_CONFIG).max_steps) if shorter else None
-    values = {**settings, "harivo.adapter": str(adapter), "output_dir": str(folder)}
-    for key in ("max_steps", "checkpoint_every", "optim.lr_warmup_steps"):
-        values.pop(key)
+    values = {k: v for k, v in settings.items() if k not in ("max_steps", "checkpoint_every", "optim.lr_warmup_steps")}
     if steps is not None:  # as short as the adapter's own training
         values.update({"max_steps": steps, "checkpoint_every": max(steps // 3, 1), "optim.lr_warmup_steps": 0})
-    config = load_config(REFIT_CONFIG, [f"{key}={json.dumps(value)}" for key, value in values.items()])
-    Trainer(config, resume=True).train()
-    AcceleratorState._reset_state(reset_partial_state=True)
-    return final
+    return train_adapter({"harivo.adapter": str(adapter)}, values, folder, REFIT_CONFIG)
 
 
-def train_adapter(overrides: dict, settings: dict, folder: Path) -> Path:
+def train_adapter(overrides: dict, settings: dict, folder: Path, recipe: Path = CONFIG) -> Path:
+    """`recipe` with `settings` and `overrides` trained into `folder` (resumed if begun; reused if finished)."""
     final = folder / "final"
     if (final / "harivo_adapter.json").is_file():
         return final
-    values = {**settings, **overrides, "output_dir": str(folder)}
-    config = load_config(CONFIG, [f"{key}={json.dumps(value)}" for key, value in values.items()])
+    config = recipe_config(recipe, {**settings, **overrides, "output_dir": str(folder)})
     Trainer(config, resume=True).train()
     AcceleratorState._reset_state(reset_partial_state=True)  # the next row starts its own Accelerator
     return final
