@@ -121,7 +121,13 @@ def recipe_fingerprint(training: dict) -> str:
     """What every cached adapter and row depends on besides its own overrides: the resolved training config (the
     recipe file with this run's settings), so that a changed recipe never reuses an adapter trained with the old."""
     resolved = [dataclasses.asdict(recipe_config(path, training)) for path in (CONFIG, REFIT_CONFIG)]
-    return slug({"recipe": [{k: v for k, v in config.items() if k != "output_dir"} for config in resolved]})
+    unread = (
+        "output_dir",
+        "vae",
+        "t2i",
+        "controlnet",
+    )  # the sections of other stages: the harivo stage never reads them
+    return slug({"recipe": [{k: v for k, v in config.items() if k not in unread} for config in resolved]})
 
 
 def recipe_config(path: Path, values: dict):

@@ -17,6 +17,7 @@ _LAZY = {
     "LossWeights": ".losses",
     "HarivoAdapter": ".models",
     "HarivoUNet": ".models",
+    "HarivoControlNetPipeline": ".pipelines",
     "HarivoPipeline": ".pipelines",
     "save_video": ".video_io",
 }
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from .defaults import load_default_pipeline
     from .losses import HarivoLoss, LossWeights
     from .models import HarivoAdapter, HarivoUNet
-    from .pipelines import HarivoPipeline
+    from .pipelines import HarivoControlNetPipeline, HarivoPipeline
     from .video_io import save_video
 
 
@@ -39,6 +40,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "HarivoAdapter",
+    "HarivoControlNetPipeline",
     "HarivoLoadError",
     "HarivoLoss",
     "HarivoPipeline",

@@ -79,6 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="Make the content travel DX, DY latent pixels per frame (x right, y down) instead of the path the adapter"
         " predicts from the prompt.",
     )  # fmt: skip
+    gen.add_argument(
+        "--control", action="append", default=None, metavar="PATH",
+        help="ControlNet condition images: a folder of images (sorted by name, one per controlled frame) or a video"
+        " file; once per --controlnet.",
+    )  # fmt: skip
+    gen.add_argument(
+        "--control-frames", default=None, metavar="I,J,...",
+        help="Control only these frames, e.g. 0,15 (default: every frame).",
+    )  # fmt: skip
+    gen.add_argument(
+        "--controlnet", action="append", default=None, metavar="DIR",
+        help="A ControlNet for the base model: folder or hub id; repeat for several. Default with the embedded model:"
+        " the Shapes ControlNet (silhouettes, white on black).",
+    )  # fmt: skip
+    gen.add_argument(
+        "--control-scale", type=float, nargs="+", default=None, metavar="S",
+        help="ControlNet conditioning scale: one value, or one per --controlnet (default: 1).",
+    )  # fmt: skip
+    gen.add_argument(
+        "--control-path", action="store_true",
+        help="Move the prompt's subject along the path the conditions' bright part (a silhouette) travels, interpolated"
+        " between controlled frames: with keyframes only, it fills the frames in between.",
+    )  # fmt: skip
     _add_runtime_arguments(gen)
     gen.add_argument("--fps", type=int, default=8, help="Frames per second of the file (default: 8).")
     gen.add_argument(
@@ -222,8 +245,11 @@ def generate(args: argparse.Namespace) -> None:
     # Everything that can be checked without the model is checked before loading it
     check_output_path(args.output, args.fps)
     check_seed(args.seed)
+    control = _control_options(args)
     device, dtype = _runtime(args)
-    pipe = _load_pipeline(args.base_model, args.adapter, allow_pickle=args.allow_pickle, torch_dtype=dtype)
+    pipe = _load_pipeline(
+        args.base_model, args.adapter, controlnet=_controlnets(args), allow_pickle=args.allow_pickle, torch_dtype=dtype
+    )
     pipe = _prepare_pipeline(pipe, args, device)
     warn_truncated(pipe.tokenizer, args.prompt)
     warn_truncated(pipe.tokenizer, args.negative_prompt, "negative prompt")
@@ -241,16 +267,69 @@ def generate(args: argparse.Namespace) -> None:
         mg_scale=args.mg_scale,
         mg_window=tuple(args.mg_window),
         mg_energy=args.mg_energy,
-        motion_path=None
+        motion_path="control"
+        if args.control_path
+        else None
         if args.motion is None
         else torch.arange(max(args.num_frames, 1))[:, None] * torch.tensor(args.motion),
         motion_path_projection=args.motion_path_projection,
         **_motion_options(args),
         motion_subject=args.motion_subject,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
+        **control,
     ).frames[0]
     path = save_video(frames, args.output, fps=args.fps)
     print(f"Wrote {path} ({len(frames)} frames, {time.perf_counter() - start:.1f} s on {device}).")
+
+
+def _control_options(args: argparse.Namespace) -> dict:
+    """The ControlNet arguments of the pipeline call, read and checked before any model loads."""
+    from .video_io import read_frames
+
+    if not args.control:
+        for flag, value in (("--controlnet", args.controlnet), ("--control-frames", args.control_frames),
+                            ("--control-scale", args.control_scale), ("--control-path", args.control_path)):  # fmt: skip
+            if value:
+                raise ValueError(f"{flag} needs --control (a folder of condition images or a video file).")
+        return {}
+    if args.control_path and args.motion is not None:
+        raise ValueError("Pass at most one of --control-path and --motion.")
+    nets = len(args.controlnet) if args.controlnet else 1
+    if len(args.control) != nets:
+        raise ValueError(
+            f"Got {len(args.control)} --control for {nets} ControlNet(s); give one --control per --controlnet."
+        )
+    frames = [read_frames(path) for path in args.control]
+    options = {"conditioning_frames": frames if nets > 1 else frames[0]}
+    if args.control_frames is not None:
+        try:
+            options["controlnet_frame_indices"] = [int(i) for i in args.control_frames.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"--control-frames must be frame numbers separated by commas (e.g. 0,15), got {args.control_frames!r}."
+            ) from None
+    if args.control_scale is not None:
+        if len(args.control_scale) not in (1, nets):
+            raise ValueError(
+                f"Got {len(args.control_scale)} --control-scale values for {nets} ControlNet(s); give one, or one per"
+                " --controlnet."
+            )
+        scales = args.control_scale  # one value acts for every net
+        options["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else list(scales)
+    return options
+
+
+def _controlnets(args: argparse.Namespace) -> list[str] | None:
+    """The ControlNets to load: --controlnet, else with the embedded model and --control its Shapes ControlNet."""
+    if not args.control:
+        return None
+    if args.controlnet:
+        return list(args.controlnet)
+    if args.base_model:
+        raise ValueError("--control needs --controlnet (a ControlNet trained for this base model).")
+    from .defaults import default_controlnet_path
+
+    return [str(default_controlnet_path())]
 
 
 def _motion_options(args: argparse.Namespace) -> dict:
@@ -368,9 +447,10 @@ def _guidance_rescale(value: float | None, scheduler) -> float:
     return default_guidance_rescale(scheduler) if value is None else value
 
 
-def _load_pipeline(base_model: str | None, adapter: str | None, **kwargs):
-    """`HarivoPipeline.from_pretrained(base_model, adapter=adapter, **kwargs)`; neither given: the embedded model."""
-    from .pipelines import HarivoPipeline
+def _load_pipeline(base_model: str | None, adapter: str | None, controlnet: list[str] | None = None, **kwargs):
+    """`HarivoPipeline.from_pretrained(base_model, adapter=adapter, **kwargs)` (`HarivoControlNetPipeline` with
+    `controlnet`); neither model given: the embedded model."""
+    from .pipelines import HarivoControlNetPipeline, HarivoPipeline
 
     if adapter and not base_model:
         raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
@@ -378,6 +458,10 @@ def _load_pipeline(base_model: str | None, adapter: str | None, **kwargs):
         from .defaults import default_model_paths
 
         base_model, adapter = default_model_paths()
+    if controlnet:
+        return HarivoControlNetPipeline.from_pretrained(
+            base_model, adapter=adapter, controlnet=controlnet if len(controlnet) > 1 else controlnet[0], **kwargs
+        )
     return HarivoPipeline.from_pretrained(base_model, adapter=adapter, **kwargs)
 
 

@@ -11,6 +11,7 @@ import torch
 from diffusers.utils import export_to_gif, export_to_video
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FrameInput = list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
@@ -111,6 +112,43 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Pat
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def read_frames(path: str | os.PathLike) -> list[PIL.Image.Image]:
+    """
+    Frames from a folder of images (sorted by file name) or from a video file (every frame), e.g. the condition
+    images of a ControlNet; a GIF is read as a video.
+
+    Raises:
+        `FileNotFoundError` / `ValueError`: One line naming what is missing or unreadable.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give a folder of images or a video file.")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); put one image per frame in it.")
+        frames = []
+        for file in files:
+            try:
+                with PIL.Image.open(file) as image:
+                    frames.append(image.convert("RGB"))
+            except (OSError, PIL.UnidentifiedImageError) as error:
+                raise ValueError(f"{file} is not a readable image ({error}).") from None
+        return frames
+    if path.suffix.lower() not in (*VIDEO_SUFFIXES, ".gif"):
+        raise ValueError(f"{path} is neither a folder of images nor a video ({', '.join(VIDEO_SUFFIXES)}, .gif).")
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frames = [frame.to_image().convert("RGB") for frame in container.decode(video=0)]
+    except (av.error.FFmpegError, IndexError) as error:
+        raise ValueError(f"{path} is not a readable video ({error}).") from None
+    if not frames:
+        raise ValueError(f"{path} holds no video frames.")
+    return frames
 
 
 def contact_sheet(

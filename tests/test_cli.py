@@ -250,3 +250,73 @@ def test_eval_videos_fvd_and_clip_score_on_files(tmp_path, capsys):
     numbers = json.loads(out.read_text())
     assert numbers["num_generated"] == 3 and numbers["num_reference"] == 3 and numbers["fvd"] >= 0
     assert 0 <= numbers["clip_score"] <= 100
+
+
+@pytest.fixture(scope="module")
+def controlnet_path(tiny_sd, tmp_path_factory):
+    from tests.pipelines.test_pipeline_controlnet import make_controlnet
+
+    path = tmp_path_factory.mktemp("cli") / "controlnet"
+    make_controlnet(tiny_sd.unet).save_pretrained(path)
+    return path
+
+
+def _condition_folder(folder, count, size=16):
+    folder.mkdir()
+    for index in range(count):
+        mask = np.zeros((size, size, 3), dtype=np.uint8)
+        mask[2 + index : 8 + index, 3 + 2 * index : 9 + 2 * index] = 255
+        iio.imwrite(folder / f"{index:03d}.png", mask)
+    return folder
+
+
+def test_generate_with_a_controlnet_on_every_frame_or_keyframes(base_dir, adapter_path, controlnet_path, tmp_path):
+    common = ["generate", "a small red circle", "--base-model", str(base_dir), "--adapter", str(adapter_path),
+              "--num-frames", "4", "--height", "16", "--width", "16", "--steps", "2",
+              "--controlnet", str(controlnet_path)]  # fmt: skip
+    dense = _condition_folder(tmp_path / "dense", 4)
+    main([*common, "--control", str(dense), "-o", str(tmp_path / "dense.gif")])
+    main([*common, "--control", str(dense), "--control-scale", "0", "-o", str(tmp_path / "zero.gif")])
+    main(["generate", "a small red circle", "--base-model", str(base_dir), "--adapter", str(adapter_path),
+          "--num-frames", "4", "--height", "16", "--width", "16", "--steps", "2", "-o", str(tmp_path / "plain.gif")])  # fmt: skip
+    dense_video, zero, plain = (iio.imread(tmp_path / n, index=None) for n in ("dense.gif", "zero.gif", "plain.gif"))
+    assert np.array_equal(zero, plain) and not np.array_equal(dense_video, plain)
+    keys = _condition_folder(tmp_path / "keys", 2)
+    main([*common, "--control", str(keys), "--control-frames", "0,3", "--control-path", "-o", str(tmp_path / "k.gif")])
+    assert iio.imread(tmp_path / "k.gif", index=None).shape == (4, 16, 16, 3)
+    # A video file works as the condition too, and two nets take one --control each
+    iio.imwrite(tmp_path / "masks.mp4", iio.imread(tmp_path / "dense.gif", index=None), fps=8, macro_block_size=1)
+    main([*common, "--controlnet", str(controlnet_path), "--control", str(dense), "--control",
+          str(tmp_path / "masks.mp4"), "--control-scale", "0.5", "1", "-o", str(tmp_path / "two.gif")])  # fmt: skip
+    assert iio.imread(tmp_path / "two.gif", index=None).shape == (4, 16, 16, 3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--controlnet", "{cn}"], "--controlnet needs --control"),
+        (["--control-frames", "0,3"], "--control-frames needs --control"),
+        (["--control", "{empty}", "--controlnet", "{cn}"], "holds no images"),
+        (["--control", "{missing}", "--controlnet", "{cn}"], "does not exist"),
+        (["--control", "{dense}"], "--control needs --controlnet"),
+        (["--control", "{dense}", "--controlnet", "{cn}", "--control-frames", "0,x"], "frame numbers separated"),
+        (["--control", "{dense}", "--controlnet", "{cn}", "--control-frames", "0,3"], "needs as many as"),
+        (["--control", "{dense}", "--controlnet", "{cn}", "--control-frames", "0,0,1,2"], "repeats frames"),
+        (["--control", "{dense}", "--controlnet", "{cn}", "--controlnet", "{cn}"], "one --control per --controlnet"),
+        (["--control", "{dense}", "--controlnet", "{cn}", "--control-scale", "1", "2"], "values for 1 ControlNet(s)"),
+        (["--control", "{dense}", "--controlnet", "{cn}", "--control-path", "--motion", "1", "0"], "at most one"),
+    ],
+)
+def test_bad_control_arguments_are_one_line_errors(
+    base_dir, adapter_path, controlnet_path, tmp_path, capsys, extra, message
+):
+    (tmp_path / "empty").mkdir()
+    dense = _condition_folder(tmp_path / "dense", 4)
+    names = {"cn": controlnet_path, "empty": tmp_path / "empty", "missing": tmp_path / "nope", "dense": dense}
+    extra = [item.format(**{k: str(v) for k, v in names.items()}) for item in extra]
+    with pytest.raises(SystemExit):
+        main(["generate", "a small red circle", "-o", str(tmp_path / "x.gif"), "--base-model", str(base_dir),
+              "--adapter", str(adapter_path), "--num-frames", "4", "--height", "16", "--width", "16", "--steps", "2",
+              *extra])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err

@@ -10,6 +10,7 @@ from .shapes import (
     build_shapes_tokenizer,
     render_clip,
     render_frame,
+    render_silhouette,
 )
 from .webvid import WebVidDataset, collate_videos, read_webvid_csv
 
@@ -28,4 +29,5 @@ __all__ = [
     "read_webvid_csv",
     "render_clip",
     "render_frame",
+    "render_silhouette",
 ]

@@ -190,6 +190,20 @@ def _background(scene: ShapeScene, resolution: int) -> np.ndarray:
     return np.where(mask[..., None], shade, base)
 
 
+def _coverage(scene: ShapeScene, center: tuple[float, float], resolution: int) -> np.ndarray:
+    """`(H, W)` float share of each pixel the object covers (anti-aliased by supersampling)."""
+    scale = resolution / 64 * SUPERSAMPLE
+    big = resolution * SUPERSAMPLE
+    mask = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(mask)
+    cx, cy, radius = center[0] * SUPERSAMPLE, center[1] * SUPERSAMPLE, SIZES[scene.size] * scale
+    if scene.shape == "circle":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
+    else:
+        draw.polygon(_shape_polygon(scene.shape, cx, cy, radius), fill=255)
+    return np.asarray(mask.resize((resolution, resolution), Image.Resampling.BOX), dtype=np.float32) / 255
+
+
 def render_frame(scene: ShapeScene, center: tuple[float, float], resolution: int = 64) -> np.ndarray:
     """
     Draw one frame.
@@ -202,19 +216,22 @@ def render_frame(scene: ShapeScene, center: tuple[float, float], resolution: int
     Returns:
         `np.ndarray`: `(H, W, 3)` `uint8` RGB.
     """
-    scale = resolution / 64 * SUPERSAMPLE
-    big = resolution * SUPERSAMPLE
-    mask = Image.new("L", (big, big), 0)
-    draw = ImageDraw.Draw(mask)
-    cx, cy, radius = center[0] * SUPERSAMPLE, center[1] * SUPERSAMPLE, SIZES[scene.size] * scale
-    if scene.shape == "circle":
-        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
-    else:
-        draw.polygon(_shape_polygon(scene.shape, cx, cy, radius), fill=255)
-    alpha = np.asarray(mask.resize((resolution, resolution), Image.Resampling.BOX), dtype=np.float32)[..., None] / 255
+    alpha = _coverage(scene, center, resolution)[..., None]
     colour = np.array(COLOURS[scene.colour], dtype=np.float32)
     frame = alpha * colour + (1 - alpha) * _background(scene, resolution).astype(np.float32)
     return np.round(frame).astype(np.uint8)
+
+
+def render_silhouette(scene: ShapeScene, center: tuple[float, float], resolution: int = 64) -> np.ndarray:
+    """
+    The object's silhouette, the Shapes ControlNet's condition: white on black, nothing else (no colour, no
+    background). Only the scene's shape and size matter.
+
+    Returns:
+        `np.ndarray`: `(H, W, 3)` `uint8` RGB.
+    """
+    alpha = _coverage(scene, center, resolution)
+    return np.repeat(np.round(alpha * 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 @dataclass
@@ -282,9 +299,11 @@ class _ShapesDataset(Dataset):
 
 @dataclass
 class ShapesImageDataset(_ShapesDataset):
-    """Captioned still images of the image world: `{"pixel_values": (3, H, W) in [-1, 1], "caption": str}`."""
+    """Captioned still images of the image world: `{"pixel_values": (3, H, W) in [-1, 1], "caption": str}`, and
+    with `silhouettes` the object's silhouette as `"conditioning_pixel_values"` `(3, H, W)` in [0, 1]."""
 
     world: ShapesWorld = field(default_factory=lambda: IMAGE_WORLD)
+    silhouettes: bool = False
 
     def scene(self, index: int) -> ShapeScene:
         return self.world.sample(self.rng(index), with_motion=False)
@@ -293,8 +312,12 @@ class ShapesImageDataset(_ShapesDataset):
         rng = self.rng(index)
         scene = self.world.sample(rng, with_motion=False)
         # A still image is one frame of a random trajectory: positions cover the whole frame.
-        frames, _ = render_clip(scene, 1, rng, self.resolution)
-        return {"pixel_values": _to_model_range(frames[0]), "caption": scene.caption}
+        frames, trajectory = render_clip(scene, 1, rng, self.resolution)
+        sample = {"pixel_values": _to_model_range(frames[0]), "caption": scene.caption}
+        if self.silhouettes:
+            silhouette = render_silhouette(scene, tuple(trajectory.centers[0]), self.resolution)
+            sample["conditioning_pixel_values"] = torch.from_numpy(silhouette).float().div(255).permute(2, 0, 1)
+        return sample
 
 
 @dataclass

@@ -1,3 +1,4 @@
 from .pipeline_harivo import HarivoPipeline
+from .pipeline_harivo_controlnet import HarivoControlNetPipeline
 
-__all__ = ["HarivoPipeline"]
+__all__ = ["HarivoControlNetPipeline", "HarivoPipeline"]

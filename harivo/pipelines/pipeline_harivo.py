@@ -2,6 +2,7 @@
 
 import contextlib
 import contextvars
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -134,6 +135,11 @@ class HarivoPipeline(
             kwargs: Passed to `DiffusionPipeline.from_pretrained` (`torch_dtype` or `dtype`, `variant`, `scheduler`,
                 `revision`, ...).
         """
+        if "controlnet" in kwargs and "controlnet" not in inspect.signature(cls.__init__).parameters:
+            raise ValueError(
+                f"{cls.__name__} takes no ControlNet: load `HarivoControlNetPipeline.from_pretrained(base_model,"
+                " adapter=..., controlnet=...)` instead."
+            )
         local = Path(pretrained_model_name_or_path).expanduser()
         if local.exists():
             check_weight_format(local, allow_pickle)
@@ -284,13 +290,30 @@ class HarivoPipeline(
         """The (classifier-free guided) model output for latents `(B, C, F, h, w)`."""
         model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
         model_input = self.scheduler.scale_model_input(model_input, t)
-        output = self.video_unet(model_input, t, prompt_embeds, cross_attention_kwargs=cross_attention_kwargs)
+        output = self.video_unet(
+            model_input,
+            t,
+            prompt_embeds,
+            cross_attention_kwargs=cross_attention_kwargs,
+            **self._unet_residuals(model_input, t, prompt_embeds),
+        )
         if self.do_classifier_free_guidance:
             uncond, text = output.chunk(2)
             output = uncond + self.guidance_scale * (text - uncond)
             if self.guidance_rescale > 0:  # keep the guided output's scale at the text output's (Lin et al. 2024)
                 output = rescale_noise_cfg(output, text, self.guidance_rescale)
         return output
+
+    # The two extension points of the denoising loop; `HarivoControlNetPipeline` fills them in for one call.
+    def _unet_residuals(self, model_input, t, prompt_embeds) -> dict[str, Any]:
+        """Extra inputs of the video U-Net for `model_input` `(B, C, F, h, w)` at the current step
+        (`self._step_index`), e.g. ControlNet residuals; none in plain text-to-video."""
+        return {}
+
+    def _reads_predicted_path(self) -> bool:
+        """Whether this call may use the path the adapter predicts from the prompt (not when a control already says
+        where things are)."""
+        return True
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
@@ -445,6 +468,7 @@ class HarivoPipeline(
         self._guidance_scale = guidance_scale
         self._guidance_rescale = guidance_rescale
         self._clip_skip = clip_skip
+        self._step_index = None
 
         # 2. Define call parameters
         if prompt is not None:
@@ -473,7 +497,7 @@ class HarivoPipeline(
 
         # 5. The motion path (given, or predicted from the positive prompt) and the initial latents z_T = m(eps),
         # eps warped along the path when the adapter warps its noise
-        predictor = self.adapter.path_predictor
+        predictor = self.adapter.path_predictor if self._reads_predicted_path() else None
         warp_noise = predictor is not None and predictor.config.warp_noise and latents is None
         path_energy = mg_energy == "motion_path" and mg_scale > 0
         if motion_path_projection is None:  # on wherever there is a path
@@ -521,6 +545,7 @@ class HarivoPipeline(
         )
         with self.progress_bar(total=len(timesteps)) as progress_bar, capture as captured:
             for i, t in enumerate(timesteps):
+                self._step_index = i
                 frozen = not mg_sampling.in_window(i, len(timesteps), temporal_window)  # the image model alone
                 with self.video_unet.temporal_layers_disabled() if frozen else contextlib.nullcontext():
                     if use_mg and mg_sampling.in_window(i, len(timesteps), mg_window):

@@ -1,6 +1,6 @@
 """One typed configuration per training run: a YAML file plus `section.key=value` overrides.
 
-A run of any stage is a `TrainConfig`; the stage-specific section (`vae`, `t2i` or `harivo`) holds the model
+A run of any stage is a `TrainConfig`; the stage-specific section (`vae`, `t2i`, `harivo` or `controlnet`) holds the model
 and loss settings of that stage, the others are ignored. `harivo train --dry-run` prints the resolved config,
 and every run writes it into its folder as `config.yaml`.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-STAGES = ("vae", "t2i", "harivo")
+STAGES = ("vae", "t2i", "harivo", "controlnet")
 POOLINGS = ("attention", "last_token")
 # Allowed range of every numeric field: (low, high, low_open); None is unbounded. Checked when a config is loaded.
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -80,6 +80,11 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "harivo.validation_num_frames": (1, None, False),
     "harivo.validation_steps": (1, None, False),
     "harivo.validation_guidance_scale": (0, None, False),
+    "controlnet.conditioning_scale": (0, None, False),
+    "controlnet.caption_dropout": (0, 1, False),
+    "controlnet.motion_phrase_probability": (0, 1, False),
+    "controlnet.validation_steps": (1, None, False),
+    "controlnet.validation_guidance_scale": (0, None, False),
 }
 
 
@@ -219,8 +224,30 @@ class HarivoStageConfig:
 
 
 @dataclass
+class ControlNetStageConfig:
+    """A ControlNet (diffusers' `ControlNetModel`) on a frozen text-to-image model: in the Shapes world, one whose
+    condition is the object's silhouette (white on black, no colour, no background)."""
+
+    base_model: str = "outputs/shapes/t2i/final"  # the frozen text-to-image model (diffusers folder or hub id)
+    condition: str = "silhouette"  # what the Shapes world renders as the condition image
+    # Channels of the small convolutional encoder of the condition image; it halves the size len - 1 times, which
+    # must match the VAE's factor (3 entries for the Shapes VAE's 4, 4 entries for SD's 8).
+    conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 64)
+    conditioning_scale: float = 1.0  # the residuals' scale in training and validation
+    caption_dropout: float = 0.3  # empty captions: the net learns to place the object from the condition alone
+    motion_phrase_probability: float = 0.5  # as the text-to-image stage: captions may say where the object moves
+    validation_prompts: tuple[str, ...] = (
+        "a large red circle on a plain black background",
+        "a small blue triangle on a striped white background",
+        "a large yellow star on a checkered grey background",
+    )
+    validation_steps: int = 25
+    validation_guidance_scale: float = 7.5
+
+
+@dataclass
 class TrainConfig:
-    stage: str = "harivo"  # "vae", "t2i" or "harivo"
+    stage: str = "harivo"  # "vae", "t2i", "harivo" or "controlnet"
     output_dir: str = "outputs/run"
     seed: int = 0
     max_steps: int = 1000
@@ -240,6 +267,7 @@ class TrainConfig:
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     t2i: T2IStageConfig = field(default_factory=T2IStageConfig)
     harivo: HarivoStageConfig = field(default_factory=HarivoStageConfig)
+    controlnet: ControlNetStageConfig = field(default_factory=ControlNetStageConfig)
 
     def validate(self) -> None:
         if self.stage not in STAGES:
@@ -264,7 +292,13 @@ class TrainConfig:
                 else:
                     allowed = f"at least {low:g}"
                 raise ValueError(f"{key} must be {allowed}, not {value}.")
-        for key in ("vae.block_out_channels", "t2i.block_out_channels"):
+        if self.controlnet.condition != "silhouette":
+            raise ValueError(f"controlnet.condition must be 'silhouette', not {self.controlnet.condition!r}.")
+        for key in (
+            "vae.block_out_channels",
+            "t2i.block_out_channels",
+            "controlnet.conditioning_embedding_out_channels",
+        ):
             if not self._get(key) or min(self._get(key)) < 1:
                 raise ValueError(f"{key} must list positive channel counts, not {list(self._get(key))}.")
         if self.harivo.motion_conditioning_pooling not in POOLINGS:

@@ -1,10 +1,11 @@
-"""The three training stages: the Shapes world's autoencoder and text-to-image model, and HARIVO itself.
+"""The training stages: the Shapes world's autoencoder and text-to-image model, HARIVO itself, and ControlNets.
 
 A stage owns its models and its loss; the `Trainer` owns the loop. Each stage trains only its own parameters:
 the HARIVO stage trains the adapter and never writes the frozen base model into a checkpoint.
 """
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
     DDIMScheduler,
     DDPMScheduler,
     MotionAdapter,
+    StableDiffusionControlNetPipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
@@ -57,7 +60,7 @@ def resolve_base_model(path: str, key: str, accelerator: Accelerator) -> str:
     local = Path(path).expanduser()
     if local.exists():
         return path
-    if key == "harivo.base_model" and path == HarivoStageConfig.base_model:
+    if key in ("harivo.base_model", "controlnet.base_model") and path == HarivoStageConfig.base_model:
         base, _ = default_model_paths()
         accelerator.print(
             f"{key} {path} does not exist (the t2i stage of scripts/train_shapes.sh writes it): training on the"
@@ -200,6 +203,19 @@ class Stage:
     def _drop_captions(self, captions: list[str], probability: float) -> list[str]:
         keep = torch.rand(len(captions), generator=self.generator) >= probability
         return [caption if k else "" for caption, k in zip(captions, keep.tolist())]
+
+    def _add_motion_phrases(self, captions: list[str], probability: float) -> list[str]:
+        if probability == 0:
+            return captions
+        directions = list(DIRECTIONS)
+        add = torch.rand(len(captions), generator=self.generator) < probability
+        picks = torch.randint(len(directions), (len(captions),), generator=self.generator)
+        return [
+            dataclasses.replace(ShapeScene.from_caption(caption), direction=directions[pick]).caption
+            if flag
+            else caption
+            for caption, flag, pick in zip(captions, add.tolist(), picks.tolist())
+        ]
 
 
 class VAEStage(Stage):
@@ -356,19 +372,6 @@ class TextToImageStage(Stage):
         elif inference:  # Stable Diffusion 1.5's sampling settings
             schedule.update(set_alpha_to_one=False, steps_offset=1)
         return schedule
-
-    def _add_motion_phrases(self, captions: list[str], probability: float) -> list[str]:
-        if probability == 0:
-            return captions
-        directions = list(DIRECTIONS)
-        add = torch.rand(len(captions), generator=self.generator) < probability
-        picks = torch.randint(len(directions), (len(captions),), generator=self.generator)
-        return [
-            dataclasses.replace(ShapeScene.from_caption(caption), direction=directions[pick]).caption
-            if flag
-            else caption
-            for caption, flag, pick in zip(captions, add.tolist(), picks.tolist())
-        ]
 
     def pipeline(self) -> StableDiffusionPipeline:
         unwrap = self.accelerator.unwrap_model
@@ -613,6 +616,106 @@ class HarivoStage(Stage):
         self.accelerator.unwrap_model(self.adapter).save_pretrained(folder, include_projection_head=False)
 
 
+class ControlNetStage(Stage):
+    """A ControlNet on a frozen text-to-image model (`ControlNetModel.from_unet`: a trainable copy of the U-Net's
+    encoder plus a condition encoder, zero-initialised outputs), trained with the base model's diffusion loss on
+    images and their condition (the Shapes world: the object's silhouette)."""
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
+        super().__init__(config, accelerator, generator)
+        settings = config.controlnet
+        key = "controlnet.base_model"
+        base = resolve_base_model(settings.base_model, key, accelerator)
+        self.vae = _freeze(_load(AutoencoderKL, key, base, subfolder="vae"), accelerator)
+        self.text_encoder = _freeze(_load(CLIPTextModel, key, base, subfolder="text_encoder"), accelerator)
+        self.tokenizer = _load(CLIPTokenizer, key, base, subfolder="tokenizer")
+        self.noise_scheduler = _load(DDPMScheduler, key, base, subfolder="scheduler")
+        unet = _load(UNet2DConditionModel, key, base, subfolder="unet")
+        vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        _check_fits_base(config, unet, vae_scale_factor)
+        channels = settings.conditioning_embedding_out_channels
+        if 2 ** (len(channels) - 1) != vae_scale_factor:
+            raise ValueError(
+                f"controlnet.conditioning_embedding_out_channels has {len(channels)} entries, so it shrinks the"
+                f" condition {2 ** (len(channels) - 1)}x, but this base model's latents are {vae_scale_factor}x"
+                f" smaller than its images: give {round(math.log2(vae_scale_factor)) + 1} entries."
+            )
+        self.controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+        self.controlnet.to(self.device).train()
+        self.unet = _freeze(unet, accelerator)
+
+    def trainable_modules(self):
+        return {"controlnet": self.controlnet}
+
+    def dataset(self) -> Dataset:
+        data = self.config.data
+        if data.kind != "shapes":
+            raise ValueError("The controlnet stage trains on the Shapes world (data.kind: shapes) for now.")
+        return ShapesImageDataset(length=data.length, seed=data.seed, resolution=data.resolution, silhouettes=True)
+
+    def loss(self, batch):
+        settings = self.config.controlnet
+        pixels = batch["pixel_values"].to(self.device, dtype=self.vae.dtype)
+        condition = batch["conditioning_pixel_values"].to(self.device)
+        with torch.no_grad():
+            latents = self.vae.encode(pixels).latent_dist.sample(generator=self.generator).float()
+            latents = latents * self.vae.config.scaling_factor
+        captions = self._add_motion_phrases(batch["caption"], settings.motion_phrase_probability)
+        captions = self._drop_captions(captions, settings.caption_dropout)
+        text = encode_captions(self.tokenizer, self.text_encoder, captions).float()
+        noise = randn_tensor(latents.shape, generator=self.generator, device=self.device)
+        timesteps = self._random_timesteps(self.noise_scheduler, len(latents))
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        down, mid = self.controlnet(
+            noisy, timesteps, text, controlnet_cond=condition, conditioning_scale=settings.conditioning_scale,
+            return_dict=False,
+        )  # fmt: skip
+        prediction = self.unet(
+            noisy, timesteps, text, down_block_additional_residuals=down, mid_block_additional_residual=mid
+        ).sample
+        loss = F.mse_loss(prediction.float(), diffusion_target(self.noise_scheduler, latents, noise, timesteps))
+        return loss, {"diffusion": loss.item(), "total": loss.item()}
+
+    def pipeline(self) -> StableDiffusionControlNetPipeline:
+        scheduler = DDIMScheduler.from_config(self.noise_scheduler.config)  # the base model's sampling settings
+        return StableDiffusionControlNetPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            controlnet=self.accelerator.unwrap_model(self.controlnet),
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    @torch.no_grad()
+    def validate(self, folder, num_samples):
+        settings = self.config.controlnet
+        pipe = self.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        self.controlnet.eval()
+        data = self.dataset()
+        rows, labels = [], []
+        for index, prompt in enumerate(settings.validation_prompts):
+            conditions = torch.stack([data[index * 7 + seed]["conditioning_pixel_values"] for seed in range(4)])
+            images = pipe(
+                [prompt] * len(conditions), image=conditions, num_inference_steps=settings.validation_steps,
+                guidance_scale=settings.validation_guidance_scale, controlnet_conditioning_scale=settings.conditioning_scale,
+                generator=torch.Generator().manual_seed(index), output_type="np",
+            ).images  # fmt: skip
+            rows += [conditions.permute(0, 2, 3, 1).numpy(), images]
+            labels += ["condition", prompt]
+        self.controlnet.train()
+        folder.mkdir(parents=True, exist_ok=True)
+        contact_sheet(rows, labels, scale=2).save(folder / "samples.png")
+
+    def export(self, folder):
+        self.accelerator.unwrap_model(self.controlnet).save_pretrained(folder)
+
+
 def build_stage(config: TrainConfig, accelerator: Accelerator, generator: torch.Generator) -> Stage:
-    stage_cls = {"vae": VAEStage, "t2i": TextToImageStage, "harivo": HarivoStage}[config.stage]
+    stages = {"vae": VAEStage, "t2i": TextToImageStage, "harivo": HarivoStage, "controlnet": ControlNetStage}
+    stage_cls = stages[config.stage]
     return stage_cls(config, accelerator, generator)

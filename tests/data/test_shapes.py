@@ -100,3 +100,24 @@ def test_held_out_compositions_never_appear_in_the_image_set_but_their_parts_do(
     assert any(s.shape == "star" for s in seen) and any(s.colour == "green" for s in seen)
     held_out = [s for s in FULL_WORLD.scenes(with_motion=False) if IMAGE_WORLD.is_held_out(s)]
     assert len(HELD_OUT_COMPOSITIONS) == 3 and held_out and not IMAGE_WORLD.contains(held_out[0])
+
+
+def test_silhouettes_are_the_object_alone_white_on_black():
+    from harivo.data import ShapesImageDataset, render_silhouette
+    from harivo.data.shapes import render_frame
+
+    scene = ShapeScene("star", "yellow", "large", "grey", "checkered")
+    silhouette = render_silhouette(scene, (30.0, 25.0))
+    frame = render_frame(scene, (30.0, 25.0))
+    plain = render_frame(ShapeScene("star", "yellow", "large", "black", "plain"), (30.0, 25.0))
+    assert silhouette.shape == (64, 64, 3) and (silhouette[..., 0] == silhouette[..., 2]).all()
+    assert set(np.unique(silhouette[silhouette % 255 == 0])) == {0, 255}
+    # where the object covers the frame, and only there, the silhouette is bright
+    covered = plain.max(-1) > 0
+    assert ((silhouette[..., 0] > 0) == covered).all() and not (frame == plain).all()
+    sample = ShapesImageDataset(length=4, seed=0, silhouettes=True)[1]
+    condition = sample["conditioning_pixel_values"]
+    assert condition.shape == (3, 64, 64) and condition.min() >= 0 and condition.max() == 1
+    object_pixels = (sample["pixel_values"].amax(0) - sample["pixel_values"].amin(0)) > 0.5
+    assert (condition[0][object_pixels] > 0.5).float().mean() > 0.9
+    assert "conditioning_pixel_values" not in ShapesImageDataset(length=4, seed=0)[1]

@@ -8,7 +8,7 @@ import torch
 from accelerate.state import AcceleratorState
 from diffusers import StableDiffusionPipeline
 
-from harivo import HarivoAdapter, HarivoPipeline
+from harivo import HarivoAdapter, HarivoControlNetPipeline, HarivoPipeline
 from harivo.errors import TrainingDivergedError
 from harivo.training import Trainer, find_checkpoints, load_config
 
@@ -37,6 +37,13 @@ TINY = {
         "harivo.validation_prompts=['a small red circle moving left on a plain black background']",
         "harivo.validation_num_frames=4",
         "harivo.validation_steps=2",
+    ],
+    "controlnet": [
+        "stage=controlnet",
+        "data.resolution=16",
+        "controlnet.conditioning_embedding_out_channels=[4, 8]",
+        "controlnet.validation_prompts=['a small red circle on a plain black background']",
+        "controlnet.validation_steps=2",
     ],
 }
 
@@ -357,3 +364,41 @@ def test_refitting_a_part_the_adapter_lacks_or_a_missing_adapter_is_one_line(bas
             tiny_config("harivo", tmp_path / "x", f"harivo.base_model={base_dir}", f"harivo.adapter={tmp_path}/no")
         )
     assert "\n" not in str(error.value)
+
+
+def test_controlnet_stage_trains_only_the_controlnet_resumes_and_loads_in_the_video_pipeline(trained_t2i, tmp_path):
+    config = tiny_config("controlnet", tmp_path, f"controlnet.base_model={trained_t2i}")
+    trainer = Trainer(config)
+    frozen = {k: v.clone() for k, v in trainer.stage.unet.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.stage.controlnet.state_dict().items()}
+    final = trainer.train()
+    assert all(torch.equal(value, trainer.stage.unet.state_dict()[key]) for key, value in frozen.items())
+    after = trainer.stage.controlnet.state_dict()
+    assert any(not torch.equal(value, after[key]) for key, value in before.items())
+    weights = find_checkpoints(tmp_path)[-1][1] / "weights"
+    assert sorted(p.name for p in weights.iterdir()) == ["controlnet"]  # never the frozen base model
+    assert (tmp_path / "validation" / "step-000002" / "samples.png").is_file()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    Trainer(
+        tiny_config("controlnet", tmp_path, f"controlnet.base_model={trained_t2i}", "max_steps=3"), resume=True
+    ).train()
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2, 3]
+
+    torch.manual_seed(0)
+    adapter = HarivoAdapter.from_unet(
+        StableDiffusionPipeline.from_pretrained(trained_t2i, safety_checker=None).unet, max_frames=8,
+        motion_num_attention_heads=2,
+    )  # fmt: skip
+    pipe = HarivoControlNetPipeline.from_pretrained(trained_t2i, adapter=adapter, controlnet=final)
+    frames = pipe("a small red circle", num_frames=4, num_inference_steps=2, output_type="np",
+                  conditioning_frames=torch.rand(4, 3, 16, 16)).frames  # fmt: skip
+    assert frames.shape == (1, 4, 16, 16, 3)
+
+
+def test_controlnet_condition_encoder_must_match_the_vae_factor(trained_t2i, tmp_path):
+    config = tiny_config(
+        "controlnet", tmp_path, f"controlnet.base_model={trained_t2i}",
+        "controlnet.conditioning_embedding_out_channels=[4, 8, 16]",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"shrinks the condition 4x, but this base model.s latents are 2x .* give 2"):
+        Trainer(config)

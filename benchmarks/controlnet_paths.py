@@ -1,0 +1,219 @@
+"""Following a ControlNet along paths the video data never had: HARIVO + the Shapes ControlNet vs the frozen image model
++ the same ControlNet frame by frame, dense and on keyframes only, one net and two at once, and the cost of a step.
+
+    python benchmarks/controlnet_paths.py            # the embedded default model and Shapes ControlNet (~30 min, 2 CPUs)
+    python benchmarks/controlnet_paths.py --quick    # tiny settings, a minute
+
+Each clip's condition is the prompted object's silhouette along one of `harivo.evaluation.control.CONTROL_PATHS`
+(diagonal, arc, zig-zag, slower and faster than the video data): the video data only ever moved an object straight
+along an axis at 1.5-2.5 px a frame. Prompts name no motion; half are inside the video data, half outside it (a star,
+yellow, magenta, textured backgrounds). Scored with `harivo.evaluation.control.control_scores`. Every row is cached in
+`--output` keyed by its settings and the model files, so a rerun continues.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harivo.data.shapes import ShapeScene
+from harivo.defaults import default_controlnet_path, default_model_paths
+from harivo.evaluation.control import CONTROL_PATHS, control_path, control_scores, silhouette_clip
+from harivo.evaluation.metrics import mean_scores
+from harivo.pipelines import HarivoControlNetPipeline
+from harivo.schedulers import default_guidance_rescale
+
+PROMPTS = {
+    "inside": ["a large red circle on a plain black background", "a large blue square on a plain white background"],
+    "outside": [
+        "a large yellow star on a plain grey background",
+        "a large magenta triangle on a striped black background",
+    ],
+}
+KEYFRAMES = "keyframes"  # the first and last frame only
+ROWS = {
+    "T2I + ControlNet, frame by frame": {"frame_by_frame": True},
+    "HARIVO + ControlNet": {},
+    "HARIVO + ControlNet, keyframes only": {"keyframes": True},
+    "HARIVO + ControlNet, keyframes + path from control": {"keyframes": True, "motion_path": "control"},
+    "T2I + ControlNet frame by frame, keyframes only": {"frame_by_frame": True, "keyframes": True},
+    "HARIVO + the ControlNet twice (0.5 + 0.5)": {"twice": True},
+}
+METRICS = {
+    "position_error": ("px", "lower"),
+    "follow": ("", "higher"),
+    "fidelity": ("", "higher"),
+    "fidelity_shape": ("", "higher"),
+    "fidelity_colour": ("", "higher"),
+    "identity": ("", "higher"),
+    "jerk": ("px", "lower"),
+    "background_flicker": ("", "lower"),
+    "keyframe_error": ("px", "lower"),
+    "between_error": ("px", "lower"),
+}
+
+
+def fingerprint(*folders: Path) -> str:
+    digest = hashlib.sha1()
+    for folder in folders:
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(folder)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_row(pipe, name: str, args, paths: list[str]) -> tuple[dict, float]:
+    """`({prompt group: [score dict per clip]}, seconds per clip)`, with the clips."""
+    options = dict(ROWS[name])
+    frame_by_frame = options.pop("frame_by_frame", False)
+    keyframes = options.pop("keyframes", False)
+    twice = options.pop("twice", False)
+    scores, clips, elapsed, count = {}, [], 0.0, 0
+    for group, prompts in PROMPTS.items():
+        scores[group] = []
+        for prompt in prompts:
+            scene = ShapeScene.from_caption(prompt)
+            for path_name in paths:
+                centers = control_path(path_name, args.num_frames)
+                silhouettes = silhouette_clip(scene, centers)
+                controlled = [0, args.num_frames - 1] if keyframes else list(range(args.num_frames))
+                conditions = silhouettes[controlled]
+                kwargs = {"conditioning_frames": conditions, **options}
+                if keyframes:
+                    kwargs["controlnet_frame_indices"] = controlled
+                if twice:
+                    kwargs.update(
+                        conditioning_frames=[conditions, conditions], controlnet_conditioning_scale=[0.5, 0.5]
+                    )
+                start = time.perf_counter()
+                with pipe.video_unet.temporal_layers_disabled() if frame_by_frame else contextlib.nullcontext():
+                    frames = pipe(
+                        [prompt] * len(args.seeds),
+                        num_frames=args.num_frames,
+                        num_inference_steps=args.steps,
+                        guidance_rescale=default_guidance_rescale(pipe.scheduler),
+                        generator=[torch.Generator().manual_seed(seed) for seed in args.seeds],
+                        output_type="np",
+                        **kwargs,
+                    ).frames
+                elapsed += time.perf_counter() - start
+                count += len(args.seeds)
+                for video in frames:
+                    clip = (np.asarray(video) * 255).round().clip(0, 255).astype(np.uint8)
+                    clips.append(clip)
+                    scores[group].append(control_scores(clip, scene, centers, controlled if keyframes else None))
+    return scores, elapsed / count, clips
+
+
+def step_cost(pipe, args) -> dict:
+    """Seconds per denoising step, plain vs with one ControlNet on every frame vs on two frames (same call)."""
+    scene = ShapeScene.from_caption(PROMPTS["inside"][0])
+    silhouettes = silhouette_clip(scene, control_path("diagonal", args.num_frames))
+    calls = {
+        "plain step": {"controlnet_conditioning_scale": 0.0, "conditioning_frames": silhouettes},
+        "ControlNet step (every frame)": {"conditioning_frames": silhouettes},
+        "ControlNet step (2 keyframes)": {
+            "conditioning_frames": silhouettes[[0, -1]],
+            "controlnet_frame_indices": [0, args.num_frames - 1],
+        },
+    }
+    costs = {}
+    for label, kwargs in calls.items():
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            pipe(PROMPTS["inside"][0], num_frames=args.num_frames, num_inference_steps=args.steps,
+                 generator=torch.Generator().manual_seed(0), output_type="latent", **kwargs)  # fmt: skip
+            runs.append((time.perf_counter() - start) / args.steps)
+        costs[label] = min(runs)
+    return costs
+
+
+def figure(output: Path, args, rows: dict) -> None:
+    """`figure.png`: the conditions of one prompt outside the video data along the arc, and each row's first clip."""
+    from harivo.video_io import contact_sheet
+
+    prompts = [p for group in PROMPTS.values() for p in group]
+    prompt, path_name = PROMPTS["outside"][0], "arc" if "arc" in args.paths else args.paths[0]
+    position = (prompts.index(prompt) * len(args.paths) + args.paths.index(path_name)) * len(args.seeds)
+    scene = ShapeScene.from_caption(prompt)
+    videos = [silhouette_clip(scene, control_path(path_name, args.num_frames))]
+    labels = [f"condition: {path_name} ({prompt})"]
+    for index, name in enumerate(args.rows):
+        clips = np.load(output / f"row-{index}.npz")["clips"]
+        videos.append(clips[position])
+        labels.append(name)
+    contact_sheet(videos, labels, scale=2).save(output / "figure.png")
+
+
+def format_rows(rows: dict) -> str:
+    lines = []
+    for group in PROMPTS:
+        header = ["method"] + [f"{m} {'↑' if better == 'higher' else '↓'}" for m, (_, better) in METRICS.items()]
+        lines += [f"\n**{group} the video data**\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name, row in rows.items():
+            means = row["groups"][group]
+            cells = [f"{means[m]:.2f}" if m in means else "–" for m in METRICS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--paths", nargs="+", choices=list(CONTROL_PATHS), default=list(CONTROL_PATHS))
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--quick", action="store_true", help="1 seed, 4 frames, 3 steps, 2 paths.")
+    parser.add_argument("--output", default="outputs/controlnet_paths")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.num_frames, args.steps, args.paths = [0], 4, 3, ["diagonal", "arc"]
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    base, adapter = default_model_paths()
+    controlnet = default_controlnet_path()
+    pipe = HarivoControlNetPipeline.from_pretrained(base, adapter=adapter, controlnet=controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    model = fingerprint(base, adapter, controlnet)
+    rows = {}
+    for index, name in enumerate(args.rows):
+        settings = {"row": ROWS[name], "seeds": args.seeds, "steps": args.steps, "frames": args.num_frames,
+                    "paths": args.paths, "prompts": PROMPTS, "model": model}  # fmt: skip
+        key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        cached = output / f"row-{index}.json"
+        if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
+            rows[name] = json.loads(cached.read_text())
+            continue
+        print(f"== {name}", flush=True)
+        scores, seconds, clips = run_row(pipe, name, args, args.paths)
+        rows[name] = {
+            "key": key,
+            "name": name,
+            "seconds_per_clip": seconds,
+            "groups": {group: mean_scores(per_clip) for group, per_clip in scores.items()},
+        }
+        np.savez_compressed(output / f"row-{index}.npz", clips=np.stack(clips))
+        cached.write_text(json.dumps(rows[name], indent=1))
+    figure(output, args, rows)
+    table = format_rows(rows)
+    costs = step_cost(pipe, args)
+    cost_lines = "\n".join(f"- {label}: {seconds * 1000:.0f} ms" for label, seconds in costs.items())
+    text = (
+        f"{len(args.seeds)} seeds x {sum(map(len, PROMPTS.values()))} prompts x {len(args.paths)} paths"
+        f" ({', '.join(args.paths)}), {args.num_frames} frames, {args.steps} steps\n{table}\n\nCost per denoising step"
+        f" (batch of 1, classifier-free guidance, best of 3):\n{cost_lines}\n"
+    )
+    (output / "results.md").write_text(text)
+    print(text)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
