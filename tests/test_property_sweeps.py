@@ -162,3 +162,56 @@ def test_training_config_values_train_or_stop_with_one_line(base_dir, tmp_path_f
         finally:
             AcceleratorState._reset_state(reset_partial_state=True)
     assert (folder / "final" / "harivo_adapter.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def control_pipe(tiny_sd, pipe):
+    from diffusers import DDIMScheduler
+
+    from harivo import HarivoControlNetPipeline
+    from tests.pipelines.test_pipeline_controlnet import make_controlnet
+
+    parts = tiny_sd.components
+    controlled = HarivoControlNetPipeline(
+        parts["vae"], parts["text_encoder"], parts["tokenizer"], pipe.unet, pipe.adapter,
+        make_controlnet(tiny_sd.unet), DDIMScheduler(),
+    )  # fmt: skip
+    controlled.set_progress_bar_config(disable=True)
+    return controlled
+
+
+def _condition_frames(count: int, size: int, channels: int, value: float) -> torch.Tensor:
+    return torch.full((count, channels, size, size), float(value))
+
+
+CONTROL_ARGUMENTS = {
+    "controlnet_conditioning_scale": st.one_of(NUMBERS, st.lists(NUMBERS, max_size=3)),
+    "control_guidance_start": st.one_of(NUMBERS, st.lists(NUMBERS, max_size=2)),
+    "control_guidance_end": NUMBERS,
+    "guess_mode": st.booleans(),
+    "controlnet_frame_indices": st.one_of(
+        st.none(), NUMBERS, st.lists(st.one_of(st.integers(-3, 4), NUMBERS, st.booleans()), max_size=4)
+    ),
+    "conditioning_frames": st.builds(
+        _condition_frames,
+        st.integers(0, 3),
+        st.sampled_from([8, 16, 32, 24]),
+        st.sampled_from([1, 2, 3]),
+        st.one_of(st.floats(-1, 2), NUMBERS),
+    ),
+    "motion_path": st.sampled_from([None, "control", "frames", ""]),
+}
+
+
+@SWEEP
+@given(name=st.sampled_from(sorted(CONTROL_ARGUMENTS)), data=st.data())
+def test_control_inputs_run_or_raise_one_line(control_pipe, name, data):
+    value = data.draw(CONTROL_ARGUMENTS[name], label=name)
+    kwargs = {**SAFE, "conditioning_frames": torch.rand(2, 3, 16, 16), name: value}
+    with time_limit(60):
+        try:
+            video = control_pipe("a red circle", **kwargs, output_type="pt").frames
+        except ONE_LINE_ERRORS as error:
+            assert str(error) and "\n" not in str(error), repr(error)
+            return
+    assert torch.isfinite(video).all()

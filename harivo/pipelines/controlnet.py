@@ -91,6 +91,10 @@ def _frames_of(frames: Any, name: str) -> torch.Tensor:
             tensor = tensor[None]
         if tensor.ndim != 4 or tensor.shape[1] not in (1, 3):
             raise ValueError(f"`{name}` as a tensor must be (frames, 3, height, width), got {tuple(frames.shape)}.")
+        if tensor.numel() == 0:
+            raise ValueError(f"`{name}` holds no images; pass one per controlled frame.")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"`{name}` must be finite (it holds NaN or inf).")
         if tensor.min() < 0 or tensor.max() > 1:
             raise ValueError(
                 f"`{name}` as a tensor must hold values in [0, 1], got [{tensor.min():g}, {tensor.max():g}]."
@@ -158,7 +162,11 @@ def prepare_control(
     if controlnet_frame_indices is None:
         indices = list(range(num_frames))
     else:
-        indices = list(controlnet_frame_indices)
+        if not isinstance(controlnet_frame_indices, list | tuple | range | np.ndarray | torch.Tensor):
+            raise ValueError(
+                f"`controlnet_frame_indices` must be a list of frame numbers (e.g. [0, 15]), got {controlnet_frame_indices!r}."
+            )
+        indices = [i.item() if isinstance(i, torch.Tensor | np.generic) else i for i in controlnet_frame_indices]
         if not indices or not all(isinstance(i, int | np.integer) and not isinstance(i, bool) for i in indices):
             raise ValueError(
                 f"`controlnet_frame_indices` must be a non-empty list of frame numbers, got {controlnet_frame_indices!r}."
