@@ -2,6 +2,7 @@
 
 import inspect
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..loading import describe_load_error
 from ..models.adapter import HarivoAdapter
 from . import controlnet as control
-from .pipeline_harivo import HarivoPipeline
+from .pipeline_harivo import HarivoPipeline, _has_component
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -93,6 +94,12 @@ class HarivoControlNetPipeline(HarivoPipeline):
             controlnet: A `ControlNetModel`, a folder or hub id of one, or a list of these (several nets at once);
                 optional when the folder is a saved `HarivoControlNetPipeline`.
         """
+        local = Path(pretrained_model_name_or_path).expanduser()
+        if controlnet is None and local.is_dir() and not _has_component(local, "controlnet"):
+            raise ValueError(
+                f"{str(local)!r} holds no ControlNet: pass `controlnet=` (a ControlNetModel, its folder or hub id, or a"
+                " list of them)."
+            )
         if controlnet is not None:
             items = controlnet if isinstance(controlnet, list | tuple) else [controlnet]
             loaded = []

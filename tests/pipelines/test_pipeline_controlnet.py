@@ -230,6 +230,8 @@ def test_save_and_load_with_a_controlnet(tmp_path, base_dir, pipes, conditions, 
     assert isinstance(several.controlnet, MultiControlNetModel) and len(several.controlnet.nets) == 2
     with pytest.raises(OSError, match="ControlNet"):
         HarivoControlNetPipeline.from_pretrained(base_dir, adapter=tmp_path / "adapter", controlnet=tmp_path / "nope")
+    with pytest.raises(ValueError, match="holds no ControlNet: pass `controlnet=`"):
+        HarivoControlNetPipeline.from_pretrained(base_dir, adapter=tmp_path / "adapter")
     with pytest.raises(ValueError, match="takes no ControlNet: load `HarivoControlNetPipeline"):
         HarivoPipeline.from_pretrained(base_dir, adapter=tmp_path / "adapter", controlnet=controlnet)
 
