@@ -12,7 +12,8 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..loading import describe_load_error
+from ..errors import HarivoLoadError
+from ..loading import check_weight_format, describe_load_error, looks_like_local_path
 from ..models.adapter import HarivoAdapter
 from . import controlnet as control
 from .pipeline_harivo import HarivoPipeline, _has_component
@@ -105,14 +106,7 @@ class HarivoControlNetPipeline(HarivoPipeline):
             loaded = []
             for item in items:
                 if isinstance(item, str | os.PathLike):
-                    try:
-                        item = ControlNetModel.from_pretrained(
-                            item,
-                            torch_dtype=kwargs.get("torch_dtype", kwargs.get("dtype")),
-                            use_safetensors=not allow_pickle or None,
-                        )
-                    except (OSError, ValueError) as error:
-                        raise describe_load_error("ControlNet", item, error) from error
+                    item = _load_controlnet(item, allow_pickle, kwargs.get("torch_dtype", kwargs.get("dtype")))
                 loaded.append(item)
             kwargs["controlnet"] = control.as_multi(loaded if isinstance(controlnet, list | tuple) else loaded[0])
         return super().from_pretrained(pretrained_model_name_or_path, adapter, allow_pickle=allow_pickle, **kwargs)
@@ -198,3 +192,19 @@ class HarivoControlNetPipeline(HarivoPipeline):
             return super().__call__(*bound.args[1:], **bound.kwargs)
         finally:
             self._control = None
+
+
+def _load_controlnet(path: str | os.PathLike, allow_pickle: bool, dtype: torch.dtype | None):
+    """A `ControlNetModel` or `SparseControlNetModel` (as its config says) from a folder or hub id."""
+    local = Path(path).expanduser()
+    if local.exists():
+        check_weight_format(local, allow_pickle)
+    elif looks_like_local_path(str(path)) or "/" not in str(path):  # a hub id is always org/name
+        raise HarivoLoadError(f"The ControlNet {str(path)!r} does not exist; give a ControlNet folder or a hub id.")
+    try:
+        cls = ControlNetModel
+        if ControlNetModel.load_config(path).get("_class_name") == "SparseControlNetModel":
+            cls = SparseControlNetModel
+        return cls.from_pretrained(path, torch_dtype=dtype, use_safetensors=not allow_pickle or None)
+    except (OSError, ValueError) as error:
+        raise describe_load_error("ControlNet", path, error) from error

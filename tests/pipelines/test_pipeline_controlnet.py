@@ -228,7 +228,7 @@ def test_save_and_load_with_a_controlnet(tmp_path, base_dir, pipes, conditions, 
         base_dir, adapter=tmp_path / "adapter", controlnet=[tmp_path / "controlnet", controlnet]
     )
     assert isinstance(several.controlnet, MultiControlNetModel) and len(several.controlnet.nets) == 2
-    with pytest.raises(OSError, match="ControlNet"):
+    with pytest.raises(OSError, match="The ControlNet .* does not exist"):
         HarivoControlNetPipeline.from_pretrained(base_dir, adapter=tmp_path / "adapter", controlnet=tmp_path / "nope")
     with pytest.raises(ValueError, match="holds no ControlNet: pass `controlnet=`"):
         HarivoControlNetPipeline.from_pretrained(base_dir, adapter=tmp_path / "adapter")
@@ -248,7 +248,7 @@ def test_reuse_after_a_controlled_call_and_from_pipe(pipes, conditions, controln
 
 
 @pytest.mark.parametrize("reads_latents", [False, True])
-def test_sparsectrl_spreads_a_keyframe_to_every_frame(tiny_sd, adapter, pipes, reads_latents):
+def test_sparsectrl_spreads_a_keyframe_to_every_frame(tiny_sd, adapter, pipes, reads_latents, base_dir, tmp_path):
     torch.manual_seed(0)
     sparse = SparseControlNetModel(
         conditioning_channels=4 if reads_latents else 3, down_block_types=("CrossAttnDownBlockMotion",) * 2,
@@ -269,3 +269,9 @@ def test_sparsectrl_spreads_a_keyframe_to_every_frame(tiny_sd, adapter, pipes, r
     assert torch.equal(off, run(pipes[1]))
     on = run(pipe, **keyframe)
     assert (on - off).abs().flatten(2).amax(-1).gt(1e-3).all()  # every frame, not only frame 0
+    sparse.save_pretrained(tmp_path / "sparsectrl")  # a saved SparseCtrl folder loads as one
+    adapter.save_pretrained(tmp_path / "adapter")
+    loaded = HarivoControlNetPipeline.from_pretrained(
+        base_dir, adapter=tmp_path / "adapter", controlnet=tmp_path / "sparsectrl"
+    )
+    assert isinstance(loaded.controlnet, SparseControlNetModel)
