@@ -275,3 +275,13 @@ def test_sparsectrl_spreads_a_keyframe_to_every_frame(tiny_sd, adapter, pipes, r
         base_dir, adapter=tmp_path / "adapter", controlnet=tmp_path / "sparsectrl"
     )
     assert isinstance(loaded.controlnet, SparseControlNetModel)
+
+
+def test_control_composes_with_mg_sampling_and_a_given_path(pipes, conditions):
+    pipe, _ = pipes
+    controlled = run(pipe, conditioning_frames=conditions)
+    guided = run(pipe, conditioning_frames=conditions, mg_scale=40.0, mg_window=(0.0, 1.0))
+    assert torch.isfinite(guided).all() and (guided - controlled).abs().max() > 1e-4
+    path = torch.arange(4)[:, None] * torch.tensor([1.0, 0.0])
+    along = run(pipe, conditioning_frames=conditions, motion_path=path, motion_path_mask="frame")
+    assert (along - controlled).abs().max() > 1e-4
