@@ -191,6 +191,30 @@ def compute_run(
     return clips, cost
 
 
+def training_settings(base_model: str, steps: int, quick: bool = False) -> dict:
+    """Every row's training settings on top of its recipe (the shipped adapter's: 600 steps on the embedded base)."""
+    return {
+        "harivo.base_model": base_model,
+        "max_steps": steps,
+        "batch_size": 2 if quick else 4,
+        "data.num_frames": 4 if quick else 16,
+        "optim.lr_warmup_steps": min(50, steps // 4),
+        "checkpoint_every": max(steps // 3, 1),
+        "validate_every": 0,
+        "num_validation_samples": 0,
+    }
+
+
+def animatediff_adapter(
+    output: Path = Path("outputs/comparison"), training_seed: int = 0, quick: bool = False
+) -> Path:
+    """The AnimateDiff-recipe adapter of the table (trained into `output`'s cache, or reused from it)."""
+    training = training_settings(str(DEFAULT_MODEL_DIR / "base"), 4 if quick else 600, quick)
+    overrides = {**ANIMATEDIFF, "seed": training_seed}
+    folder = output / "adapters" / slug({**overrides, "recipe": recipe_fingerprint(training)})
+    return train_adapter(overrides, training, folder)
+
+
 def is_shipped_recipe(training: dict, args) -> bool:
     """Whether the table trains with exactly the settings the embedded adapter was trained with."""
     return not args.quick and training["max_steps"] == 600 and args.base_model == str(DEFAULT_MODEL_DIR / "base")
@@ -212,16 +236,7 @@ def main() -> None:
     output = Path(args.output or ("outputs/comparison-quick" if quick else "outputs/comparison"))
     steps = args.steps or (4 if quick else 600)
     num_frames = 4 if quick else 16
-    training = {
-        "harivo.base_model": args.base_model,
-        "max_steps": steps,
-        "batch_size": 2 if quick else 4,
-        "data.num_frames": num_frames,
-        "optim.lr_warmup_steps": min(50, steps // 4),
-        "checkpoint_every": max(steps // 3, 1),
-        "validate_every": 0,
-        "num_validation_samples": 0,
-    }
+    training = training_settings(args.base_model, steps, quick)
     settings = EvalSettings(
         seeds=tuple(args.seeds or ((0,) if quick else (0, 1, 2))),
         num_frames=num_frames,

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,8 @@ ROWS = {
     "HARIVO + ControlNet, keyframes only": {"keyframes": True},
     "HARIVO + ControlNet, keyframes + path from control": {"keyframes": True, "motion_path": "control"},
     "T2I + ControlNet frame by frame, keyframes only": {"frame_by_frame": True, "keyframes": True},
-    "HARIVO + the ControlNet twice (0.5 + 0.5)": {"twice": True},
+    "HARIVO + the ControlNet twice (0.5 + 0.5)": {"twice": True, "adapter": "twice"},
+    "AnimateDiff recipe + ControlNet": {"adapter": "animatediff"},
 }
 METRICS = {
     "position_error": ("px", "lower"),
@@ -70,6 +72,7 @@ def fingerprint(*folders: Path) -> str:
 def run_row(pipe, name: str, args, paths: list[str]) -> tuple[dict, float]:
     """`({prompt group: [score dict per clip]}, seconds per clip)`, with the clips."""
     options = dict(ROWS[name])
+    options.pop("adapter", None)
     frame_by_frame = options.pop("frame_by_frame", False)
     keyframes = options.pop("keyframes", False)
     twice = options.pop("twice", False)
@@ -182,17 +185,30 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = HarivoControlNetPipeline.from_pretrained(base, adapter=adapter, controlnet=controlnet)
     pipe.set_progress_bar_config(disable=True)
     model = fingerprint(base, adapter, controlnet)
-    rows = {}
+    rows, pipes = {}, {None: pipe}
     for index, name in enumerate(args.rows):
         settings = {"row": ROWS[name], "seeds": args.seeds, "steps": args.steps, "frames": args.num_frames,
-                    "paths": args.paths, "prompts": PROMPTS, "model": model}  # fmt: skip
+                    "paths": args.paths, "prompts": PROMPTS, "model": model, "quick": args.quick}  # fmt: skip
         key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
         cached = output / f"row-{index}.json"
         if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
             rows[name] = json.loads(cached.read_text())
             continue
         print(f"== {name}", flush=True)
-        scores, seconds, clips = run_row(pipe, name, args, args.paths)
+        which = ROWS[name].get("adapter")
+        if which == "twice" and which not in pipes:  # two nets: the same Shapes ControlNet twice
+            pipes[which] = HarivoControlNetPipeline.from_pipe(pipe, controlnet=[pipe.controlnet, pipe.controlnet])
+            pipes[which].set_progress_bar_config(disable=True)
+        if which not in pipes:  # the comparison table's AnimateDiff-recipe adapter (trained once, ~25 min on 2 CPUs)
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # also when run as a script
+            from benchmarks.comparison_table import animatediff_adapter
+
+            adapter_folder = animatediff_adapter(quick=args.quick)
+            pipes[which] = HarivoControlNetPipeline.from_pretrained(
+                base, adapter=adapter_folder, controlnet=controlnet
+            )
+            pipes[which].set_progress_bar_config(disable=True)
+        scores, seconds, clips = run_row(pipes[which], name, args, args.paths)
         rows[name] = {
             "key": key,
             "name": name,

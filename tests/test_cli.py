@@ -320,3 +320,15 @@ def test_bad_control_arguments_are_one_line_errors(
               *extra])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_generate_with_the_embedded_shapes_controlnet(tmp_path):
+    from harivo.data.shapes import ShapeScene
+    from harivo.evaluation.control import control_path, silhouette_clip
+
+    masks = silhouette_clip(ShapeScene("star", "yellow", "large", "black", "plain"), control_path("arc", 4))
+    iio.imwrite(tmp_path / "masks.gif", masks)
+    out = tmp_path / "star.gif"
+    main(["generate", "a large yellow star on a plain black background", "--control", str(tmp_path / "masks.gif"),
+          "--steps", "3", "--num-frames", "4", "-o", str(out)])  # fmt: skip
+    assert iio.imread(out, index=None).shape == (4, 64, 64, 3)

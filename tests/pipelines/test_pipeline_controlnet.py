@@ -228,7 +228,7 @@ def test_save_and_load_with_a_controlnet(tmp_path, base_dir, pipes, conditions, 
         base_dir, adapter=tmp_path / "adapter", controlnet=[tmp_path / "controlnet", controlnet]
     )
     assert isinstance(several.controlnet, MultiControlNetModel) and len(several.controlnet.nets) == 2
-    with pytest.raises(OSError, match="The ControlNet .* does not exist"):
+    with pytest.raises(OSError, match=r"The ControlNet .* does not exist"):
         HarivoControlNetPipeline.from_pretrained(base_dir, adapter=tmp_path / "adapter", controlnet=tmp_path / "nope")
     with pytest.raises(ValueError, match="holds no ControlNet: pass `controlnet=`"):
         HarivoControlNetPipeline.from_pretrained(base_dir, adapter=tmp_path / "adapter")
