@@ -76,48 +76,66 @@ def fingerprint(*folders: Path) -> str:
     return digest.hexdigest()
 
 
-def run_row(pipe, name: str, args, paths: list[str]) -> tuple[dict, float]:
-    """`({prompt group: [score dict per clip]}, seconds per clip)`, with the clips."""
+def cases(args) -> list[tuple[str, str, str]]:
+    """`(group, prompt, path)` of every call of a row, in the order its clips are stored (each call: every seed)."""
+    return [(g, p, path) for g, prompts in PROMPTS.items() for p in prompts for path in args.paths]
+
+
+def controlled_frames(name: str, num_frames: int) -> list[int]:
+    return [0, num_frames - 1] if ROWS[name].get("keyframes") else list(range(num_frames))
+
+
+def run_row(pipe, name: str, args) -> tuple[np.ndarray, float]:
+    """`(clips (calls * seeds, F, H, W, 3) uint8, seconds per clip)` of one row."""
     options = dict(ROWS[name])
-    options.pop("adapter", None)
-    frame_by_frame = options.pop("frame_by_frame", False)
-    keyframes = options.pop("keyframes", False)
-    twice = options.pop("twice", False)
-    scores, clips, elapsed, count = {}, [], 0.0, 0
-    for group, prompts in PROMPTS.items():
-        scores[group] = []
-        for prompt in prompts:
-            scene = ShapeScene.from_caption(prompt)
-            for path_name in paths:
-                centers = control_path(path_name, args.num_frames)
-                silhouettes = silhouette_clip(scene, centers)
-                controlled = [0, args.num_frames - 1] if keyframes else list(range(args.num_frames))
-                conditions = silhouettes[controlled]
-                kwargs = {"conditioning_frames": conditions, **options}
-                if keyframes:
-                    kwargs["controlnet_frame_indices"] = controlled
-                if twice:
-                    kwargs.update(
-                        conditioning_frames=[conditions, conditions], controlnet_conditioning_scale=[0.5, 0.5]
-                    )
-                start = time.perf_counter()
-                with pipe.video_unet.temporal_layers_disabled() if frame_by_frame else contextlib.nullcontext():
-                    frames = pipe(
-                        [prompt] * len(args.seeds),
-                        num_frames=args.num_frames,
-                        num_inference_steps=args.steps,
-                        guidance_rescale=default_guidance_rescale(pipe.scheduler),
-                        generator=[torch.Generator().manual_seed(seed) for seed in args.seeds],
-                        output_type="np",
-                        **kwargs,
-                    ).frames
-                elapsed += time.perf_counter() - start
-                count += len(args.seeds)
-                for video in frames:
-                    clip = (np.asarray(video) * 255).round().clip(0, 255).astype(np.uint8)
-                    clips.append(clip)
-                    scores[group].append(control_scores(clip, scene, centers, controlled if keyframes else None))
-    return scores, elapsed / count, clips
+    for key in ("adapter", "keyframes", "frame_by_frame", "twice"):
+        options.pop(key, None)
+    controlled = controlled_frames(name, args.num_frames)
+    clips, elapsed = [], 0.0
+    for _, prompt, path_name in cases(args):
+        scene = ShapeScene.from_caption(prompt)
+        conditions = silhouette_clip(scene, control_path(path_name, args.num_frames))[controlled]
+        kwargs = {"conditioning_frames": conditions, **options}
+        if ROWS[name].get("keyframes"):
+            kwargs["controlnet_frame_indices"] = controlled
+        if ROWS[name].get("twice"):
+            kwargs.update(conditioning_frames=[conditions, conditions], controlnet_conditioning_scale=[0.5, 0.5])
+        bypass = pipe.video_unet.temporal_layers_disabled() if ROWS[name].get("frame_by_frame") else None
+        start = time.perf_counter()
+        with bypass or contextlib.nullcontext():
+            frames = pipe(
+                [prompt] * len(args.seeds),
+                num_frames=args.num_frames,
+                num_inference_steps=args.steps,
+                guidance_rescale=default_guidance_rescale(pipe.scheduler),
+                generator=[torch.Generator().manual_seed(seed) for seed in args.seeds],
+                output_type="np",
+                **kwargs,
+            ).frames
+        elapsed += time.perf_counter() - start
+        clips += [(np.asarray(video) * 255).round().clip(0, 255).astype(np.uint8) for video in frames]
+    return np.stack(clips), elapsed / len(clips)
+
+
+def score_row(clips: np.ndarray, name: str, args) -> dict:
+    """Mean scores per prompt group. With keyframes only, the path to follow is the straight line between the two
+    keyframes' silhouettes (all that two frames say); otherwise the path the silhouettes were drawn along."""
+    controlled = controlled_frames(name, args.num_frames)
+    keyframes = bool(ROWS[name].get("keyframes"))
+    scores = {group: [] for group in PROMPTS}
+    for index, (group, prompt, path_name) in enumerate(cases(args)):
+        centers = control_path(path_name, args.num_frames)
+        if keyframes:
+            progress = np.linspace(0.0, 1.0, args.num_frames)[:, None]
+            centers = centers[0] + progress * (centers[-1] - centers[0])
+        scene = ShapeScene.from_caption(prompt)
+        for clip in clips[index * len(args.seeds) : (index + 1) * len(args.seeds)]:
+            scores[group].append(control_scores(clip, scene, centers, controlled if keyframes else None))
+    return {group: mean_scores(per_clip) for group, per_clip in scores.items()}
+
+
+def row_file(output: Path, name: str, suffix: str) -> Path:
+    return output / f"row-{hashlib.sha1(name.encode()).hexdigest()[:10]}{suffix}"
 
 
 def step_cost(pipe, args) -> dict:
@@ -154,8 +172,8 @@ def figure(output: Path, args, rows: dict) -> None:
     scene = ShapeScene.from_caption(prompt)
     videos = [silhouette_clip(scene, control_path(path_name, args.num_frames))]
     labels = [f"condition: {path_name} ({prompt})"]
-    for index, name in enumerate(args.rows):
-        clips = np.load(output / f"row-{index}.npz")["clips"]
+    for name in args.rows:
+        clips = np.load(row_file(output, name, ".npz"))["clips"]
         videos.append(clips[position])
         labels.append(name)
     contact_sheet(videos, labels, scale=2).save(output / "figure.png")
@@ -181,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--paths", nargs="+", choices=list(CONTROL_PATHS), default=DEFAULT_PATHS)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=DEFAULT_ROWS)
     parser.add_argument("--quick", action="store_true", help="1 seed, 4 frames, 3 steps, 2 paths.")
+    parser.add_argument("--rescore", action="store_true", help="Score the cached clips again.")
     parser.add_argument("--output", default="outputs/controlnet_paths")
     args = parser.parse_args(argv)
     if args.quick:
@@ -193,13 +212,16 @@ def main(argv: list[str] | None = None) -> dict:
     pipe.set_progress_bar_config(disable=True)
     model = fingerprint(base, adapter, controlnet)
     rows, pipes = {}, {None: pipe}
-    for index, name in enumerate(args.rows):
+    for name in args.rows:
         settings = {"row": ROWS[name], "seeds": args.seeds, "steps": args.steps, "frames": args.num_frames,
                     "paths": args.paths, "prompts": PROMPTS, "model": model, "quick": args.quick}  # fmt: skip
         key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        cached = output / f"row-{index}.json"
-        if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
+        cached, clips_file = row_file(output, name, ".json"), row_file(output, name, ".npz")
+        if cached.is_file() and clips_file.is_file() and json.loads(cached.read_text()).get("key") == key:
             rows[name] = json.loads(cached.read_text())
+            if args.rescore:
+                rows[name]["groups"] = score_row(np.load(clips_file)["clips"], name, args)
+                cached.write_text(json.dumps(rows[name], indent=1))
             continue
         print(f"== {name}", flush=True)
         which = ROWS[name].get("adapter")
@@ -215,14 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
                 base, adapter=adapter_folder, controlnet=controlnet
             )
             pipes[which].set_progress_bar_config(disable=True)
-        scores, seconds, clips = run_row(pipes[which], name, args, args.paths)
-        rows[name] = {
-            "key": key,
-            "name": name,
-            "seconds_per_clip": seconds,
-            "groups": {group: mean_scores(per_clip) for group, per_clip in scores.items()},
-        }
-        np.savez_compressed(output / f"row-{index}.npz", clips=np.stack(clips))
+        clips, seconds = run_row(pipes[which], name, args)
+        np.savez_compressed(clips_file, clips=clips)
+        rows[name] = {"key": key, "name": name, "seconds_per_clip": seconds, "groups": score_row(clips, name, args)}
         cached.write_text(json.dumps(rows[name], indent=1))
     figure(output, args, rows)
     table = format_rows(rows)

@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="ControlNet conditioning scale: one value, or one per --controlnet (default: 1).",
     )  # fmt: skip
     gen.add_argument(
-        "--control-path", action="store_true",
+        "--control-path", action=argparse.BooleanOptionalAction, default=None,
         help="Move the prompt's subject along the path the conditions' bright part (a silhouette) travels, interpolated"
-        " between controlled frames: with keyframes only, it fills the frames in between.",
+        " between controlled frames: with keyframes only, it fills the frames in between. Default: on with the"
+        " embedded Shapes ControlNet and --control-frames, else off.",
     )  # fmt: skip
     _add_runtime_arguments(gen)
     gen.add_argument("--fps", type=int, default=8, help="Frames per second of the file (default: 8).")
@@ -294,6 +295,9 @@ def _control_options(args: argparse.Namespace) -> dict:
         return {}
     if args.control_path and args.motion is not None:
         raise ValueError("Pass at most one of --control-path and --motion.")
+    if args.control_path is None:  # silhouettes on keyframes: the path between them fills the other frames
+        args.control_path = not (args.controlnet or args.base_model) and args.control_frames is not None
+        args.control_path = args.control_path and args.motion is None
     nets = len(args.controlnet) if args.controlnet else 1
     if len(args.control) != nets:
         raise ValueError(

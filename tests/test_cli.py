@@ -332,3 +332,16 @@ def test_generate_with_the_embedded_shapes_controlnet(tmp_path):
     main(["generate", "a large yellow star on a plain black background", "--control", str(tmp_path / "masks.gif"),
           "--steps", "3", "--num-frames", "4", "-o", str(out)])  # fmt: skip
     assert iio.imread(out, index=None).shape == (4, 64, 64, 3)
+    # keyframes: the path between the two silhouettes is on by default with the Shapes ControlNet
+    (tmp_path / "keys").mkdir()
+    for index in (0, 3):
+        iio.imwrite(tmp_path / "keys" / f"{index}.png", masks[index])
+    keys = ["generate", "a large yellow star on a plain black background", "--control", str(tmp_path / "keys"),
+            "--control-frames", "0,3", "--steps", "3", "--num-frames", "4"]  # fmt: skip
+    main([*keys, "-o", str(tmp_path / "path.gif")])
+    main([*keys, "--no-control-path", "-o", str(tmp_path / "nopath.gif")])
+    main([*keys, "--control-path", "-o", str(tmp_path / "explicit.gif")])
+    path, no_path, explicit = (
+        iio.imread(tmp_path / n, index=None) for n in ("path.gif", "nopath.gif", "explicit.gif")
+    )
+    assert np.array_equal(path, explicit) and not np.array_equal(path, no_path)
