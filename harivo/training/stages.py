@@ -196,6 +196,19 @@ class Stage:
     def export(self, folder: Path) -> None:
         raise NotImplementedError
 
+    def _load_frozen_base(self, key: str, path: str) -> UNet2DConditionModel:
+        """Load the frozen base model of config `key` (`vae`, `vae_scale_factor`, `text_encoder`, `tokenizer`,
+        `noise_scheduler` on the stage), check the config fits it, and return its U-Net (not yet frozen)."""
+        base = resolve_base_model(path, key, self.accelerator)
+        self.vae = _freeze(_load(AutoencoderKL, key, base, subfolder="vae"), self.accelerator)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)  # pixels per latent pixel
+        self.text_encoder = _freeze(_load(CLIPTextModel, key, base, subfolder="text_encoder"), self.accelerator)
+        self.tokenizer = _load(CLIPTokenizer, key, base, subfolder="tokenizer")
+        self.noise_scheduler = _load(DDPMScheduler, key, base, subfolder="scheduler")
+        unet = _load(UNet2DConditionModel, key, base, subfolder="unet")
+        _check_fits_base(self.config, unet, self.vae_scale_factor)
+        return unet
+
     def _random_timesteps(self, scheduler, batch_size: int) -> torch.Tensor:
         steps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=self.generator)
         return steps.to(self.device)
@@ -417,16 +430,8 @@ class HarivoStage(Stage):
     def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
         super().__init__(config, accelerator, generator)
         settings = config.harivo
-        base = resolve_base_model(settings.base_model, "harivo.base_model", accelerator)
-        key = "harivo.base_model"
-        self.vae = _freeze(_load(AutoencoderKL, key, base, subfolder="vae"), accelerator)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)  # pixels per latent pixel
-        self.text_encoder = _freeze(_load(CLIPTextModel, key, base, subfolder="text_encoder"), accelerator)
-        self.tokenizer = _load(CLIPTokenizer, key, base, subfolder="tokenizer")
-        self.noise_scheduler = _load(DDPMScheduler, key, base, subfolder="scheduler")
+        unet = self._load_frozen_base("harivo.base_model", settings.base_model)
         self.inference_scheduler_config = self.noise_scheduler.config
-        unet = _load(UNet2DConditionModel, key, base, subfolder="unet")
-        _check_fits_base(config, unet, self.vae_scale_factor)
         if settings.adapter:
             self.adapter = self._load_adapter(settings, unet, accelerator)
         else:
@@ -624,21 +629,13 @@ class ControlNetStage(Stage):
     def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
         super().__init__(config, accelerator, generator)
         settings = config.controlnet
-        key = "controlnet.base_model"
-        base = resolve_base_model(settings.base_model, key, accelerator)
-        self.vae = _freeze(_load(AutoencoderKL, key, base, subfolder="vae"), accelerator)
-        self.text_encoder = _freeze(_load(CLIPTextModel, key, base, subfolder="text_encoder"), accelerator)
-        self.tokenizer = _load(CLIPTokenizer, key, base, subfolder="tokenizer")
-        self.noise_scheduler = _load(DDPMScheduler, key, base, subfolder="scheduler")
-        unet = _load(UNet2DConditionModel, key, base, subfolder="unet")
-        vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        _check_fits_base(config, unet, vae_scale_factor)
+        unet = self._load_frozen_base("controlnet.base_model", settings.base_model)
         channels = settings.conditioning_embedding_out_channels
-        if 2 ** (len(channels) - 1) != vae_scale_factor:
+        if 2 ** (len(channels) - 1) != self.vae_scale_factor:
             raise ValueError(
                 f"controlnet.conditioning_embedding_out_channels has {len(channels)} entries, so it shrinks the"
-                f" condition {2 ** (len(channels) - 1)}x, but this base model's latents are {vae_scale_factor}x"
-                f" smaller than its images: give {round(math.log2(vae_scale_factor)) + 1} entries."
+                f" condition {2 ** (len(channels) - 1)}x, but this base model's latents are {self.vae_scale_factor}x"
+                f" smaller than its images: give {round(math.log2(self.vae_scale_factor)) + 1} entries."
             )
         self.controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
         self.controlnet.to(self.device).train()
