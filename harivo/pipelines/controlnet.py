@@ -34,11 +34,6 @@ class ControlInputs:
     ends: list[float]
     guess_mode: bool
 
-    @property
-    def dense(self) -> bool:
-        """Every frame is controlled."""
-        return len(self.frame_indices) == self.num_frames
-
 
 def as_multi(controlnet: Any) -> MultiControlNetModel | ControlNetModel:
     """A list or tuple of ControlNets becomes a `MultiControlNetModel`, as in diffusers' ControlNet pipelines."""
@@ -55,9 +50,10 @@ def nets_of(controlnet: Any) -> list[ControlNetModel]:
 
 def check_controlnet(controlnet: Any, unet_config: Any) -> None:
     """One-line `ValueError` when a ControlNet was built for another base model than the pipeline's U-Net."""
-    for index, net in enumerate(nets_of(controlnet)):
+    nets = nets_of(controlnet)
+    for index, net in enumerate(nets):
         config = getattr(getattr(net, "_orig_mod", net), "config", None)
-        which = "The ControlNet" if len(nets_of(controlnet)) == 1 else f"ControlNet {index}"
+        which = "The ControlNet" if len(nets) == 1 else f"ControlNet {index}"
         if config is None or not hasattr(config, "conditioning_embedding_out_channels"):
             raise ValueError(f"{which} is a {type(net).__name__}, not a diffusers ControlNetModel.")
         for key in ("cross_attention_dim", "block_out_channels", "in_channels"):

@@ -304,6 +304,11 @@ class HarivoPipeline(
                 output = rescale_noise_cfg(output, text, self.guidance_rescale)
         return output
 
+    def _video_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """`(height, width)` in pixels, each defaulting to the U-Net's `sample_size * vae_scale_factor`."""
+        default_size = self.video_unet.config.sample_size * self.vae_scale_factor
+        return (default_size if height is None else height, default_size if width is None else width)
+
     # The two extension points of the denoising loop; `HarivoControlNetPipeline` fills them in for one call.
     def _unet_residuals(self, model_input, t, prompt_embeds) -> dict[str, Any]:
         """Extra inputs of the video U-Net for `model_input` `(B, C, F, h, w)` at the current step
@@ -448,9 +453,7 @@ class HarivoPipeline(
             latents (`"latent"`).
         """
         # 0. Default height and width to the U-Net's sample size
-        default_size = self.video_unet.config.sample_size * self.vae_scale_factor
-        height = default_size if height is None else height
-        width = default_size if width is None else width
+        height, width = self._video_size(height, width)
 
         # The adapter's recommended sampling where the call leaves it unset
         if temporal_window is None:

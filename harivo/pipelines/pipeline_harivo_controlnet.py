@@ -18,23 +18,6 @@ from ..models.adapter import HarivoAdapter
 from . import controlnet as control
 from .pipeline_harivo import HarivoPipeline, _has_component
 
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> from diffusers import ControlNetModel
-        >>> from harivo import HarivoControlNetPipeline
-        >>> from harivo.video_io import save_video
-
-        >>> controlnet = ControlNetModel.from_pretrained("path/to/controlnet-openpose")
-        >>> pipe = HarivoControlNetPipeline.from_pretrained(
-        ...     "path/to/stable-diffusion-v1-5", adapter="path/to/harivo-adapter", controlnet=controlnet
-        ... )
-        >>> poses = [...]  # 16 PIL images, one per frame; or 2 with controlnet_frame_indices=[0, 15]
-        >>> video = pipe("an astronaut dancing", num_frames=16, conditioning_frames=poses).frames[0]
-        >>> save_video(video, "astronaut.mp4", fps=8)
-        ```
-"""
-
 
 class HarivoControlNetPipeline(HarivoPipeline):
     r"""
@@ -164,9 +147,7 @@ class HarivoControlNetPipeline(HarivoPipeline):
                 " `HarivoControlNetPipeline.from_pretrained(base_model, adapter=..., controlnet=...)`."
             )
         control.check_controlnet(self.controlnet, self.video_unet.config)
-        default_size = self.video_unet.config.sample_size * self.vae_scale_factor
-        height = default_size if call["height"] is None else call["height"]
-        width = default_size if call["width"] is None else call["width"]
+        height, width = self._video_size(call["height"], call["width"])
         inputs = control.prepare_control(
             self.controlnet, conditioning_frames, controlnet_frame_indices, controlnet_conditioning_scale,
             control_guidance_start, control_guidance_end, guess_mode, call["num_frames"], height, width,
