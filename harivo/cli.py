@@ -296,8 +296,8 @@ def _control_options(args: argparse.Namespace) -> dict:
     if args.control_path and args.motion is not None:
         raise ValueError("Pass at most one of --control-path and --motion.")
     if args.control_path is None:  # silhouettes on keyframes: the path between them fills the other frames
-        args.control_path = not (args.controlnet or args.base_model) and args.control_frames is not None
-        args.control_path = args.control_path and args.motion is None
+        embedded = not (args.controlnet or args.base_model)
+        args.control_path = embedded and args.control_frames is not None and args.motion is None
     nets = len(args.controlnet) if args.controlnet else 1
     if len(args.control) != nets:
         raise ValueError(
