@@ -2,9 +2,12 @@
 
 import argparse
 import logging
+import math
+import re
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -15,6 +18,7 @@ from .errors import (
     SamplingDivergedError,
     TrainingDivergedError,
 )
+from .loading import WEIGHT_SUFFIXES
 from .schedulers import SCHEDULERS, default_guidance_rescale, make_scheduler
 
 # Library messages that are noise in a command-line run (they are about optional backends, not about the result)
@@ -23,6 +27,8 @@ NOISE = (
     "should be kept in float32: []",
     "was truncated because CLIP can only handle",  # `warn_truncated` says these two, naming the words
     "Token indices sequence length is longer than",
+    "LOAD REPORT",  # transformers lists a text encoder's other LoRAs as "missing" when it loads one more
+    "Already found a `peft_config` attribute",  # peft, on a second LoRA: that is what --lora asks for
 )
 
 PROJECTION_HELP = (
@@ -46,11 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="Generate a video from a text prompt.")
     gen.add_argument("prompt", help="What the video shows.")
     gen.add_argument("-o", "--output", default="out.mp4", help="Output file, .mp4 or .gif (default: out.mp4).")
-    gen.add_argument(
-        "--base-model",
-        help="Base text-to-image model: a diffusers folder or a hub id (default: the embedded Shapes-world model).",
-    )
-    gen.add_argument("--adapter", help="HARIVO adapter: a folder or a hub id.")
+    _add_model_arguments(gen)
     gen.add_argument("--negative-prompt", default=None, help="What the video should not show.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
     gen.add_argument("--num-frames", type=int, default=16, help="Frames (default: 16).")
@@ -108,14 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--skip-memory-check", action="store_true", help="Run even if the estimated memory need exceeds what is free."
     )
-    gen.add_argument(
-        "--allow-pickle", action="store_true", help="Accept pickle weights (.bin/.ckpt); they can run code."
-    )
     evaluate = commands.add_parser(
         "eval", help="Shapes-world evaluation of a model: detector scores, diversity, FVD-analog, contact sheet."
     )
-    evaluate.add_argument("--base-model", help="Text-to-image model (default: the embedded Shapes model).")
-    evaluate.add_argument("--adapter", help="HARIVO adapter (default: the embedded one).")
+    _add_model_arguments(evaluate)
     evaluate.add_argument("-o", "--output-dir", default="eval", help="Where results go (default: ./eval).")
     evaluate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Sampling seeds (default: 0 1 2).")
     evaluate.add_argument("--prompts-per-group", type=int, default=8, help="Prompts in and out of the video data.")
@@ -162,6 +160,68 @@ def build_parser() -> argparse.ArgumentParser:
         help="Resume checkpoints with pickled training state (harivo < 0.1.1); unpickling can run code.",
     )
     return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-model",
+        help="Base text-to-image model: a diffusers folder, a hub id, or a single-file checkpoint (.safetensors;"
+        " .ckpt with --allow-pickle) (default: the embedded Shapes-world model).",
+    )
+    parser.add_argument(
+        "--base-config", metavar="DIR",
+        help="For a single-file --base-model: a diffusers folder (or hub id) of its architecture, read for the"
+        " configs, tokenizer and scheduler (default: the embedded Shapes base when the adapter is the embedded one,"
+        " else Stable Diffusion 1.5's from the hub or its cache).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--adapter",
+        help="HARIVO adapter: a folder or a hub id (default: the embedded Shapes adapter, unless --base-model is a"
+        " saved HARIVO pipeline, which brings its own).",
+    )
+    parser.add_argument(
+        "--lora", action="append", default=None, metavar="PATH[:SCALE]",
+        help="A LoRA for the base model (image or motion; diffusers or kohya / A1111 format): a file, folder or hub"
+        " id, at SCALE (default 1; 0 is exactly without it). Repeat for several.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="Accept pickle weights (.bin/.ckpt); they can run code."
+    )
+
+
+def parse_loras(values: list[str] | None) -> list[tuple[str, float]]:
+    """`--lora PATH[:SCALE]` values as `(path, scale)`, checked before any model loads."""
+    from .loading import looks_like_local_path
+
+    loras = []
+    for value in values or ():
+        path, _, tail = value.rpartition(":")
+        try:
+            scale = float(tail) if path else None
+        except ValueError:  # a colon inside the path (e.g. C:\...)
+            scale = None
+        if scale is None:
+            path, scale = value, 1.0
+        if not math.isfinite(scale):
+            raise ValueError(f"--lora {value}: the scale must be a finite number, e.g. {path}:0.8.")
+        missing = not Path(path).expanduser().exists()
+        if missing and (looks_like_local_path(path) or Path(path).suffix in WEIGHT_SUFFIXES):
+            raise FileNotFoundError(f"--lora {path}: no such file or folder.")
+        loras.append((path, scale))
+    return loras
+
+
+def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
+    """Load each LoRA under its own name and mix them at their scales (`set_adapters`)."""
+    if not loras:
+        return
+    names = [f"lora_{index}" for index in range(len(loras))]
+    for name, (path, _) in zip(names, loras):
+        try:
+            pipe.load_lora_weights(path, adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ValueError(f"--lora {path}: {' '.join(str(error).split())}") from error
+    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
 
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -248,9 +308,9 @@ def generate(args: argparse.Namespace) -> None:
     check_seed(args.seed)
     control = _control_options(args)
     device, dtype = _runtime(args)
-    pipe = _load_pipeline(
-        args.base_model, args.adapter, controlnet=_controlnets(args), allow_pickle=args.allow_pickle, torch_dtype=dtype
-    )
+    loras = parse_loras(args.lora)
+    pipe = _load_pipeline(args, controlnet=_controlnets(args), torch_dtype=dtype)
+    apply_loras(pipe, loras)
     pipe = _prepare_pipeline(pipe, args, device)
     warn_truncated(pipe.tokenizer, args.prompt)
     warn_truncated(pipe.tokenizer, args.negative_prompt, "negative prompt")
@@ -381,7 +441,10 @@ def evaluate(args: argparse.Namespace) -> None:
         clips, label = render_reference_clips(prompts, settings.seeds, settings.num_frames), "rendered clips"
     else:
         device, dtype = _runtime(args)
-        pipe = _prepare_pipeline(_load_pipeline(args.base_model, args.adapter, torch_dtype=dtype), args, device)
+        loras = parse_loras(args.lora)
+        pipe = _load_pipeline(args, torch_dtype=dtype)
+        apply_loras(pipe, loras)
+        pipe = _prepare_pipeline(pipe, args, device)
         label = args.adapter or "embedded default model"
         settings.guidance_rescale = _guidance_rescale(args.guidance_rescale, pipe.scheduler)
         if args.frame_by_frame:
@@ -451,22 +514,42 @@ def _guidance_rescale(value: float | None, scheduler) -> float:
     return default_guidance_rescale(scheduler) if value is None else value
 
 
-def _load_pipeline(base_model: str | None, adapter: str | None, controlnet: list[str] | None = None, **kwargs):
-    """`HarivoPipeline.from_pretrained(base_model, adapter=adapter, **kwargs)` (`HarivoControlNetPipeline` with
-    `controlnet`); neither model given: the embedded model."""
+def _load_pipeline(args: argparse.Namespace, controlnet: list[str] | None = None, **kwargs):
+    """The pipeline of --base-model / --base-config / --adapter (`HarivoControlNetPipeline` with `controlnet`):
+    neither model given, the embedded model; a base model without an adapter (a DreamBooth folder or single file of
+    the Shapes base), the embedded adapter."""
+    from .defaults import default_model_paths
     from .pipelines import HarivoControlNetPipeline, HarivoPipeline
+    from .pipelines.pipeline_harivo import _has_component
 
+    base_model, adapter, config = args.base_model, args.adapter, args.base_config
     if adapter and not base_model:
         raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
-    if not base_model:  # the embedded Shapes-world model
-        from .defaults import default_model_paths
-
-        base_model, adapter = default_model_paths()
+    if config and not (base_model and Path(base_model).suffix in WEIGHT_SUFFIXES):
+        raise ValueError("--base-config is for a single-file --base-model (.safetensors or .ckpt).")
+    single_file = bool(base_model) and Path(base_model).suffix in WEIGHT_SUFFIXES
+    embedded_base, embedded_adapter = default_model_paths()
+    defaulted = not adapter and (single_file or (bool(base_model) and not _has_component(Path(base_model), "adapter")))
+    if not base_model:
+        base_model, adapter = embedded_base, embedded_adapter
+    elif defaulted:
+        adapter = embedded_adapter
+        config = config or (embedded_base if single_file else None)
+    cls = HarivoControlNetPipeline if controlnet else HarivoPipeline
     if controlnet:
-        return HarivoControlNetPipeline.from_pretrained(
-            base_model, adapter=adapter, controlnet=controlnet if len(controlnet) > 1 else controlnet[0], **kwargs
-        )
-    return HarivoPipeline.from_pretrained(base_model, adapter=adapter, **kwargs)
+        kwargs["controlnet"] = controlnet if len(controlnet) > 1 else controlnet[0]
+    kwargs["allow_pickle"] = args.allow_pickle
+    try:
+        if single_file:
+            return cls.from_single_file(base_model, adapter=adapter, config=config, **kwargs)
+        return cls.from_pretrained(base_model, adapter=adapter, **kwargs)
+    except IncompatibleAdapterError as error:
+        if not defaulted:
+            raise
+        raise IncompatibleAdapterError(
+            f"--base-model {args.base_model} is not a Shapes-world base model, so the embedded adapter does not fit it"
+            f" ({error}): pass --adapter (one trained on this base model)."
+        ) from error
 
 
 class _DropNoise(logging.Filter):
@@ -486,6 +569,8 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     warnings.formatwarning = _one_line_warning
+    for text in NOISE:
+        warnings.filterwarnings("ignore", message=f".*{re.escape(text)}")
     for library in (diffusers_logging, transformers_logging):
         library.disable_progress_bar()
         library.set_verbosity_warning()

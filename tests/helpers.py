@@ -59,3 +59,38 @@ def save_tiny_clip(path):
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
+
+
+def kohya_lora(unet, text_encoder, rank: int = 2, alpha: float = 1.0, seed: int = 0, std: float = 0.3) -> dict:
+    """A LoRA in the kohya / A1111 community format (`lora_unet_*` / `lora_te_*` keys with `lora_down`, `lora_up` and
+    `alpha`) on every attention projection of the image U-Net and the text encoder, as kohya's trainer writes them."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = {}
+    for name, module in unet.named_modules():
+        if "motion_modules" not in name and name.endswith(("to_q", "to_k", "to_v", "to_out.0")):
+            layers["lora_unet_" + name.replace(".", "_")] = module
+    for name, module in text_encoder.named_modules():
+        if name.endswith(("q_proj", "k_proj", "v_proj", "out_proj")):
+            layers["lora_te_text_model_" + name.removeprefix("text_model.").replace(".", "_")] = module
+    state = {}
+    for key, module in layers.items():
+        state[f"{key}.lora_down.weight"] = torch.randn(rank, module.in_features, generator=generator) * std
+        state[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=generator) * std
+        state[f"{key}.alpha"] = torch.tensor(alpha)
+    return state
+
+
+def merge_kohya_lora(unet, text_encoder, state: dict, scale: float = 1.0) -> None:
+    """Add a kohya LoRA into the weights by hand (W += scale * alpha / rank * up @ down): the reference a loader
+    must match."""
+    modules = {"lora_unet_" + n.replace(".", "_"): m for n, m in unet.named_modules()}
+    modules.update(
+        {
+            "lora_te_text_model_" + n.removeprefix("text_model.").replace(".", "_"): m
+            for n, m in text_encoder.named_modules()
+        }
+    )
+    with torch.no_grad():
+        for key in {k.rsplit(".", 2)[0] for k in state if k.endswith("lora_down.weight")}:
+            down, up = state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"]
+            modules[key].weight += scale * float(state[f"{key}.alpha"]) / down.shape[0] * (up @ down)

@@ -345,3 +345,92 @@ def test_generate_with_the_embedded_shapes_controlnet(tmp_path):
         iio.imread(tmp_path / n, index=None) for n in ("path.gif", "nopath.gif", "explicit.gif")
     )
     assert np.array_equal(path, explicit) and not np.array_equal(path, no_path)
+
+
+def _frames(path):
+    return iio.imread(path, index=None)
+
+
+def test_generate_from_a_single_file_base_and_loras(tiny_sd, base_dir, adapter_path, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from harivo.single_file import save_single_file
+    from tests.helpers import kohya_lora
+
+    checkpoint = save_single_file(tiny_sd, tmp_path / "tiny.safetensors")
+    save_file(kohya_lora(tiny_sd.unet, tiny_sd.text_encoder), tmp_path / "style.safetensors")
+    common = ["generate", "a small red circle moving left", "--adapter", str(adapter_path), "--num-frames", "4",
+              "--height", "16", "--width", "16", "--steps", "2"]  # fmt: skip
+    main([*common, "--base-model", str(base_dir), "-o", str(tmp_path / "folder.gif")])
+    main([*common, "--base-model", str(checkpoint), "--base-config", str(base_dir), "-o", str(tmp_path / "file.gif")])
+    assert np.array_equal(_frames(tmp_path / "file.gif"), _frames(tmp_path / "folder.gif"))
+    lora = str(tmp_path / "style.safetensors")
+    main([*common, "--base-model", str(base_dir), "--lora", f"{lora}:0", "-o", str(tmp_path / "zero.gif")])
+    assert np.array_equal(_frames(tmp_path / "zero.gif"), _frames(tmp_path / "folder.gif"))  # scale 0: no LoRA
+    main(
+        [
+            *common,
+            "--base-model",
+            str(base_dir),
+            "--lora",
+            lora,
+            "--lora",
+            f"{lora}:-0.5",
+            "-o",
+            str(tmp_path / "l.gif"),
+        ]
+    )
+    assert not np.array_equal(_frames(tmp_path / "l.gif"), _frames(tmp_path / "folder.gif"))
+    # the embedded adapter does not fit another architecture: one line that says what to pass
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "generate",
+                "x",
+                "--base-model",
+                str(checkpoint),
+                "--base-config",
+                str(base_dir),
+                "-o",
+                str(tmp_path / "e.gif"),
+            ]
+        )
+    assert "is not a Shapes-world base model, so the embedded adapter does not fit it" in capsys.readouterr().err
+
+
+def test_a_single_file_of_the_embedded_base_uses_the_embedded_adapter(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from harivo.defaults import DEFAULT_MODEL_DIR
+    from harivo.single_file import save_single_file
+
+    checkpoint = save_single_file(
+        StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR / "base"), tmp_path / "s.safetensors"
+    )
+    common = [
+        "generate",
+        "a large red circle moving right on a plain black background",
+        "--steps",
+        "2",
+        "--num-frames",
+        "4",
+    ]
+    main([*common, "-o", str(tmp_path / "embedded.gif")])
+    main([*common, "--base-model", str(checkpoint), "-o", str(tmp_path / "file.gif")])
+    assert np.array_equal(_frames(tmp_path / "file.gif"), _frames(tmp_path / "embedded.gif"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--lora", "missing/style.safetensors"], "--lora missing/style.safetensors: no such file or folder"),
+        (["--lora", "style.safetensors:inf"], "--lora style.safetensors:inf: the scale must be a finite number"),
+        (["--base-config", "somewhere"], "--base-config is for a single-file --base-model"),
+        (["--base-model", "missing/model.safetensors"], "The single-file checkpoint 'missing/model.safetensors' does not exist"),
+    ],
+)  # fmt: skip
+def test_bad_model_options_are_one_line_errors(extra, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "-o", str(tmp_path / "x.gif"), *extra])
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -11,18 +11,27 @@ from typing import Any
 
 import torch
 from diffusers import AnimateDiffPipeline, AutoencoderKL, UNet2DConditionModel, UNetMotionModel
-from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+from diffusers.loaders import FromSingleFileMixin, StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, StableDiffusionMixin
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
+from huggingface_hub import snapshot_download
 from safetensors import SafetensorError
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError
-from ..loading import DTYPE_ARGUMENT, check_weight_format, describe_load_error, dtype_argument
+from ..loading import (
+    DTYPE_ARGUMENT,
+    PICKLE_SUFFIXES,
+    WEIGHT_SUFFIXES,
+    check_weight_format,
+    describe_load_error,
+    dtype_argument,
+    resolve_model_path,
+)
 from ..models.adapter import HarivoAdapter
 from ..models.motion_path import batched_path
 from ..models.video_unet import HarivoUNet, default_trsa_layers
@@ -46,7 +55,11 @@ EXAMPLE_DOC_STRING = """
 
 
 class HarivoPipeline(
-    DiffusionPipeline, StableDiffusionMixin, TextualInversionLoaderMixin, StableDiffusionLoraLoaderMixin
+    DiffusionPipeline,
+    StableDiffusionMixin,
+    TextualInversionLoaderMixin,
+    StableDiffusionLoraLoaderMixin,
+    FromSingleFileMixin,
 ):
     r"""
     Text-to-video generation with HARIVO: a frozen text-to-image model plus a [`HarivoAdapter`] (temporal layers,
@@ -172,6 +185,100 @@ class HarivoPipeline(
             _ADAPTER_GIVEN.reset(token)
 
     @classmethod
+    def from_single_file(
+        cls,
+        pretrained_model_link_or_path: str | os.PathLike,
+        adapter: HarivoAdapter | str | os.PathLike | None = None,
+        *,
+        config: str | os.PathLike | None = None,
+        allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> "HarivoPipeline":
+        r"""
+        Load a base model from one original-layout checkpoint file (A1111 / CompVis `.safetensors`, the format most
+        community and DreamBooth models ship in) and a HARIVO adapter, as diffusers' `FromSingleFileMixin` does.
+
+        Args:
+            pretrained_model_link_or_path (`str` or `os.PathLike`): The checkpoint: a local file or a hub file URL.
+            adapter ([`HarivoAdapter`], `str` or `os.PathLike`): The adapter or its folder / hub id.
+            config (`str` or `os.PathLike`, *optional*): A diffusers folder (or hub id) of the same architecture whose
+                component configs, tokenizer and scheduler are used. Default: diffusers' inference from the
+                checkpoint (Stable Diffusion 1.5's configs from the hub or its cache); offline, give a local folder.
+            allow_pickle (`bool`, defaults to `False`): Accept a pickle `.ckpt` (loaded with `weights_only`).
+            kwargs: Passed to diffusers' `from_single_file` (`torch_dtype`, `scheduler=`, `vae=`, ...).
+        """
+        from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_single_file_checkpoint
+
+        from .. import single_file
+
+        path = Path(pretrained_model_link_or_path).expanduser()
+        is_url = str(pretrained_model_link_or_path).startswith(("https://", "http://"))
+        if path.is_dir():
+            raise ValueError(f"{str(path)!r} is a folder: load diffusers folders with `from_pretrained`.")
+        if not is_url and not path.is_file():
+            raise HarivoLoadError(f"The single-file checkpoint {str(path)!r} does not exist.")
+        if path.suffix not in WEIGHT_SUFFIXES:
+            raise HarivoLoadError(f"{path.name} is not a weight file (.safetensors, or .ckpt with allow_pickle).")
+        if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+            raise HarivoLoadError(
+                f"{path.name} is a pickle checkpoint; loading pickle files can run arbitrary code. Use its"
+                " .safetensors version, or, if you trust its source, pass `allow_pickle=True` (CLI: --allow-pickle)."
+            )
+        try:
+            checkpoint = (
+                single_file.checkpoint_shapes(path)
+                if path.suffix == ".safetensors"
+                else load_single_file_checkpoint(str(pretrained_model_link_or_path))
+            )
+        except Exception as error:  # safetensors / the hub / torch raise many types
+            raise describe_load_error("single-file checkpoint", pretrained_model_link_or_path, error) from error
+        single_file.check_architecture(checkpoint, path)
+        if config is None:
+            repo = fetch_diffusers_config(checkpoint)["pretrained_model_name_or_path"]
+            try:  # the configs, tokenizer and scheduler only, as diffusers fetches them
+                config = snapshot_download(repo, allow_patterns=["*.json", "*.txt"])
+            except Exception as error:
+                raise HarivoLoadError(
+                    f"Could not fetch the configs of {repo} for {path.name} ({type(error).__name__}); offline, pass"
+                    " `config=` a local diffusers folder of the same architecture (CLI: --base-config)."
+                ) from error
+        config = resolve_model_path(config, "single-file config", allow_patterns=["*.json", "*.txt"])
+        unet_class = (
+            UNet2DConditionModel.load_config(config / "unet").get("_class_name")
+            if (config / "unet").is_dir()
+            else None
+        )
+        if unet_class != "UNet2DConditionModel":
+            raise ValueError(
+                f"`config` {str(config)!r} is not a text-to-image model folder (its unet is {unet_class}): give the"
+                " diffusers folder of a Stable Diffusion 1.x-class model of the checkpoint's architecture."
+            )
+        passed = {name for name in ("unet", "vae", "text_encoder") if kwargs.get(name) is not None}
+        single_file.check_complete(checkpoint, path, config, skip=passed)
+        if adapter is None:
+            raise ValueError(
+                f"{path.name} holds no HARIVO adapter: pass `adapter=` (a HARIVO adapter folder, hub id or"
+                " `HarivoAdapter`)."
+            )
+        dtype_argument(kwargs)
+        if isinstance(adapter, str | os.PathLike):
+            adapter = HarivoAdapter.from_pretrained(
+                adapter, allow_pickle=allow_pickle, torch_dtype=kwargs.get(DTYPE_ARGUMENT)
+            )
+        kwargs.setdefault("local_files_only", True)  # `config` is local by now
+        token = _ADAPTER_GIVEN.set(True)
+        try:
+            return super().from_single_file(
+                str(pretrained_model_link_or_path), config=str(config), adapter=adapter, **kwargs
+            )
+        except (HarivoLoadError, IncompatibleAdapterError):
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+            raise describe_load_error("single-file checkpoint", pretrained_model_link_or_path, error) from error
+        finally:
+            _ADAPTER_GIVEN.reset(token)
+
+    @classmethod
     def load_config(cls, *args: Any, **kwargs: Any):
         """diffusers' `load_config`; while `from_pretrained` passes the adapter in, the folder's own `adapter` entry is
         left out, so diffusers neither loads it again nor looks into its sub-folders for variant files (it expects
@@ -180,6 +287,37 @@ class HarivoPipeline(
         if _ADAPTER_GIVEN.get():
             (config[0] if isinstance(config, tuple) else config).pop("adapter", None)
         return config
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs):
+        """
+        diffusers' `load_lora_weights`: an image LoRA (U-Net and text encoder), a motion LoRA (the temporal layers)
+        or both, in diffusers' format or the kohya / A1111 community format (converted by diffusers). Several load
+        side by side under their `adapter_name`s; `pipe.set_adapters(names, adapter_weights=...)` mixes them (a
+        weight of 0 gives exactly the output without that LoRA), `pipe.fuse_lora()` / `unfuse_lora()` bake them in.
+
+        Raises:
+            `ValueError`: The LoRA was made for a base model of another architecture (one line, naming a layer);
+                nothing of it stays loaded.
+        """
+        before = {name for names in self.get_list_adapters().values() for name in names}
+        try:
+            super().load_lora_weights(pretrained_model_name_or_path_or_dict, adapter_name=adapter_name, **kwargs)
+        except RuntimeError as error:
+            mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), None)
+            if mismatch is None:
+                raise
+            added = {name for names in self.get_list_adapters().values() for name in names} - before
+            if added:
+                self.delete_adapters(sorted(added))
+            what = (
+                Path(pretrained_model_name_or_path_or_dict).name
+                if isinstance(pretrained_model_name_or_path_or_dict, str | os.PathLike)
+                else "given"
+            )
+            raise ValueError(
+                f"The LoRA {what} was made for a base model of another architecture ({mismatch.rstrip('.')}): use a"
+                " LoRA trained on this base model."
+            ) from error
 
     @property
     def guidance_scale(self) -> float:

@@ -85,14 +85,25 @@ class HarivoControlNetPipeline(HarivoPipeline):
                 " list of them)."
             )
         if controlnet is not None:
-            items = controlnet if isinstance(controlnet, list | tuple) else [controlnet]
-            loaded = []
-            for item in items:
-                if isinstance(item, str | os.PathLike):
-                    item = _load_controlnet(item, allow_pickle, kwargs.get("torch_dtype", kwargs.get("dtype")))
-                loaded.append(item)
-            kwargs["controlnet"] = control.as_multi(loaded if isinstance(controlnet, list | tuple) else loaded[0])
+            kwargs["controlnet"] = _load_controlnets(controlnet, allow_pickle, kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, adapter, allow_pickle=allow_pickle, **kwargs)
+
+    @classmethod
+    def from_single_file(
+        cls,
+        pretrained_model_link_or_path: str | os.PathLike,
+        adapter: HarivoAdapter | str | os.PathLike | None = None,
+        *,
+        controlnet: Any,
+        allow_pickle: bool = False,
+        **kwargs: Any,
+    ) -> "HarivoControlNetPipeline":
+        r"""
+        Load a single-file base model ([`HarivoPipeline.from_single_file`]'s arguments), an adapter and ControlNets
+        (`controlnet`: a `ControlNetModel`, a folder or hub id of one, or a list of these).
+        """
+        kwargs["controlnet"] = _load_controlnets(controlnet, allow_pickle, kwargs)
+        return super().from_single_file(pretrained_model_link_or_path, adapter, allow_pickle=allow_pickle, **kwargs)
 
     def _unet_residuals(self, model_input, t, prompt_embeds) -> dict[str, Any]:
         if self._control is None:
@@ -189,3 +200,14 @@ def _load_controlnet(path: str | os.PathLike, allow_pickle: bool, dtype: torch.d
         return cls.from_pretrained(path, torch_dtype=dtype, use_safetensors=not allow_pickle or None)
     except (OSError, ValueError) as error:
         raise describe_load_error("ControlNet", path, error) from error
+
+
+def _load_controlnets(controlnet: Any, allow_pickle: bool, kwargs: dict):
+    """A ControlNet, its folder or hub id, or a list of these, loaded (a list as a `MultiControlNetModel`)."""
+    items = controlnet if isinstance(controlnet, list | tuple) else [controlnet]
+    loaded = []
+    for item in items:
+        if isinstance(item, str | os.PathLike):
+            item = _load_controlnet(item, allow_pickle, kwargs.get("torch_dtype", kwargs.get("dtype")))
+        loaded.append(item)
+    return control.as_multi(loaded if isinstance(controlnet, list | tuple) else loaded[0])
