@@ -308,6 +308,9 @@ class Trainer:
         skipped = Counter()
         while True:
             self.sampler.set_epoch(self.state.epoch)
+            # accelerate's loader sets its sampler's epoch to its own count of passes when iterated (and a resumed
+            # process counts from 0): give it ours, or an epoch after the first replays the first's order
+            self.loader.set_epoch(self.state.epoch)
             loader = self.loader
             resumed_mid_epoch = self.state.batches_in_epoch > 0
             if resumed_mid_epoch:
