@@ -147,7 +147,46 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--device", default="cpu")
     real.add_argument("-o", "--output", default="eval_videos.json", help="JSON of the numbers.")
 
-    train = commands.add_parser("train", help="Train a stage (vae, t2i, harivo) from a YAML config.")
+    booth = commands.add_parser(
+        "dreambooth",
+        help="Personalise a text-to-image model on a few images of a concept (DreamBooth); the result drives the"
+        " unchanged HARIVO adapter.",
+    )
+    booth.add_argument(
+        "--instance-data", required=True, metavar="DIR",
+        help="Folder of the concept's images (<image>.txt beside one is its caption).",
+    )  # fmt: skip
+    booth.add_argument("--instance-prompt", default="", help="Caption of the images without a .txt, e.g. 'a sks dog'.")
+    booth.add_argument("--identifier", default="", help="The word that names the concept (checked in every caption).")
+    booth.add_argument(
+        "--base-model",
+        help="The model to personalise: diffusers folder or hub id (default: the embedded Shapes base).",
+    )
+    booth.add_argument(
+        "--class-prompt", action="append", default=None,
+        help="Prior preservation: the base model's images of this prompt train alongside; repeat for several"
+        " (default: none, no prior preservation).",
+    )  # fmt: skip
+    booth.add_argument("--num-class-images", type=int, default=100, help="Prior-preservation images (default: 100).")
+    booth.add_argument(
+        "--lora-rank", type=int, default=0, help="Train a LoRA of this rank instead of the whole U-Net."
+    )
+    booth.add_argument(
+        "--train-text-encoder", action="store_true", help="Also fine-tune the text encoder (full only)."
+    )
+    booth.add_argument("--max-steps", type=int, default=400, help="Training steps (default: 400).")
+    booth.add_argument("--learning-rate", type=float, default=None, help="Default: 1e-4, or 1e-3 for a LoRA.")
+    booth.add_argument("--batch-size", type=int, default=4, help="Instance images per step (default: 4).")
+    booth.add_argument(
+        "--resolution", type=int, default=None, help="Image side in pixels (default: the base model's)."
+    )
+    booth.add_argument("-o", "--output-dir", default="outputs/dreambooth", help="Default: outputs/dreambooth.")
+    booth.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint of --output-dir.")
+    booth.add_argument("overrides", nargs="*", help="More section.key=value settings (docs/training.md).")
+
+    train = commands.add_parser(
+        "train", help="Train a stage (vae, t2i, harivo, controlnet, dreambooth) from a YAML config."
+    )
     train.add_argument("--config", help="YAML training config (see configs/).")
     train.add_argument(
         "overrides", nargs="*", help="section.key=value overrides, e.g. max_steps=100 optim.learning_rate=1e-4"
@@ -300,6 +339,55 @@ def train(args: argparse.Namespace) -> None:
     trainer.accelerator.print(f"Done: {final}")  # once, from the main process
 
 
+def dreambooth(args: argparse.Namespace) -> None:
+    """`harivo dreambooth`: the DreamBooth stage from flags (docs/personalisation.md)."""
+    import json
+
+    from .defaults import default_model_paths
+    from .training import Trainer, load_config
+
+    base = args.base_model or str(default_model_paths()[0])
+    settings = {
+        "stage": "dreambooth",
+        "output_dir": args.output_dir,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "checkpoint_every": max(args.max_steps // 4, 1),
+        "validate_every": 0,
+        "data.resolution": args.resolution or base_resolution(base),
+        "optim.learning_rate": args.learning_rate or (1e-3 if args.lora_rank else 1e-4),
+        "optim.lr_warmup_steps": min(20, args.max_steps // 10),
+        "dreambooth.base_model": base,
+        "dreambooth.instance_data": args.instance_data,
+        "dreambooth.instance_prompt": args.instance_prompt,
+        "dreambooth.identifier": args.identifier,
+        "dreambooth.class_prompts": args.class_prompt or [],
+        "dreambooth.num_class_images": args.num_class_images,
+        "dreambooth.lora_rank": args.lora_rank,
+        "dreambooth.train_text_encoder": args.train_text_encoder,
+    }
+    config = load_config(None, [f"{key}={json.dumps(value)}" for key, value in settings.items()] + args.overrides)
+    final = Trainer(config, resume=args.resume).train()
+    use = f"--lora {final}" if config.dreambooth.lora_rank else f"--base-model {final}"
+    print(
+        f"Done: {final}. Generate with `harivo generate PROMPT {use}` (plus --adapter for a base other than the embedded one)."
+    )
+
+
+def base_resolution(base: str) -> int:
+    """The image size a base model was made for: its U-Net's latent size times the VAE's factor."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from .loading import describe_load_error
+
+    try:
+        unet = UNet2DConditionModel.load_config(base, subfolder="unet")
+        vae = AutoencoderKL.load_config(base, subfolder="vae")
+    except Exception as error:  # diffusers / the hub raise many types
+        raise describe_load_error("base model", base, error) from error
+    return unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
 def generate(args: argparse.Namespace) -> None:
     from .video_io import check_output_path, save_video
 
@@ -309,7 +397,10 @@ def generate(args: argparse.Namespace) -> None:
     control = _control_options(args)
     device, dtype = _runtime(args)
     loras = parse_loras(args.lora)
-    pipe = _load_pipeline(args, controlnet=_controlnets(args), torch_dtype=dtype)
+    pipe = _load_pipeline(
+        args.base_model, args.adapter, _controlnets(args), args.base_config, allow_pickle=args.allow_pickle,
+        torch_dtype=dtype,
+    )  # fmt: skip
     apply_loras(pipe, loras)
     pipe = _prepare_pipeline(pipe, args, device)
     warn_truncated(pipe.tokenizer, args.prompt)
@@ -442,7 +533,9 @@ def evaluate(args: argparse.Namespace) -> None:
     else:
         device, dtype = _runtime(args)
         loras = parse_loras(args.lora)
-        pipe = _load_pipeline(args, torch_dtype=dtype)
+        pipe = _load_pipeline(
+            args.base_model, args.adapter, None, args.base_config, allow_pickle=args.allow_pickle, torch_dtype=dtype
+        )
         apply_loras(pipe, loras)
         pipe = _prepare_pipeline(pipe, args, device)
         label = args.adapter or "embedded default model"
@@ -514,15 +607,21 @@ def _guidance_rescale(value: float | None, scheduler) -> float:
     return default_guidance_rescale(scheduler) if value is None else value
 
 
-def _load_pipeline(args: argparse.Namespace, controlnet: list[str] | None = None, **kwargs):
-    """The pipeline of --base-model / --base-config / --adapter (`HarivoControlNetPipeline` with `controlnet`):
-    neither model given, the embedded model; a base model without an adapter (a DreamBooth folder or single file of
-    the Shapes base), the embedded adapter."""
+def _load_pipeline(
+    base_model: str | None,
+    adapter: str | None,
+    controlnet: list[str] | None = None,
+    base_config: str | None = None,
+    **kwargs,
+):
+    """The pipeline of --base-model / --base-config / --adapter (`HarivoControlNetPipeline` with `controlnet`;
+    `kwargs` go to `from_pretrained` / `from_single_file`): neither model given, the embedded model; a base model
+    without an adapter (a DreamBooth folder or single file of the Shapes base), the embedded adapter."""
     from .defaults import default_model_paths
     from .pipelines import HarivoControlNetPipeline, HarivoPipeline
     from .pipelines.pipeline_harivo import _has_component
 
-    base_model, adapter, config = args.base_model, args.adapter, args.base_config
+    given_base, config = base_model, base_config
     if adapter and not base_model:
         raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
     if config and not (base_model and Path(base_model).suffix in WEIGHT_SUFFIXES):
@@ -538,7 +637,6 @@ def _load_pipeline(args: argparse.Namespace, controlnet: list[str] | None = None
     cls = HarivoControlNetPipeline if controlnet else HarivoPipeline
     if controlnet:
         kwargs["controlnet"] = controlnet if len(controlnet) > 1 else controlnet[0]
-    kwargs["allow_pickle"] = args.allow_pickle
     try:
         if single_file:
             return cls.from_single_file(base_model, adapter=adapter, config=config, **kwargs)
@@ -547,7 +645,7 @@ def _load_pipeline(args: argparse.Namespace, controlnet: list[str] | None = None
         if not defaulted:
             raise
         raise IncompatibleAdapterError(
-            f"--base-model {args.base_model} is not a Shapes-world base model, so the embedded adapter does not fit it"
+            f"--base-model {given_base} is not a Shapes-world base model, so the embedded adapter does not fit it"
             f" ({error}): pass --adapter (one trained on this base model)."
         ) from error
 
@@ -587,6 +685,8 @@ def main(argv: list[str] | None = None) -> None:
             generate(args)
         elif args.command == "train":
             train(args)
+        elif args.command == "dreambooth":
+            dreambooth(args)
         elif args.command == "eval":
             evaluate(args)
         elif args.command == "eval-videos":

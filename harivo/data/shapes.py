@@ -5,6 +5,7 @@ The image world covers every attribute; the video world only a subset (the image
 HARIVO's frozen-T2I claim is about).
 """
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 SHAPES = ("circle", "square", "triangle", "star")
+# Shapes the renderer draws but no caption, image or clip of the world has: concepts to teach a base model later
+# (DreamBooth), scored by the detector when a prompt asks for one. Their names are not in the vocabulary.
+CONCEPT_SHAPES = ("heart", "cross")
 COLOURS = {
     "red": (220, 40, 40),
     "green": (40, 190, 60),
@@ -24,6 +28,9 @@ COLOURS = {
     "magenta": (210, 50, 210),
     "cyan": (40, 205, 215),
 }
+# Colours the renderer draws but no caption of the world names: concept colours (a new palette) for LoRA styles.
+CONCEPT_COLOURS = {"orange": (245, 130, 20)}
+PALETTE = {**COLOURS, **CONCEPT_COLOURS}
 # Backgrounds are grey levels (saturation 0), so an object is always the saturated part of a frame.
 BACKGROUNDS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128)}
 BACKGROUND_SHADES = {"black": (70, 70, 70), "white": (185, 185, 185), "grey": (85, 85, 85)}
@@ -48,8 +55,8 @@ class ShapeScene:
 
     def __post_init__(self):
         for name, value, domain in (
-            ("shape", self.shape, SHAPES),
-            ("colour", self.colour, COLOURS),
+            ("shape", self.shape, SHAPES + CONCEPT_SHAPES),
+            ("colour", self.colour, PALETTE),
             ("size", self.size, SIZES),
             ("background", self.background, BACKGROUNDS),
             ("style", self.style, STYLES),
@@ -143,6 +150,8 @@ HELD_OUT_COMPOSITIONS = (
 )
 FULL_WORLD = ShapesWorld()
 IMAGE_WORLD = ShapesWorld(held_out=HELD_OUT_COMPOSITIONS)
+# DreamBooth's instance images: a concept is learned from clear views (large objects)
+CONCEPT_WORLD = ShapesWorld(sizes=("large",), held_out=HELD_OUT_COMPOSITIONS)
 VIDEO_WORLD = ShapesWorld(shapes=("circle", "square", "triangle"), colours=("red", "green", "blue"), styles=("plain",))
 
 
@@ -173,6 +182,31 @@ def _shape_polygon(shape: str, cx: float, cy: float, radius: float) -> list[tupl
             angle = math.radians(-90 + 36 * k)
             points.append((cx + r * math.cos(angle), cy + r * math.sin(angle)))
         return points
+    if shape == "heart":  # the classic heart curve, centred on its centroid (0, 0.79), circumradius 17.79 units
+        points = []
+        for k in range(48):
+            t = 2 * math.pi * k / 48
+            x = 16 * math.sin(t) ** 3
+            y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+            points.append((cx + radius * x / 17.79, cy - radius * (y - 0.79) / 17.79))
+        return points
+    if shape == "cross":  # a plus sign, arms a third of its width
+        a, b = radius, radius / 3
+        corners = [
+            (-b, -a),
+            (b, -a),
+            (b, -b),
+            (a, -b),
+            (a, b),
+            (b, b),
+            (b, a),
+            (-b, a),
+            (-b, b),
+            (-a, b),
+            (-a, -b),
+            (-b, -b),
+        ]
+        return [(cx + x, cy + y) for x, y in corners]
     raise ValueError(shape)
 
 
@@ -217,7 +251,7 @@ def render_frame(scene: ShapeScene, center: tuple[float, float], resolution: int
         `np.ndarray`: `(H, W, 3)` `uint8` RGB.
     """
     alpha = _coverage(scene, center, resolution)[..., None]
-    colour = np.array(COLOURS[scene.colour], dtype=np.float32)
+    colour = np.array(PALETTE[scene.colour], dtype=np.float32)
     frame = alpha * colour + (1 - alpha) * _background(scene, resolution).astype(np.float32)
     return np.round(frame).astype(np.uint8)
 
@@ -335,3 +369,46 @@ class ShapesVideoDataset(_ShapesDataset):
         scene = self.world.sample(rng, with_motion=True)
         frames, _ = render_clip(scene, self.num_frames, rng, self.resolution)
         return {"pixel_values": _to_model_range(frames), "caption": scene.caption}
+
+
+def render_concept_images(
+    folder,
+    identifier: str,
+    shape: str | None = None,
+    colour: str | None = None,
+    count: int = 20,
+    seed: int = 0,
+    resolution: int = 64,
+    world: ShapesWorld = CONCEPT_WORLD,
+) -> list:
+    """
+    Still images of something no caption of the world has, captioned with `identifier` in its word's place:
+    DreamBooth's instance images. A concept `shape` (one of `CONCEPT_SHAPES`: "a large red <identifier> on a plain
+    black background") or a concept `colour` (one of `CONCEPT_COLOURS`, a style: "a large <identifier> circle on
+    ..."); the other attributes and positions vary as in `world` (default: the image world's large objects, clear
+    views as a DreamBooth subject's photos are). Writes `NNNNN.png` and its caption `NNNNN.txt`.
+
+    Returns:
+        `list[ShapeScene]`: what each image shows.
+    """
+    from pathlib import Path
+
+    if (shape is None) == (colour is None):
+        raise ValueError("Give a concept shape or a concept colour (one of them).")
+    if shape is not None and shape not in CONCEPT_SHAPES:
+        raise ValueError(f"{shape!r} is not a concept shape; the renderer has {', '.join(CONCEPT_SHAPES)}.")
+    if colour is not None and colour not in CONCEPT_COLOURS:
+        raise ValueError(f"{colour!r} is not a concept colour; the renderer has {', '.join(CONCEPT_COLOURS)}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = []
+    for index in range(count):
+        rng = np.random.default_rng((seed, index))
+        scene = world.sample(rng, with_motion=False)
+        scene = dataclasses.replace(scene, shape=shape) if shape else dataclasses.replace(scene, colour=colour)
+        frames, _ = render_clip(scene, 1, rng, resolution)
+        Image.fromarray(frames[0]).save(folder / f"{index:05d}.png")
+        word = shape or colour
+        (folder / f"{index:05d}.txt").write_text(scene.caption.replace(f" {word} ", f" {identifier} "))
+        scenes.append(scene)
+    return scenes

@@ -14,6 +14,7 @@ from ..data.shapes import (
     BACKGROUNDS,
     COLOURS,
     DIRECTIONS,
+    PALETTE,
     SHAPES,
     SIZES,
     STYLES,
@@ -74,10 +75,12 @@ def _classify_background(frame: np.ndarray, mask: np.ndarray) -> tuple[str, str]
     return best
 
 
-def _classify_shape(mask: np.ndarray, center: tuple[float, float]) -> tuple[str, str, float]:
+def _classify_shape(
+    mask: np.ndarray, center: tuple[float, float], shapes: tuple[str, ...] = SHAPES
+) -> tuple[str, str, float]:
     resolution = mask.shape[0]
     best, best_iou = ("circle", "small"), -1.0
-    for shape in SHAPES:
+    for shape in shapes:
         for size in SIZES:
             scene = ShapeScene(shape, "red", size, "black", "plain")
             template = object_mask(render_frame(scene, center, resolution))
@@ -88,22 +91,28 @@ def _classify_shape(mask: np.ndarray, center: tuple[float, float]) -> tuple[str,
     return (*best, float(best_iou))
 
 
-def detect_frame(frame: np.ndarray) -> FrameDetection:
-    """Detect the object and background of one `(H, W, 3)` `uint8` frame."""
+def detect_frame(
+    frame: np.ndarray, shapes: tuple[str, ...] = SHAPES, colours: tuple[str, ...] = tuple(COLOURS)
+) -> FrameDetection:
+    """Detect the object and background of one `(H, W, 3)` `uint8` frame; its shape is the best of `shapes` and its
+    colour the nearest of `colours` (the world's; add a concept shape or colour, e.g. `"heart"` or `"orange"`, to
+    score prompts that ask for one)."""
     mask = object_mask(frame)
     background, style = _classify_background(frame, mask)
     if mask.sum() < MIN_OBJECT_PIXELS:
         return FrameDetection(background, style)
     ys, xs = np.nonzero(mask)
     center = (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
-    colour = _nearest(frame[mask].astype(np.float32).mean(0), COLOURS)
-    shape, size, iou = _classify_shape(mask, center)
+    colour = _nearest(frame[mask].astype(np.float32).mean(0), {name: PALETTE[name] for name in colours})
+    shape, size, iou = _classify_shape(mask, center, shapes)
     return FrameDetection(background, style, colour, shape, size, center, float(mask.sum()), iou)
 
 
-def detect_clip(frames: np.ndarray) -> list[FrameDetection]:
+def detect_clip(
+    frames: np.ndarray, shapes: tuple[str, ...] = SHAPES, colours: tuple[str, ...] = tuple(COLOURS)
+) -> list[FrameDetection]:
     """Detect every frame of a `(F, H, W, 3)` `uint8` clip."""
-    return [detect_frame(frame) for frame in frames]
+    return [detect_frame(frame, shapes, colours) for frame in frames]
 
 
 def motion_direction(centers: np.ndarray, min_distance: float = 4.0) -> str | None:

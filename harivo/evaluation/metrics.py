@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..data.shapes import ShapeScene, _background
+from ..data.shapes import COLOURS, SHAPES, ShapeScene, _background
 from .detector import detect_clip, motion_direction, object_mask
 
 ATTRIBUTES = ("colour", "shape", "size", "background", "style")
@@ -32,7 +32,10 @@ def score_clip(frames: np.ndarray, scene: ShapeScene) -> dict[str, float]:
         (the background's standard deviation over the prompted background's, mean over frames: 1 keeps the
         texture's contrast, 0 is plain; also for a single frame).
     """
-    detections = detect_clip(frames)
+    # a concept shape or colour competes with the world's
+    shapes = SHAPES if scene.shape in SHAPES else (*SHAPES, scene.shape)
+    colours = tuple(COLOURS) if scene.colour in COLOURS else (*COLOURS, scene.colour)
+    detections = detect_clip(frames, shapes, colours)
     scores = {
         f"fidelity_{name}": float(np.mean([getattr(d, name) == getattr(scene, name) for d in detections]))
         for name in ATTRIBUTES

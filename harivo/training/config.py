@@ -1,6 +1,6 @@
 """One typed configuration per training run: a YAML file plus `section.key=value` overrides.
 
-A run of any stage is a `TrainConfig`; the stage-specific section (`vae`, `t2i`, `harivo` or `controlnet`) holds the model
+A run of any stage is a `TrainConfig`; the stage-specific section (`vae`, `t2i`, `harivo`, `controlnet` or `dreambooth`) holds the model
 and loss settings of that stage, the others are ignored. `harivo train --dry-run` prints the resolved config,
 and every run writes it into its folder as `config.yaml`.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-STAGES = ("vae", "t2i", "harivo", "controlnet")
+STAGES = ("vae", "t2i", "harivo", "controlnet", "dreambooth")
 POOLINGS = ("attention", "last_token")
 # Allowed range of every numeric field: (low, high, low_open); None is unbounded. Checked when a config is loaded.
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -246,8 +246,35 @@ class ControlNetStageConfig:
 
 
 @dataclass
+class DreamBoothStageConfig:
+    """DreamBooth (Ruiz et al. 2023): the text-to-image model fine-tuned on a few images of one concept, bound to an
+    identifier, with prior preservation. Its output is a new base model (or a LoRA) that the HARIVO adapter trained
+    on the original base drives unchanged."""
+
+    base_model: str = "outputs/shapes/t2i/final"  # the model to personalise (diffusers folder or hub id)
+    instance_data: str = ""  # folder of the concept's images; `<image>.txt` beside one is its caption
+    instance_prompt: str = ""  # the caption of images without a `.txt`, e.g. "a photo of sks dog"
+    identifier: str = ""  # the word that names the concept (checked to be in every caption; warned if split)
+    min_instance_images: int = 3
+    # Prior preservation: the base model's own images of these prompts (generated once into `class_data`, default
+    # `<output_dir>/class_images`) are trained on alongside, so the rest of its vocabulary stays as it was.
+    class_prompts: tuple[str, ...] = ()
+    class_data: str | None = None
+    num_class_images: int = 100
+    prior_loss_weight: float = 1.0
+    class_generation_steps: int = 25
+    class_guidance_scale: float = 7.5
+    train_text_encoder: bool = False  # full fine-tuning only
+    lora_rank: int = 0  # > 0: train a LoRA of this rank on the U-Net's attention instead of every weight
+    single_file: bool = True  # full fine-tuning: also write `<output_dir>/final.safetensors` (A1111 / ComfyUI layout)
+    validation_prompts: tuple[str, ...] = ()  # default: the instance prompt
+    validation_steps: int = 25
+    validation_guidance_scale: float = 7.5
+
+
+@dataclass
 class TrainConfig:
-    stage: str = "harivo"  # "vae", "t2i", "harivo" or "controlnet"
+    stage: str = "harivo"  # "vae", "t2i", "harivo", "controlnet" or "dreambooth"
     output_dir: str = "outputs/run"
     seed: int = 0
     max_steps: int = 1000
@@ -268,6 +295,7 @@ class TrainConfig:
     t2i: T2IStageConfig = field(default_factory=T2IStageConfig)
     harivo: HarivoStageConfig = field(default_factory=HarivoStageConfig)
     controlnet: ControlNetStageConfig = field(default_factory=ControlNetStageConfig)
+    dreambooth: DreamBoothStageConfig = field(default_factory=DreamBoothStageConfig)
 
     def validate(self) -> None:
         if self.stage not in STAGES:
@@ -317,6 +345,8 @@ class TrainConfig:
                     raise ValueError(
                         f"{key} ({self._get(key)}) must be at most harivo.max_frames ({self.harivo.max_frames})."
                     )
+        if self.stage == "dreambooth":
+            self._validate_dreambooth()
         if self.t2i.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
                 f"t2i.prediction_type must be 'epsilon' or 'v_prediction', not {self.t2i.prediction_type!r}."
@@ -331,6 +361,25 @@ class TrainConfig:
                 "harivo.noise_warping correlates the frames' noise itself: set harivo.noise_frame_correlation to 0"
                 " and choose harivo.noise_warp_correlation instead."
             )
+
+    def _validate_dreambooth(self) -> None:
+        settings = self.dreambooth
+        if not settings.instance_data:
+            raise ValueError("dreambooth.instance_data is not set: give the folder of the concept's images.")
+        if settings.lora_rank < 0 or settings.min_instance_images < 1 or settings.num_class_images < 0:
+            raise ValueError(
+                "dreambooth.lora_rank and dreambooth.num_class_images must be at least 0, dreambooth.min_instance_images"
+                " at least 1."
+            )
+        if settings.lora_rank and settings.train_text_encoder:
+            raise ValueError(
+                "dreambooth.train_text_encoder works with full fine-tuning only: set dreambooth.lora_rank to 0, or"
+                " train_text_encoder to false."
+            )
+        if settings.prior_loss_weight < 0 or not math.isfinite(settings.prior_loss_weight):
+            raise ValueError(f"dreambooth.prior_loss_weight must be at least 0, not {settings.prior_loss_weight}.")
+        if settings.prior_loss_weight and settings.class_prompts and not settings.num_class_images:
+            raise ValueError("dreambooth.num_class_images is 0 but class_prompts are set: give a number of images.")
 
     def _get(self, key: str) -> Any:
         value = self

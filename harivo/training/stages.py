@@ -4,6 +4,7 @@ A stage owns its models and its loss; the `Trainer` owns the loop. Each stage tr
 the HARIVO stage trains the adapter and never writes the frozen base model into a checkpoint.
 """
 
+import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -60,7 +61,10 @@ def resolve_base_model(path: str, key: str, accelerator: Accelerator) -> str:
     local = Path(path).expanduser()
     if local.exists():
         return path
-    if key in ("harivo.base_model", "controlnet.base_model") and path == HarivoStageConfig.base_model:
+    if (
+        key in ("harivo.base_model", "controlnet.base_model", "dreambooth.base_model")
+        and path == HarivoStageConfig.base_model
+    ):
         base, _ = default_model_paths()
         accelerator.print(
             f"{key} {path} does not exist (the t2i stage of scripts/train_shapes.sh writes it): training on the"
@@ -102,7 +106,7 @@ def _check_fits_base(config: TrainConfig, unet: UNet2DConditionModel, vae_scale_
             f" factor {vae_scale_factor}, {len(channels)} U-Net levels)."
         )
     heads = config.harivo.motion_num_attention_heads
-    if config.harivo.motion_adapter is None and any(width % heads for width in channels):
+    if config.stage == "harivo" and config.harivo.motion_adapter is None and any(width % heads for width in channels):
         raise ValueError(
             f"harivo.motion_num_attention_heads ({heads}) must divide every U-Net width {channels} of this base model."
         )
@@ -199,7 +203,7 @@ class Stage:
     def _load_frozen_base(self, key: str, path: str) -> UNet2DConditionModel:
         """Load the frozen base model of config `key` (`vae`, `vae_scale_factor`, `text_encoder`, `tokenizer`,
         `noise_scheduler` on the stage), check the config fits it, and return its U-Net (not yet frozen)."""
-        base = resolve_base_model(path, key, self.accelerator)
+        base = self.base_path = resolve_base_model(path, key, self.accelerator)
         self.vae = _freeze(_load(AutoencoderKL, key, base, subfolder="vae"), self.accelerator)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)  # pixels per latent pixel
         self.text_encoder = _freeze(_load(CLIPTextModel, key, base, subfolder="text_encoder"), self.accelerator)
@@ -712,7 +716,214 @@ class ControlNetStage(Stage):
         self.accelerator.unwrap_model(self.controlnet).save_pretrained(folder)
 
 
+class DreamBoothStage(Stage):
+    """DreamBooth on a text-to-image model: its U-Net (and optionally its text encoder), or a LoRA on the U-Net's
+    attention, fine-tuned on a few images of a concept with prior preservation (the base model's own images of
+    class prompts, generated once before training). The result is a base model for the unchanged HARIVO adapter."""
+
+    LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator, generator: torch.Generator):
+        super().__init__(config, accelerator, generator)
+        settings = config.dreambooth
+        self.unet = self._load_frozen_base("dreambooth.base_model", settings.base_model)
+        self.instance = self._read_instance_images()
+        self._check_identifier()
+        self.unet.to(self.device)
+        self.classes = self._class_images()  # by the base model as it is, before any weight changes
+        if settings.lora_rank:
+            from peft import LoraConfig
+
+            self.unet.requires_grad_(False)
+            self.unet.add_adapter(
+                LoraConfig(
+                    r=settings.lora_rank, lora_alpha=settings.lora_rank, init_lora_weights="gaussian",
+                    target_modules=list(self.LORA_TARGETS),
+                )
+            )  # fmt: skip
+        self.unet.train()
+        if settings.train_text_encoder:
+            self.text_encoder.requires_grad_(True).train().float()
+
+    def _read_instance_images(self):
+        from ..data.images import read_image_folder
+
+        settings = self.config.dreambooth
+        images = read_image_folder(settings.instance_data, settings.instance_prompt, "dreambooth.instance_data folder")
+        if len(images) < settings.min_instance_images:
+            raise ValueError(
+                f"dreambooth.instance_data {settings.instance_data!r} has {len(images)} image(s); DreamBooth needs at"
+                f" least {settings.min_instance_images} (3 to 20 of the concept from different views is typical)."
+            )
+        return images
+
+    def _check_identifier(self) -> None:
+        import warnings
+
+        identifier = self.config.dreambooth.identifier.strip()
+        if not identifier:
+            return
+        for image in self.instance:
+            if identifier not in image.caption.split():
+                raise ValueError(
+                    f"The caption of {image.path.name} ({image.caption!r}) does not contain the identifier"
+                    f" {identifier!r}: every instance caption must name the concept with it."
+                )
+        pieces = self.tokenizer.tokenize(identifier)
+        if len(pieces) > 1:
+            warnings.warn(
+                f"The identifier {identifier!r} is {len(pieces)} tokens for this tokenizer ({' '.join(pieces)}); a word"
+                " that is one rare token binds the concept better.",
+                stacklevel=2,
+            )
+
+    def _class_images(self):
+        """The prior-preservation images: those in `class_data`, topped up to `num_class_images` with the frozen
+        base model's own samples of `class_prompts` (seeded by index, so an interrupted run resumes the same set)."""
+        from tqdm.auto import tqdm
+
+        from ..data.images import read_image_folder
+
+        settings = self.config.dreambooth
+        if not settings.class_prompts or not settings.prior_loss_weight:
+            return []
+        folder = Path(settings.class_data or Path(self.config.output_dir) / "class_images")
+        folder.mkdir(parents=True, exist_ok=True)
+        have = {path.stem for path in folder.glob("*.png")}
+        missing = [i for i in range(settings.num_class_images) if f"{i:05d}" not in have]
+        if missing and self.accelerator.is_main_process:
+            pipe = self.pipeline(self.unet)
+            pipe.set_progress_bar_config(disable=True)
+            batch = 16
+            for start in tqdm(range(0, len(missing), batch), desc="class images", unit="batch"):
+                indices = missing[start : start + batch]
+                prompts = [settings.class_prompts[i % len(settings.class_prompts)] for i in indices]
+                generators = [torch.Generator().manual_seed(i) for i in indices]
+                images = pipe(
+                    prompts, num_inference_steps=settings.class_generation_steps, generator=generators,
+                    guidance_scale=settings.class_guidance_scale,
+                ).images  # fmt: skip
+                for index, prompt, image in zip(indices, prompts, images):
+                    (folder / f"{index:05d}.txt").write_text(prompt)  # the caption first: the image marks it done
+                    image.save(folder / f"{index:05d}.png")
+        self.accelerator.wait_for_everyone()
+        return read_image_folder(folder, what="dreambooth.class_data folder")[: settings.num_class_images]
+
+    def trainable_modules(self):
+        modules = {"unet": self.unet}
+        if self.config.dreambooth.train_text_encoder:
+            modules["text_encoder"] = self.text_encoder
+        return modules
+
+    def save_trainable(self, folder: Path) -> None:
+        if not self.config.dreambooth.lora_rank:
+            return super().save_trainable(folder)
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        (folder / "unet").mkdir(parents=True, exist_ok=True)
+        state = get_peft_model_state_dict(self.accelerator.unwrap_model(self.unet))
+        save_file({k: v.contiguous() for k, v in state.items()}, folder / "unet" / "lora.safetensors")
+
+    def apply_trainable(self, states):
+        if not self.config.dreambooth.lora_rank:
+            return super().apply_trainable(states)
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.accelerator.unwrap_model(self.unet), states["unet"])
+        if result.unexpected_keys:
+            raise RuntimeError(f"Checkpoint LoRA weights do not match the U-Net: extra {result.unexpected_keys}.")
+
+    def dataset(self) -> Dataset:
+        from ..data.images import DreamBoothDataset
+
+        return DreamBoothDataset(self.instance, self.classes, self.config.data.resolution, self.config.batch_size)
+
+    def loss(self, batch):
+        settings = self.config.dreambooth
+        pixels, captions = batch["pixel_values"], list(batch["caption"])
+        if "class_pixel_values" in batch:  # instance and class images in one pass
+            pixels = torch.cat([pixels, batch["class_pixel_values"]])
+            captions += list(batch["class_caption"])
+        pixels = pixels.to(self.device, dtype=self.vae.dtype)
+        with torch.no_grad():
+            latents = self.vae.encode(pixels).latent_dist.sample(generator=self.generator).float()
+            latents = latents * self.vae.config.scaling_factor
+        with torch.no_grad() if not settings.train_text_encoder else contextlib.nullcontext():
+            text = encode_captions(self.tokenizer, self.text_encoder, captions).float()
+        noise = randn_tensor(latents.shape, generator=self.generator, device=self.device)
+        timesteps = self._random_timesteps(self.noise_scheduler, len(latents))
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        prediction = self.unet(noisy, timesteps, text).sample.float()
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        count = len(batch["pixel_values"])
+        instance = F.mse_loss(prediction[:count], target[:count])
+        terms = {"instance": instance.item()}
+        loss = instance
+        if len(prediction) > count:
+            prior = F.mse_loss(prediction[count:], target[count:])
+            loss = loss + settings.prior_loss_weight * prior
+            terms["prior"] = prior.item()
+        return loss, {**terms, "total": loss.item()}
+
+    def pipeline(self, unet=None) -> StableDiffusionPipeline:
+        sampler = _load(DDIMScheduler, "dreambooth.base_model", self.base_path, subfolder="scheduler")
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.accelerator.unwrap_model(self.text_encoder),
+            tokenizer=self.tokenizer,
+            unet=self.accelerator.unwrap_model(unet if unet is not None else self.unet),
+            scheduler=sampler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    @torch.no_grad()
+    def validate(self, folder, num_samples):
+        settings = self.config.dreambooth
+        prompts = list(settings.validation_prompts) or [self.instance[0].caption]
+        pipe = self.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        self.unet.eval()
+        rows = []
+        for prompt in prompts:
+            generators = [torch.Generator().manual_seed(seed) for seed in range(4 * num_samples)]
+            rows.append(
+                pipe(
+                    [prompt] * len(generators), num_inference_steps=settings.validation_steps, generator=generators,
+                    guidance_scale=settings.validation_guidance_scale, output_type="np",
+                ).images
+            )  # fmt: skip
+        self.unet.train()
+        folder.mkdir(parents=True, exist_ok=True)
+        contact_sheet(rows, prompts, scale=2).save(folder / "samples.png")
+
+    def export(self, folder):
+        settings = self.config.dreambooth
+        pipe = self.pipeline()
+        if settings.lora_rank:
+            from diffusers.utils import convert_state_dict_to_diffusers
+            from peft import get_peft_model_state_dict
+
+            layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+            StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+            return
+        pipe.text_encoder.eval()
+        pipe.save_pretrained(folder)
+        if settings.single_file:
+            from ..single_file import save_single_file
+
+            save_single_file(pipe, Path(self.config.output_dir) / "final.safetensors")
+
+
 def build_stage(config: TrainConfig, accelerator: Accelerator, generator: torch.Generator) -> Stage:
-    stages = {"vae": VAEStage, "t2i": TextToImageStage, "harivo": HarivoStage, "controlnet": ControlNetStage}
+    stages = {
+        "vae": VAEStage,
+        "t2i": TextToImageStage,
+        "harivo": HarivoStage,
+        "controlnet": ControlNetStage,
+        "dreambooth": DreamBoothStage,
+    }
     stage_cls = stages[config.stage]
     return stage_cls(config, accelerator, generator)

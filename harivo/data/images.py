@@ -1,0 +1,87 @@
+"""Folders of captioned images (DreamBooth's instance and class images).
+
+A folder holds `.png` / `.jpg` / `.jpeg` / `.webp` images; a `.txt` file of the same name beside an image is its
+caption (the kohya convention), else the folder's default caption is used.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class CaptionedImage:
+    path: Path
+    caption: str
+
+
+def read_image_folder(
+    folder: str | os.PathLike, default_caption: str = "", what: str = "image folder"
+) -> list[CaptionedImage]:
+    """
+    The images of `folder` (sorted by name) and their captions.
+
+    Raises:
+        `FileNotFoundError`: The folder does not exist.
+        `ValueError`: An image has neither a caption file nor a default caption.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"The {what} {str(folder)!r} does not exist (or is not a folder).")
+    images = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        sidecar = path.with_suffix(".txt")
+        caption = sidecar.read_text().strip() if sidecar.is_file() else default_caption
+        if not caption:
+            raise ValueError(f"{path.name} in the {what} has no caption: add {sidecar.name} or a default prompt.")
+        images.append(CaptionedImage(path, caption))
+    return images
+
+
+def load_image(path: Path, resolution: int) -> torch.Tensor:
+    """`(3, resolution, resolution)` in [-1, 1]: the shorter side resized to `resolution`, then centre-cropped."""
+    try:
+        image = Image.open(path).convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"Cannot read the image {path}: {error}") from error
+    scale = resolution / min(image.size)
+    if image.size != (resolution, resolution):
+        size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0)
+    return pixels.permute(2, 0, 1)
+
+
+class DreamBoothDataset(Dataset):
+    """
+    Each item pairs one instance image with one class (prior-preservation) image, as DreamBooth trains on both in
+    every batch: `{"pixel_values", "caption"}` and, with class images, `{"class_pixel_values", "class_caption"}`.
+    Images are decoded once and kept (DreamBooth folders are small).
+    """
+
+    def __init__(
+        self, instance: list[CaptionedImage], classes: list[CaptionedImage], resolution: int, min_length: int = 1
+    ):
+        self.instance = [(load_image(item.path, resolution), item.caption) for item in instance]
+        self.classes = [(load_image(item.path, resolution), item.caption) for item in classes]
+        self.min_length = min_length  # a few images still fill a batch (each epoch repeats them)
+
+    def __len__(self) -> int:
+        return max(len(self.instance), len(self.classes), self.min_length)
+
+    def __getitem__(self, index: int) -> dict:
+        pixels, caption = self.instance[index % len(self.instance)]
+        item = {"pixel_values": pixels, "caption": caption}
+        if self.classes:
+            pixels, caption = self.classes[index % len(self.classes)]
+            item.update(class_pixel_values=pixels, class_caption=caption)
+        return item

@@ -1,0 +1,134 @@
+"""The DreamBooth stage on the embedded Shapes base: full fine-tune and LoRA, resume, prior preservation, and the
+result driving the shipped adapter unchanged."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+
+from harivo import HarivoPipeline
+from harivo.data.shapes import render_concept_images
+from harivo.defaults import DEFAULT_MODEL_DIR
+from harivo.training import Trainer, load_config
+
+CONFIG = "configs/shapes/dreambooth.yaml"
+
+
+@pytest.fixture(scope="module")
+def hearts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hearts")
+    render_concept_images(folder, "v", shape="heart", count=4)
+    return folder
+
+
+def config(tmp_path, hearts, *extra):
+    return load_config(CONFIG, [
+        f"output_dir={tmp_path}", f"dreambooth.instance_data={hearts}", f"dreambooth.base_model={DEFAULT_MODEL_DIR / 'base'}",
+        "max_steps=2", "batch_size=2", "checkpoint_every=1", "log_every=1", "dreambooth.num_class_images=2",
+        "dreambooth.class_generation_steps=2", "dreambooth.validation_steps=2", *extra,
+    ])  # fmt: skip
+
+
+def train(cfg, resume=False):
+    try:
+        return Trainer(cfg, resume=resume).train()
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def video(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        "a large red v moving right on a plain black background", num_frames=4, num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0), output_type="np",
+    ).frames  # fmt: skip
+
+
+def test_full_fine_tune_trains_the_unet_with_prior_preservation_and_loads_under_video(tmp_path, hearts):
+    final = train(config(tmp_path, hearts))
+    logs = [json.loads(line) for line in (tmp_path / "logs.jsonl").read_text().splitlines()]
+    assert {"instance", "prior", "total"} <= set(logs[-1])
+    assert sorted(p.name for p in (tmp_path / "class_images").glob("*.png")) == ["00000.png", "00001.png"]
+    base = load_file(DEFAULT_MODEL_DIR / "base" / "unet" / "diffusion_pytorch_model.safetensors")
+    tuned = load_file(final / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(base[k], tuned[k]) for k in base)
+    text_base = load_file(DEFAULT_MODEL_DIR / "base" / "text_encoder" / "model.safetensors")
+    text_tuned = load_file(final / "text_encoder" / "model.safetensors")
+    assert any(not torch.equal(text_base[k], text_tuned[k]) for k in text_base)  # the recipe tunes it too
+    assert (tmp_path / "validation").exists()
+    # the personalised base drives the shipped adapter, unchanged, as a folder and as a single file
+    adapter = DEFAULT_MODEL_DIR / "adapter"
+    from_folder = video(HarivoPipeline.from_pretrained(final, adapter=adapter))
+    from_file = video(HarivoPipeline.from_single_file(tmp_path / "final.safetensors", adapter=adapter, config=final))
+    assert np.array_equal(from_folder, from_file)
+    assert not np.array_equal(
+        from_folder, video(HarivoPipeline.from_pretrained(DEFAULT_MODEL_DIR / "base", adapter=adapter))
+    )
+
+
+def test_resume_continues_the_same_run(tmp_path, hearts):
+    train(config(tmp_path / "once", hearts, "max_steps=3"))
+    train(config(tmp_path / "twice", hearts, "max_steps=2"))
+    train(config(tmp_path / "twice", hearts, "max_steps=3"), resume=True)
+    once, twice = (
+        load_file(tmp_path / name / "final" / "unet" / "diffusion_pytorch_model.safetensors")
+        for name in ("once", "twice")
+    )
+    assert all(torch.allclose(once[k], twice[k], atol=1e-6) for k in once)
+
+
+def test_lora_variant_saves_a_diffusers_lora_file_for_the_video_pipeline(tmp_path, hearts):
+    lora = ["dreambooth.lora_rank=2", "dreambooth.train_text_encoder=false", "max_steps=3", "checkpoint_every=2"]
+    final = train(config(tmp_path, hearts, *lora))
+    assert sorted(p.name for p in final.iterdir()) == ["pytorch_lora_weights.safetensors"]
+    assert load_file(tmp_path / "checkpoint-2" / "weights" / "unet" / "lora.safetensors")  # checkpoints: LoRA only
+    train(config(tmp_path, hearts, *lora), resume=True)
+    pipe = HarivoPipeline.from_pretrained(DEFAULT_MODEL_DIR / "base", adapter=DEFAULT_MODEL_DIR / "adapter")
+    plain = video(pipe)
+    pipe.load_lora_weights(final, adapter_name="heart")
+    assert not np.array_equal(video(pipe), plain)
+    pipe.set_adapters(["heart"], adapter_weights=[0.0])
+    assert np.array_equal(video(pipe), plain)
+
+
+def test_bad_dreambooth_inputs_are_one_line_errors(tmp_path, hearts):
+    few = tmp_path / "few"
+    render_concept_images(few, "v", shape="heart", count=2)
+    with pytest.raises(ValueError, match=r"has 2 image\(s\); DreamBooth needs at least 3"):
+        train(config(tmp_path / "a", few))
+    with pytest.raises(ValueError, match=r"does not contain the identifier 'zz'"):
+        train(config(tmp_path / "b", hearts, "dreambooth.identifier=zz"))
+    with pytest.raises(ValueError, match="train_text_encoder works with full fine-tuning only"):
+        config(tmp_path / "c", hearts, "dreambooth.lora_rank=2")  # the Shapes recipe tunes the text encoder
+    with pytest.raises(FileNotFoundError, match=r"dreambooth.instance_data folder '.*missing' does not exist"):
+        train(config(tmp_path / "d", hearts, f"dreambooth.instance_data={tmp_path / 'missing'}"))
+    with pytest.raises(ValueError, match=r"dreambooth\.instance_data is not set"):
+        load_config(CONFIG, ["dreambooth.instance_data=''"])
+
+
+def test_an_identifier_the_tokenizer_splits_is_warned_about(tmp_path):
+    folder = tmp_path / "sks"
+    render_concept_images(folder, "sks", shape="heart", count=3)
+    with pytest.warns(UserWarning, match=r"The identifier 'sks' is 3 tokens for this tokenizer"):
+        train(
+            config(tmp_path / "run", folder, "dreambooth.identifier=sks", "max_steps=1", "dreambooth.class_prompts=[]")
+        )
+
+
+def test_the_dreambooth_command_trains_a_lora_that_generate_loads(tmp_path, hearts, capsys):
+    from harivo.cli import main
+
+    main(["dreambooth", "--instance-data", str(hearts), "--identifier", "v", "--lora-rank", "2", "--max-steps", "2", "--batch-size", "2",
+          "--class-prompt", "a large red circle on a plain black background", "--num-class-images", "2",
+          "-o", str(tmp_path / "run"), "dreambooth.class_generation_steps=2"])  # fmt: skip
+    out = capsys.readouterr().out
+    final = tmp_path / "run" / "final"
+    assert f"--lora {final}" in out and (final / "pytorch_lora_weights.safetensors").is_file()
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "resolution: 64" in config and "learning_rate: 0.001" in config  # the base model's size; LoRA's rate
+    main(["generate", "a large red v moving right on a plain black background", "--lora", str(final), "--steps", "2",
+          "--num-frames", "4", "-o", str(tmp_path / "v.gif")])  # fmt: skip
+    assert (tmp_path / "v.gif").is_file()
