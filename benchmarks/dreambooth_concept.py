@@ -69,7 +69,7 @@ PLAN = {
     "style LoRA rank 4 (orange)": [("orange", STYLE, False), ("orange", STYLE, True), ("known shapes", KNOWN, False)],
 }
 LORA = ["dreambooth.lora_rank=4", "dreambooth.train_text_encoder=false", "optim.learning_rate=1e-3"]
-METRICS = ("fidelity", "fidelity_shape", "motion_correct", "identity", "background_flicker", "jerk")
+METRICS = ("fidelity", "fidelity_shape", "fidelity_colour", "motion_correct", "identity", "background_flicker", "jerk")
 
 
 def scores(pipe, prompts, seeds, frame_by_frame=False, **kwargs) -> dict:

@@ -29,6 +29,7 @@ NOISE = (
     "Token indices sequence length is longer than",
     "LOAD REPORT",  # transformers lists a text encoder's other LoRAs as "missing" when it loads one more
     "Already found a `peft_config` attribute",  # peft, on a second LoRA: that is what --lora asks for
+    "No LoRA keys associated to CLIPTextModel",  # a U-Net-only LoRA (e.g. harivo dreambooth --lora-rank)
 )
 
 PROJECTION_HELP = (
