@@ -244,11 +244,21 @@ def parse_loras(values: list[str] | None) -> list[tuple[str, float]]:
             path, scale = value, 1.0
         if not math.isfinite(scale):
             raise ValueError(f"--lora {value}: the scale must be a finite number, e.g. {path}:0.8.")
-        missing = not Path(path).expanduser().exists()
-        if missing and (looks_like_local_path(path) or Path(path).suffix in WEIGHT_SUFFIXES):
-            raise FileNotFoundError(f"--lora {path}: no such file or folder.")
+        missing = not path.strip() or not Path(path).expanduser().exists()
+        if missing and (looks_like_local_path(path) or Path(path).suffix in WEIGHT_SUFFIXES or not _is_hub_id(path)):
+            raise FileNotFoundError(f"--lora {path}: no such file or folder (nor a hub id, org/name).")
         loras.append((path, scale))
     return loras
+
+
+def _is_hub_id(text: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return "/" in text  # a LoRA on the hub lives in a user's or an organisation's repository
 
 
 def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:

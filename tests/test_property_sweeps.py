@@ -215,3 +215,24 @@ def test_control_inputs_run_or_raise_one_line(control_pipe, name, data):
             assert str(error) and "\n" not in str(error), repr(error)
             return
     assert torch.isfinite(video).all()
+
+
+@SWEEP
+@given(
+    value=st.one_of(
+        st.text(max_size=30),
+        st.builds(lambda scale: f"style.safetensors:{scale}", NUMBERS),
+        st.sampled_from(["", ":", ":1", "a:b:c", "C:\\loras\\x.safetensors", "org/lora", "x.safetensors:nan"]),
+    )
+)
+def test_every_lora_option_parses_or_is_one_line(value, tmp_path_factory):
+    """`--lora PATH[:SCALE]`: any value is read as a path and a finite scale, or refused in one line, before loading."""
+    from harivo.cli import parse_loras
+
+    try:
+        loras = parse_loras([value])
+    except (ValueError, FileNotFoundError) as error:
+        assert "\n" not in str(error) and str(error).startswith("--lora ")
+        return
+    ((path, scale),) = loras
+    assert path and math.isfinite(scale)
