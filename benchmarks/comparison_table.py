@@ -50,6 +50,7 @@ from harivo.evaluation.suite import (
 )
 from harivo.schedulers import default_guidance_rescale
 from harivo.training import Trainer, load_config
+from harivo.training.config import STAGES
 from harivo.video_io import contact_sheet
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes" / "harivo.yaml"
@@ -121,12 +122,8 @@ def recipe_fingerprint(training: dict) -> str:
     """What every cached adapter and row depends on besides its own overrides: the resolved training config (the
     recipe file with this run's settings), so that a changed recipe never reuses an adapter trained with the old."""
     resolved = [dataclasses.asdict(recipe_config(path, training)) for path in (CONFIG, REFIT_CONFIG)]
-    unread = (
-        "output_dir",
-        "vae",
-        "t2i",
-        "controlnet",
-    )  # the sections of other stages: the harivo stage never reads them
+    # The other stages' sections are never read by the harivo stage: a new stage must not invalidate the cache
+    unread = {"output_dir", *(stage for stage in STAGES if stage != "harivo")}
     return slug({"recipe": [{k: v for k, v in config.items() if k not in unread} for config in resolved]})
 
 
