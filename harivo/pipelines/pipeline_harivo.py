@@ -226,8 +226,8 @@ class HarivoPipeline(
             )
         try:
             checkpoint = (
-                single_file.checkpoint_shapes(path)
-                if path.suffix == ".safetensors"
+                single_file.checkpoint_shapes(path)  # names and shapes only: nothing is read twice
+                if path.suffix == ".safetensors" and path.is_file()
                 else load_single_file_checkpoint(str(pretrained_model_link_or_path))
             )
         except Exception as error:  # safetensors / the hub / torch raise many types
