@@ -807,7 +807,10 @@ class DreamBoothStage(Stage):
                     (folder / f"{index:05d}.txt").write_text(prompt)  # the caption first: the image marks it done
                     image.save(folder / f"{index:05d}.png")
         self.accelerator.wait_for_everyone()
-        return read_image_folder(folder, what="dreambooth.class_data folder")[: settings.num_class_images]
+        # a class folder of the user's own images may leave out captions: they show the first class prompt
+        return read_image_folder(folder, settings.class_prompts[0], "dreambooth.class_data folder")[
+            : settings.num_class_images
+        ]
 
     def trainable_modules(self):
         modules = {"unet": self.unet}
