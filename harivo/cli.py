@@ -635,9 +635,9 @@ def _load_pipeline(
     given_base, config = base_model, base_config
     if adapter and not base_model:
         raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
-    if config and not (base_model and Path(base_model).suffix in WEIGHT_SUFFIXES):
-        raise ValueError("--base-config is for a single-file --base-model (.safetensors or .ckpt).")
     single_file = bool(base_model) and Path(base_model).suffix in WEIGHT_SUFFIXES
+    if config and not single_file:
+        raise ValueError("--base-config is for a single-file --base-model (.safetensors or .ckpt).")
     embedded_base, embedded_adapter = default_model_paths()
     defaulted = not adapter and (single_file or (bool(base_model) and not _has_component(Path(base_model), "adapter")))
     if not base_model:

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from .shapes import _to_model_range
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -45,13 +46,8 @@ def read_image_folder(
     return images
 
 
-def load_image(path: Path, resolution: int) -> torch.Tensor:
-    """`(3, resolution, resolution)` in [-1, 1]: the shorter side resized to `resolution`, then centre-cropped."""
-    return read_pixels(path, resolution).float().div(127.5).sub(1.0)
-
-
-def read_pixels(path: Path, resolution: int) -> torch.Tensor:
-    """`(3, resolution, resolution)` `uint8`: the shorter side resized to `resolution`, then centre-cropped."""
+def read_pixels(path: Path, resolution: int) -> np.ndarray:
+    """`(resolution, resolution, 3)` `uint8`: the shorter side resized to `resolution`, then centre-cropped."""
     try:
         image = Image.open(path).convert("RGB")
     except (OSError, UnidentifiedImageError) as error:
@@ -62,7 +58,7 @@ def read_pixels(path: Path, resolution: int) -> torch.Tensor:
         image = image.resize(size, Image.Resampling.BICUBIC)
         left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
         image = image.crop((left, top, left + resolution, top + resolution))
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+    return np.array(image, dtype=np.uint8)
 
 
 class DreamBoothDataset(Dataset):
@@ -84,12 +80,8 @@ class DreamBoothDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         pixels, caption = self.instance[index % len(self.instance)]
-        item = {"pixel_values": _model_range(pixels), "caption": caption}
+        item = {"pixel_values": _to_model_range(pixels), "caption": caption}
         if self.classes:
             pixels, caption = self.classes[index % len(self.classes)]
-            item.update(class_pixel_values=_model_range(pixels), class_caption=caption)
+            item.update(class_pixel_values=_to_model_range(pixels), class_caption=caption)
         return item
-
-
-def _model_range(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.float().div(127.5).sub(1.0)

@@ -266,7 +266,6 @@ class HarivoPipeline(
                 adapter, allow_pickle=allow_pickle, torch_dtype=kwargs.get(DTYPE_ARGUMENT)
             )
         kwargs.setdefault("local_files_only", True)  # `config` is local by now
-        token = _ADAPTER_GIVEN.set(True)
         try:
             return super().from_single_file(
                 str(pretrained_model_link_or_path), config=str(config), adapter=adapter, **kwargs
@@ -275,8 +274,6 @@ class HarivoPipeline(
             raise
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
             raise describe_load_error("single-file checkpoint", pretrained_model_link_or_path, error) from error
-        finally:
-            _ADAPTER_GIVEN.reset(token)
 
     @classmethod
     def load_config(cls, *args: Any, **kwargs: Any):

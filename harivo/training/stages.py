@@ -203,7 +203,7 @@ class Stage:
     def _load_frozen_base(self, key: str, path: str) -> UNet2DConditionModel:
         """Load the frozen base model of config `key` (`vae`, `vae_scale_factor`, `text_encoder`, `tokenizer`,
         `noise_scheduler` on the stage), check the config fits it, and return its U-Net (not yet frozen)."""
-        base = self.base_path = resolve_base_model(path, key, self.accelerator)
+        base = resolve_base_model(path, key, self.accelerator)
         self.vae = _freeze(_load(AutoencoderKL, key, base, subfolder="vae"), self.accelerator)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)  # pixels per latent pixel
         self.text_encoder = _freeze(_load(CLIPTextModel, key, base, subfolder="text_encoder"), self.accelerator)
@@ -212,6 +212,10 @@ class Stage:
         unet = _load(UNet2DConditionModel, key, base, subfolder="unet")
         _check_fits_base(self.config, unet, self.vae_scale_factor)
         return unet
+
+    def _sampler(self) -> DDIMScheduler:
+        """DDIM with the base model's noise schedule and sampling settings, for validation pipelines."""
+        return DDIMScheduler.from_config(self.noise_scheduler.config)
 
     def _random_timesteps(self, scheduler, batch_size: int) -> torch.Tensor:
         steps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=self.generator)
@@ -678,14 +682,13 @@ class ControlNetStage(Stage):
         return loss, {"diffusion": loss.item(), "total": loss.item()}
 
     def pipeline(self) -> StableDiffusionControlNetPipeline:
-        scheduler = DDIMScheduler.from_config(self.noise_scheduler.config)  # the base model's sampling settings
         return StableDiffusionControlNetPipeline(
             vae=self.vae,
             text_encoder=self.text_encoder,
             tokenizer=self.tokenizer,
             unet=self.unet,
             controlnet=self.accelerator.unwrap_model(self.controlnet),
-            scheduler=scheduler,
+            scheduler=self._sampler(),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -870,13 +873,12 @@ class DreamBoothStage(Stage):
         return loss, {**terms, "total": loss.item()}
 
     def pipeline(self, unet=None) -> StableDiffusionPipeline:
-        sampler = _load(DDIMScheduler, "dreambooth.base_model", self.base_path, subfolder="scheduler")
         return StableDiffusionPipeline(
             vae=self.vae,
             text_encoder=self.accelerator.unwrap_model(self.text_encoder),
             tokenizer=self.tokenizer,
             unet=self.accelerator.unwrap_model(unet if unet is not None else self.unet),
-            scheduler=sampler,
+            scheduler=self._sampler(),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
