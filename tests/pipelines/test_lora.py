@@ -90,3 +90,17 @@ def test_lora_for_another_base_is_refused_and_leaves_nothing(parts, tmp_path):
     assert "\n" not in str(error.value)
     assert not any(pipe.get_list_adapters().values())
     assert torch.equal(video(pipe), plain)
+
+
+def test_an_image_lora_in_one_pipeline_leaves_another_on_the_same_adapter_alone(parts, tiny_sd, tmp_path):
+    """Two pipelines share one adapter (its temporal layers): a LoRA loaded into one pipeline's image model changes
+    that pipeline only, and unloading it gives back exactly the other's output."""
+    sd, adapter = parts
+    lora_file(tmp_path / "style.safetensors", sd.unet, sd.text_encoder, seed=3)
+    first, second = tiny_pipeline(sd, adapter), tiny_pipeline(copy.deepcopy(tiny_sd), adapter)
+    plain = video(second)
+    first.load_lora_weights(tmp_path / "style.safetensors", adapter_name="style")
+    assert not torch.equal(video(first), plain)
+    assert torch.equal(video(second), plain)
+    first.unload_lora_weights()
+    torch.testing.assert_close(video(first), plain, atol=1e-6, rtol=1e-6)
