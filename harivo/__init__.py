@@ -18,7 +18,9 @@ _LAZY = {
     "HarivoAdapter": ".models",
     "HarivoUNet": ".models",
     "HarivoControlNetPipeline": ".pipelines",
+    "HarivoImageToVideoPipeline": ".pipelines",
     "HarivoPipeline": ".pipelines",
+    "HarivoVideoToVideoPipeline": ".pipelines",
     "save_video": ".video_io",
 }
 
@@ -26,7 +28,12 @@ if TYPE_CHECKING:
     from .defaults import load_default_pipeline
     from .losses import HarivoLoss, LossWeights
     from .models import HarivoAdapter, HarivoUNet
-    from .pipelines import HarivoControlNetPipeline, HarivoPipeline
+    from .pipelines import (
+        HarivoControlNetPipeline,
+        HarivoImageToVideoPipeline,
+        HarivoPipeline,
+        HarivoVideoToVideoPipeline,
+    )
     from .video_io import save_video
 
 
@@ -41,10 +48,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "HarivoAdapter",
     "HarivoControlNetPipeline",
+    "HarivoImageToVideoPipeline",
     "HarivoLoadError",
     "HarivoLoss",
     "HarivoPipeline",
     "HarivoUNet",
+    "HarivoVideoToVideoPipeline",
     "IncompatibleAdapterError",
     "LossWeights",
     "SamplingDivergedError",

@@ -212,17 +212,21 @@ class HarivoUNet(nn.Module):
         Text tokens per frame, with the frame tokens appended while temporal layers are enabled.
 
         Args:
-            encoder_hidden_states (`torch.Tensor`): `(B, L, D)` text tokens of each video.
+            encoder_hidden_states (`torch.Tensor`): `(B, L, D)` text tokens of each video, or `(B, F, L, D)` of each
+                frame (prompt travel): frame `f`'s tokens are then made from frame `f`'s text.
             num_frames (`int`): Frames per video.
 
         Returns:
             `torch.Tensor`: `(B*F, L+K, D)`, frames moved into the batch in `(batch, frame)` order.
         """
-        per_frame = encoder_hidden_states.repeat_interleave(num_frames, dim=0)  # (B*F, L, D)
+        if encoder_hidden_states.ndim == 4:
+            per_frame = encoder_hidden_states.flatten(0, 1)  # (B*F, L, D)
+        else:
+            per_frame = encoder_hidden_states.repeat_interleave(num_frames, dim=0)  # (B*F, L, D)
         generator = self.adapter.frame_token_generator
         if not (self._temporal_enabled and generator.enabled):
             return per_frame
-        tokens = generator(encoder_hidden_states, num_frames).to(per_frame.dtype)  # (B*F, K, D)
+        tokens = frame_wise(generator, encoder_hidden_states, num_frames).flatten(0, 1).to(per_frame.dtype)
         return torch.cat([per_frame, tokens], dim=1)  # (B*F, L+K, D)
 
     def forward(
@@ -238,7 +242,7 @@ class HarivoUNet(nn.Module):
         Args:
             sample (`torch.Tensor`): Noisy latents `(B, C, F, h, w)`.
             timestep (`torch.Tensor`, `float` or `int`): Diffusion timestep(s), scalar or `(B,)`.
-            encoder_hidden_states (`torch.Tensor`): Text tokens `(B, L, D)`.
+            encoder_hidden_states (`torch.Tensor`): Text tokens `(B, L, D)`, or `(B, F, L, D)` per frame.
             cross_attention_kwargs (`dict`, *optional*): Passed to the attention processors (e.g. LoRA `scale`).
             down_block_additional_residuals, mid_block_additional_residual: ControlNet residuals, frames in batch.
 
@@ -253,7 +257,7 @@ class HarivoUNet(nn.Module):
         context = self.encoder_states_per_frame(encoder_hidden_states, num_frames)
         conditioner = self.adapter.motion_conditioner
         vectors = (
-            conditioner(encoder_hidden_states, num_frames)
+            frame_wise(conditioner, encoder_hidden_states, num_frames)
             if conditioner is not None and self._temporal_enabled
             else None
         )
@@ -353,6 +357,30 @@ class HarivoUNet(nn.Module):
                 )
                 stack.callback(handle.remove)
             yield capture
+
+
+def frame_wise(module: nn.Module, encoder_hidden_states: torch.Tensor, num_frames: int) -> Any:
+    """
+    A module that maps a video's text `(B, L, D)` to per-frame outputs `(B, F, ...)` (the frame-token generator
+    `(B*F, K, D)`, the motion conditioner a list of `(B, F, C)`), applied to per-frame text `(B, F, L, D)`: frame
+    `f`'s output is the one the module gives for frame `f` of a video whose whole text is frame `f`'s. Returns
+    `(B, F, ...)` tensors (a list where the module returns one); 3-dim text is passed through unchanged.
+    """
+    if encoder_hidden_states.ndim == 3:
+        output = module(encoder_hidden_states, num_frames)
+        if isinstance(output, list):
+            return output
+        return output.unflatten(0, (encoder_hidden_states.shape[0], num_frames))
+    batch_size = encoder_hidden_states.shape[0]
+    output = module(encoder_hidden_states.flatten(0, 1), num_frames)  # every frame's text, as a whole video
+
+    def diagonal(values: torch.Tensor, rest: tuple[int, ...]) -> torch.Tensor:  # -> (B, F, *rest)
+        values = values.reshape(batch_size, num_frames, num_frames, *rest)  # (video, text frame, frame, ...)
+        return torch.diagonal(values, dim1=1, dim2=2).movedim(-1, 1)
+
+    if isinstance(output, list):  # (B*F, F, C) each
+        return [diagonal(v, tuple(v.shape[2:])) for v in output]
+    return diagonal(output, tuple(output.shape[1:]))  # (B*F*F, K, D)
 
 
 def _motion_module_lists(unet: UNetMotionModel) -> list[nn.ModuleList]:

@@ -2,6 +2,7 @@
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -41,11 +42,17 @@ def check_inputs(
     """Raise a `ValueError` that says what to change for any input `pipe` (a `HarivoPipeline`) cannot run."""
     if (prompt is None) == (prompt_embeds is None):
         raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
-    for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+    if isinstance(prompt, dict) and negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise ValueError("With keyframe prompts give one `negative_prompt` string for every frame.")
+    for name, value in (
+        ("prompt", None if isinstance(prompt, dict) else prompt),
+        ("negative_prompt", negative_prompt),
+    ):
         if value is not None and not (
             isinstance(value, str) or (isinstance(value, list) and all(isinstance(p, str) for p in value))
         ):
-            raise ValueError(f"`{name}` must be a string or a list of strings, got {type(value).__name__}.")
+            also = " (or `prompt` a dict of keyframe prompts)" if name == "prompt" else ""
+            raise ValueError(f"`{name}` must be a string or a list of strings{also}, got {type(value).__name__}.")
     if isinstance(prompt, list) and not prompt:
         raise ValueError("`prompt` is an empty list: pass at least one prompt.")
     if negative_prompt is not None and negative_prompt_embeds is not None:
@@ -54,11 +61,15 @@ def check_inputs(
     for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
         if embeds is None:
             continue
-        if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or embeds.shape[-1] != width_unet:
+        if not isinstance(embeds, torch.Tensor) or embeds.ndim not in (3, 4) or embeds.shape[-1] != width_unet:
             shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
             raise ValueError(
-                f"`{name}` must be a tensor (batch, tokens, {width_unet}) (the U-Net's cross-attention width),"
-                f" got {shape}."
+                f"`{name}` must be a tensor (batch, tokens, {width_unet}) (the U-Net's cross-attention width), or"
+                f" (batch, frames, tokens, {width_unet}) per frame, got {shape}."
+            )
+        if embeds.ndim == 4 and embeds.shape[1] != num_frames:
+            raise ValueError(
+                f"`{name}` has text for {embeds.shape[1]} frames but `num_frames` is {num_frames}; give one per frame."
             )
         if not torch.isfinite(embeds).all():
             raise ValueError(f"`{name}` must be finite (it holds NaN or inf).")
@@ -87,11 +98,26 @@ def check_inputs(
                 f" (try {suggestion})."
             )
     max_frames = pipe.adapter.max_frames if pipe.adapter is not None else None
+    if pipe.free_noise_enabled:  # any length, in windows
+        max_frames = None
     if not is_int(num_frames) or not 1 <= num_frames <= (max_frames or num_frames):
+        more = " (for longer videos call `pipe.enable_free_noise()`)" if is_int(num_frames) and max_frames else ""
         raise ValueError(
             f"`num_frames` must be an integer from 1 to {max_frames} (the most these temporal layers support),"
-            f" got {num_frames}."
+            f" got {num_frames}{more}."
         )
+    if (
+        pipe.free_noise_enabled
+        and mg_energy == "attention"
+        and mg_scale
+        and num_frames > pipe._free_noise.context_length
+    ):
+        raise ValueError(
+            "`mg_energy='attention'` compares attention maps of one pass over the clip; with FreeNoise windows use"
+            " 'frame_difference' or 'motion_path'."
+        )
+    if isinstance(prompt, dict):
+        check_keyframes(prompt, num_frames)
     for name, value in (
         ("num_inference_steps", num_inference_steps),
         ("num_videos_per_prompt", num_videos_per_prompt),
@@ -132,6 +158,22 @@ def check_inputs(
     ):
         raise ValueError(f"`scheduler` must be a diffusers scheduler, got {type(pipe.scheduler).__name__}.")
     check_scheduler(pipe.scheduler, pipe.adapter)
+
+
+def check_keyframes(prompt: Mapping, num_frames: int) -> None:
+    """Raise a one-line `ValueError` for a keyframe prompt dict `pipe` cannot run with `num_frames` frames."""
+    if not prompt:
+        raise ValueError("`prompt` is an empty dict: give at least one keyframe, e.g. {0: 'a red circle'}.")
+    for frame, text in prompt.items():
+        if not is_int(frame):
+            raise ValueError(f"`prompt` keyframes must be integer frame indices, got {frame!r}.")
+        if not 0 <= frame < num_frames:
+            raise ValueError(
+                f"`prompt` keyframe {frame} is outside the video's frames 0 to {num_frames - 1}; lower it or raise"
+                " `num_frames`."
+            )
+        if not isinstance(text, str):
+            raise ValueError(f"`prompt` at keyframe {frame} must be a string, got {type(text).__name__}.")
 
 
 def estimate_memory(

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import torch
-import torch.nn.functional as F
 from diffusers import ControlNetModel, SparseControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
-from ..video_io import to_tensor_frames
+from .frames import fit_frames, frames_of
 
 
 @dataclass
@@ -72,54 +70,6 @@ def _per_net(value: Any, count: int, name: str) -> list:
     if len(values) != count:
         raise ValueError(f"`{name}` has {len(values)} entries for {count} ControlNets; give one per ControlNet.")
     return values
-
-
-def _frames_of(frames: Any, name: str) -> torch.Tensor:
-    """Condition frames (a list of PIL images, an array `(F, H, W, C)` or a tensor `(F, C, H, W)` in [0, 1]) as a
-    float tensor `(F, 3, H, W)` in [0, 1]."""
-    if isinstance(frames, PIL.Image.Image | np.ndarray) and not (isinstance(frames, np.ndarray) and frames.ndim == 4):
-        frames = [frames] if isinstance(frames, PIL.Image.Image) else frames[None]
-    if isinstance(frames, list | tuple) and frames and all(isinstance(f, torch.Tensor) for f in frames):
-        frames = torch.cat([f[None] if f.ndim == 3 else f for f in frames])  # per-frame (3, H, W) tensors
-    if isinstance(frames, torch.Tensor):
-        tensor = frames.detach().float().cpu()
-        if tensor.ndim == 3:
-            tensor = tensor[None]
-        if tensor.ndim != 4 or tensor.shape[1] not in (1, 3):
-            raise ValueError(f"`{name}` as a tensor must be (frames, 3, height, width), got {tuple(frames.shape)}.")
-        if tensor.numel() == 0:
-            raise ValueError(f"`{name}` holds no images; pass one per controlled frame.")
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"`{name}` must be finite (it holds NaN or inf).")
-        if tensor.min() < 0 or tensor.max() > 1:
-            raise ValueError(
-                f"`{name}` as a tensor must hold values in [0, 1], got [{tensor.min():g}, {tensor.max():g}]."
-            )
-        return tensor.expand(-1, 3, -1, -1) if tensor.shape[1] == 1 else tensor
-    if isinstance(frames, list | tuple) and frames and all(isinstance(f, np.ndarray) for f in frames):
-        frames = np.stack(frames)
-    if isinstance(frames, np.ndarray) and frames.ndim == 3:
-        frames = frames[..., None]  # (F, H, W) grey masks
-    try:
-        return to_tensor_frames(frames)
-    except ValueError as error:
-        raise ValueError(
-            f"`{name}` must be PIL images, an array (frames, height, width, 3) or a tensor (frames, 3, height, width):"
-            f" {error}"
-        ) from None
-
-
-def _fit(frames: torch.Tensor, height: int, width: int, name: str) -> torch.Tensor:
-    """Condition frames at the video's size: resized when only the scale differs, refused when the shape does."""
-    h, w = frames.shape[-2:]
-    if (h, w) == (height, width):
-        return frames
-    if abs(h / w - height / width) > 0.01:
-        raise ValueError(
-            f"`{name}` frames are {w}x{h} but the video is {width}x{height} (another aspect ratio): crop them to"
-            f" {width}x{height} (or pass height={h}, width={w})."
-        )
-    return F.interpolate(frames, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
 
 
 def prepare_control(
@@ -177,7 +127,7 @@ def prepare_control(
     images = []
     for number, frames in enumerate(per_net):
         name = "conditioning_frames" if len(nets) == 1 else f"conditioning_frames[{number}]"
-        tensor = _frames_of(frames, name)
+        tensor = frames_of(frames, name)
         if len(tensor) != len(indices):
             wanted = (
                 f"`num_frames` ({num_frames}), one per frame"
@@ -185,7 +135,7 @@ def prepare_control(
                 else f"`controlnet_frame_indices` ({len(indices)}), one per controlled frame"
             )
             raise ValueError(f"`{name}` has {len(tensor)} images; it needs as many as {wanted}.")
-        images.append(_fit(tensor, height, width, name))
+        images.append(fit_frames(tensor, height, width, name))
     scales = [float(s) for s in _per_net(controlnet_conditioning_scale, len(nets), "controlnet_conditioning_scale")]
     starts = [float(s) for s in _per_net(control_guidance_start, len(nets), "control_guidance_start")]
     ends = [float(e) for e in _per_net(control_guidance_end, len(nets), "control_guidance_end")]
@@ -220,7 +170,8 @@ def control_residuals(
 
     Args:
         model_input (`torch.Tensor`): The U-Net's input `(N, C, F, h, w)` (scheduler-scaled).
-        prompt_embeds (`torch.Tensor`): `(N, L, D)`, the negative prompts first under classifier-free guidance.
+        prompt_embeds (`torch.Tensor`): `(N, L, D)` or per frame `(N, F, L, D)`, the negative prompts first under
+            classifier-free guidance.
 
     Returns:
         `dict`: `down_block_additional_residuals` and `mid_block_additional_residual`, frames in the batch
@@ -263,6 +214,14 @@ def control_residuals(
     }
 
 
+def _frame_text(embeds: torch.Tensor, index: torch.Tensor | None, num_frames: int) -> torch.Tensor:
+    """The text of each (controlled) frame, `(videos * frames, L, D)`, from `(videos, L, D)` or per-frame
+    `(videos, F, L, D)` text (prompt travel); `index` picks frames (`None`: all)."""
+    if embeds.ndim == 3:
+        embeds = embeds[:, None].expand(-1, num_frames, -1, -1)
+    return (embeds if index is None else embeds.index_select(1, index)).flatten(0, 1)
+
+
 def _is_sparse(net: Any) -> bool:
     return isinstance(getattr(net, "_orig_mod", net), SparseControlNetModel)
 
@@ -278,7 +237,7 @@ def _image_residuals(net, images, index, sample, t, embeds, scale, guess_mode):
     frames = sample.index_select(2, index).transpose(1, 2).flatten(0, 1)  # (videos*controlled, C, h, w)
     condition = images.to(sample.device, net.dtype).repeat(videos, 1, 1, 1)  # (videos*controlled, 3, H, W)
     down, mid = net(
-        frames.to(net.dtype), t, encoder_hidden_states=embeds.repeat_interleave(controlled, 0).to(net.dtype),
+        frames.to(net.dtype), t, encoder_hidden_states=_frame_text(embeds, index, num_frames).to(net.dtype),
         controlnet_cond=condition, conditioning_scale=scale, guess_mode=guess_mode, return_dict=False,
     )  # fmt: skip
 
@@ -299,7 +258,7 @@ def _sparse_residuals(net, images, index, sample, t, embeds, scale, guess_mode):
     mask = images.new_zeros(videos, 1, num_frames, *images.shape[-2:])
     mask[:, :, index.cpu()] = 1
     down, mid = net(
-        sample.to(net.dtype), t, encoder_hidden_states=embeds.repeat_interleave(num_frames, 0).to(net.dtype),
+        sample.to(net.dtype), t, encoder_hidden_states=_frame_text(embeds, None, num_frames).to(net.dtype),
         controlnet_cond=condition.to(sample.device, net.dtype), conditioning_mask=mask.to(sample.device, net.dtype),
         conditioning_scale=scale, guess_mode=guess_mode, return_dict=False,
     )  # fmt: skip

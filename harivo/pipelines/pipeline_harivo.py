@@ -37,7 +37,8 @@ from ..models.motion_path import batched_path
 from ..models.video_unet import HarivoUNet, default_trsa_layers
 from ..schedulers import adds_step_noise
 from ..utils.text import subject_token_weights
-from . import checks, mg_sampling
+from . import checks, mg_sampling, prompt_travel
+from .free_noise import HarivoFreeNoiseMixin
 
 _ADAPTER_GIVEN = contextvars.ContextVar("harivo_adapter_given", default=False)
 
@@ -55,6 +56,7 @@ EXAMPLE_DOC_STRING = """
 
 
 class HarivoPipeline(
+    HarivoFreeNoiseMixin,
     DiffusionPipeline,
     StableDiffusionMixin,
     TextualInversionLoaderMixin,
@@ -351,6 +353,37 @@ class HarivoPipeline(
         (`checks.check_memory`). `__call__` runs it first unless `pipe.memory_check` is `False`."""
         checks.check_memory(self, *args, **kwargs)
 
+    def encode_frames(self, frames: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
+        """VAE latents `(C, F, h, w)` (scaled, the posterior's mode) of frames `(F, 3, H, W)` in [0, 1]."""
+        pixels = frames.to(self.vae.device, self.vae.dtype) * 2 - 1
+        latents = torch.cat([self.vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(chunk_size)])
+        return (latents * self.vae.config.scaling_factor).transpose(0, 1)
+
+    def encode_prompt_travel(
+        self,
+        prompt: dict[int, str],
+        num_frames: int,
+        device: torch.device,
+        num_videos_per_prompt: int,
+        do_classifier_free_guidance: bool,
+        negative_prompt: str | None = None,
+        lora_scale: float | None = None,
+        clip_skip: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-frame text `(num_videos_per_prompt, F, L, D)` (and the negative's) from keyframe prompts
+        `{frame: prompt}`: each keyframe's embedding, linearly interpolated in between (`prompt_travel`)."""
+        keyframes = sorted(prompt)
+        weights = prompt_travel.interpolation_weights(keyframes, num_frames)
+        negative = None if negative_prompt is None else [negative_prompt] * len(keyframes)
+        positive, negative = self.encode_prompt(
+            [prompt[frame] for frame in keyframes], device, num_videos_per_prompt, do_classifier_free_guidance,
+            negative, lora_scale=lora_scale, clip_skip=clip_skip,
+        )  # fmt: skip
+        positive = prompt_travel.interpolate(weights, positive, num_videos_per_prompt)
+        if negative is not None:
+            negative = prompt_travel.interpolate(weights, negative, num_videos_per_prompt)
+        return positive, negative
+
     def prepare_latents(
         self,
         batch_size: int,
@@ -379,17 +412,20 @@ class HarivoPipeline(
             )
         if latents is None and motion_path is not None:
             noise = self.adapter.path_predictor.noise(shape, motion_path, generator, device=device, dtype=dtype)
-        elif latents is None:
-            noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif latents is None:  # (FreeNoise, when enabled, repeats the first window's noise further on)
+            noise = self._reschedule_noise(
+                randn_tensor(shape, generator=generator, device=device, dtype=dtype), generator
+            )
         elif tuple(latents.shape) != shape:
             raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}.")
         else:
             noise = latents.to(device=device, dtype=dtype)
         return self.adapter.mapping_network(noise) * self.scheduler.init_noise_sigma  # (B, C, F, h, w)
 
-    def _subject_token_weights(self, prompt, mask_mode, subject, num_videos_per_prompt, device):
+    def _subject_token_weights(self, prompt, mask_mode, subject, num_videos_per_prompt, device, num_frames):
         """`(videos in the U-Net batch, L)` weights of the subject's tokens for `motion_path_mask="subject"`
-        (negative prompts weigh 0), or `None` for the whole frame."""
+        (negative prompts weigh 0; keyframe prompts' tokens weighed by the share of frames they hold), or `None` for
+        the whole frame."""
         mask_mode = mask_mode if mask_mode is not None else ("subject" if prompt is not None else "frame")
         if mask_mode not in ("subject", "frame"):
             raise ValueError(f"`motion_path_mask` must be 'subject' or 'frame', got {mask_mode!r}.")
@@ -400,14 +436,26 @@ class HarivoPipeline(
                 "`motion_path_mask='subject'` needs the prompt as text (and a tokenizer) to find the subject's words;"
                 " pass `prompt`, or use `motion_path_mask='frame'`."
             )
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if isinstance(subject, str) or subject is None:
-            subjects = None if subject is None else [subject] * len(prompts)
-        elif len(subject) != len(prompts):
-            raise ValueError(f"`motion_subject` has {len(subject)} entries for {len(prompts)} prompts; give one each.")
+        if isinstance(prompt, dict):  # prompt travel: the keyframes' subject tokens, weighed by their frames' share
+            if subject is not None and not isinstance(subject, str):
+                raise ValueError("With keyframe prompts give `motion_subject` as one string (or leave it unset).")
+            keyframes = sorted(prompt)
+            subjects = None if subject is None else [subject] * len(keyframes)
+            keyed = subject_token_weights(self.tokenizer, [prompt[k] for k in keyframes], subjects)  # (K, L)
+            share = prompt_travel.interpolation_weights(keyframes, num_frames).mean(dim=0)  # (K,)
+            weights = (share @ keyed.float())[None].repeat(num_videos_per_prompt, 1)  # (videos, L)
         else:
-            subjects = list(subject)
-        weights = subject_token_weights(self.tokenizer, prompts, subjects).repeat_interleave(num_videos_per_prompt, 0)
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            if isinstance(subject, str) or subject is None:
+                subjects = None if subject is None else [subject] * len(prompts)
+            elif len(subject) != len(prompts):
+                raise ValueError(
+                    f"`motion_subject` has {len(subject)} entries for {len(prompts)} prompts; give one each."
+                )
+            else:
+                subjects = list(subject)
+            weights = subject_token_weights(self.tokenizer, prompts, subjects)
+            weights = weights.repeat_interleave(num_videos_per_prompt, 0)
         if self.do_classifier_free_guidance:
             weights = torch.cat([torch.zeros_like(weights), weights])
         return weights.to(device)
@@ -425,13 +473,7 @@ class HarivoPipeline(
         """The (classifier-free guided) model output for latents `(B, C, F, h, w)`."""
         model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
         model_input = self.scheduler.scale_model_input(model_input, t)
-        output = self.video_unet(
-            model_input,
-            t,
-            prompt_embeds,
-            cross_attention_kwargs=cross_attention_kwargs,
-            **self._unet_residuals(model_input, t, prompt_embeds),
-        )
+        output = self._denoise(model_input, t, prompt_embeds, cross_attention_kwargs)
         if self.do_classifier_free_guidance:
             uncond, text = output.chunk(2)
             output = uncond + self.guidance_scale * (text - uncond)
@@ -439,21 +481,59 @@ class HarivoPipeline(
                 output = rescale_noise_cfg(output, text, self.guidance_rescale)
         return output
 
+    def _denoise(self, model_input, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
+        """The video U-Net's output for `model_input` `(N, C, F, h, w)`: in one pass, or with FreeNoise on and more
+        frames than its context, in overlapping windows (each with its frames' text) blended."""
+
+        def run(sample: torch.Tensor, frames: range | None = None) -> torch.Tensor:
+            text = prompt_embeds
+            if frames is not None and text.ndim == 4:
+                text = text[:, frames.start : frames.stop]
+            residuals = self._unet_residuals(sample, t, text)
+            return self.video_unet(sample, t, text, cross_attention_kwargs=cross_attention_kwargs, **residuals)
+
+        if not self.free_noise_enabled or model_input.shape[2] <= self._free_noise.context_length:
+            return run(model_input)
+        return self._windowed(model_input, run, self._token_capture)
+
     def _video_size(self, height: int | None, width: int | None) -> tuple[int, int]:
         """`(height, width)` in pixels, each defaulting to the U-Net's `sample_size * vae_scale_factor`."""
         default_size = self.video_unet.config.sample_size * self.vae_scale_factor
         return (default_size if height is None else height, default_size if width is None else width)
 
-    # The two extension points of the denoising loop; `HarivoControlNetPipeline` fills them in for one call.
+    # The extension points of the denoising loop; the ControlNet, video-to-video and image-to-video pipelines fill
+    # them in for one call.
     def _unet_residuals(self, model_input, t, prompt_embeds) -> dict[str, Any]:
         """Extra inputs of the video U-Net for `model_input` `(B, C, F, h, w)` at the current step
         (`self._step_index`), e.g. ControlNet residuals; none in plain text-to-video."""
         return {}
 
     def _reads_predicted_path(self) -> bool:
-        """Whether this call may use the path the adapter predicts from the prompt (not when a control already says
-        where things are)."""
+        """Whether this call may use the path the adapter predicts from the prompt (not when a control or an input
+        video already says where things are)."""
         return True
+
+    def _timesteps(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """The timesteps this call runs, from the scheduler's whole schedule (video-to-video starts later)."""
+        return timesteps
+
+    def _initial_latents(self, latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The latents the loop starts from, given the mapped noise `z_T` (video-to-video noises its input's)."""
+        return latents
+
+    def _after_step(self, latents: torch.Tensor, step: int, timesteps: torch.Tensor) -> torch.Tensor:
+        """The latents after step `step` of `timesteps` (image-to-video puts its image back into the first frame)."""
+        return latents
+
+    _token_capture = None  # the subject's cross-attention being recorded, during a call
+
+    @contextlib.contextmanager
+    def _capturing(self, capture):
+        self._token_capture = capture
+        try:
+            yield
+        finally:
+            self._token_capture = None
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
@@ -491,7 +571,7 @@ class HarivoPipeline(
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str] | None = None,
+        prompt: str | list[str] | dict[int, str] | None = None,
         num_frames: int = 16,
         height: int | None = None,
         width: int | None = None,
@@ -511,6 +591,7 @@ class HarivoPipeline(
         motion_path_mask: str | None = None,
         motion_subject: str | list[str] | None = None,
         temporal_window: tuple[float, float] | None = None,
+        prompt_travel_window: tuple[float, float] = (0.5, 1.0),
         mg_scale: float = 0.0,
         mg_window: tuple[float, float] = (0.0, 0.5),
         mg_energy: str = "frame_difference",
@@ -526,7 +607,10 @@ class HarivoPipeline(
         Generate videos from text.
 
         Args:
-            prompt (`str` or `list[str]`, *optional*): The prompt(s); or pass `prompt_embeds`.
+            prompt (`str`, `list[str]` or `dict[int, str]`, *optional*): The prompt(s); or pass `prompt_embeds`. A
+                dict of keyframe prompts (`{0: "a red ball", 8: "a blue ball"}`, diffusers' form) makes one video
+                whose text travels: each keyframe's embedding, linearly interpolated in between, held before the first
+                and after the last; the motion path turns where the keyframes' motion words do.
             num_frames (`int`, defaults to 16): Frames per video (at most the adapter's `max_frames`).
             height, width (`int`, *optional*): Size in pixels, multiples of the VAE factor; default to the U-Net's
                 `sample_size * vae_scale_factor`.
@@ -541,7 +625,8 @@ class HarivoPipeline(
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): For reproducible sampling.
             latents (`torch.Tensor`, *optional*): IID Gaussian noise `(B, C, F, h, w)` to start from; it goes
                 through the mapping network like sampled noise does.
-            prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Pre-computed text tokens.
+            prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Pre-computed text tokens `(B, L, D)`,
+                or per frame `(B, F, L, D)`.
             motion_path (`torch.Tensor`, *optional*): The path the content should travel, `(num_frames, 2)` or
                 `(batch, num_frames, 2)` `(x, y)` offsets from the first frame in latent pixels (x to the right, y
                 down), instead of the path an adapter's path predictor predicts from the prompt. It warps the initial
@@ -566,6 +651,11 @@ class HarivoPipeline(
                 frame is denoised by the frozen image model alone, which keeps the image model's fine detail
                 (textures the video data never showed) in the last steps. Costs nothing. Defaults to the adapter's
                 `sampling_defaults`, else `(0.0, 1.0)` (always on).
+            prompt_travel_window (`tuple[float, float]`, defaults to `(0.5, 1.0)`): With keyframe prompts, the
+                fraction of the schedule, `[start, end)`, in which each frame reads its own text [ours]; outside it
+                every frame reads the clip's mean text, so the layout (where the object is, decided in the early
+                steps) is shared and only what the keyframes change is redrawn, without the object jumping between
+                keyframes. `(0.0, 1.0)` gives each frame its own text throughout.
             mg_scale (`float`, defaults to 0.0): Mitigating-gradient guidance scale (alpha in the paper); 0 is off
                 and costs nothing; the paper's default is 40.
             mg_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule, `[start, end)`,
@@ -610,7 +700,7 @@ class HarivoPipeline(
 
         # 2. Define call parameters
         if prompt is not None:
-            batch_size = 1 if isinstance(prompt, str) else len(prompt)
+            batch_size = 1 if isinstance(prompt, str | dict) else len(prompt)
         else:
             batch_size = prompt_embeds.shape[0]
         device = self._execution_device
@@ -619,18 +709,39 @@ class HarivoPipeline(
             self.check_memory(num_frames, height, width, num_videos, guidance_scale, decode_chunk_size, device=device)
 
         # 3. Encode input prompt; classifier-free guidance batches [negative; positive]
+        # (keyframe prompts, or 4-dim embeddings: per-frame text (B, F, L, D), prompt travel)
         lora_scale = cross_attention_kwargs.get("scale") if cross_attention_kwargs else None
-        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-            prompt, device, num_videos_per_prompt, self.do_classifier_free_guidance, negative_prompt,
-            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, lora_scale=lora_scale,
-            clip_skip=clip_skip,
-        )  # fmt: skip
+        if isinstance(prompt, dict):
+            prompt_embeds, negative_prompt_embeds = self.encode_prompt_travel(
+                prompt, num_frames, device, num_videos_per_prompt, self.do_classifier_free_guidance,
+                negative_prompt, lora_scale, clip_skip,
+            )  # fmt: skip
+        elif prompt_embeds is not None and prompt_embeds.ndim == 4:  # per-frame text given: encoded frames in batch
+            videos, frames = prompt_embeds.shape[:2]
+            if isinstance(negative_prompt, list):
+                negative_prompt = [text for text in negative_prompt for _ in range(frames)]
+            flat = [None if e is None else e.flatten(0, 1) for e in (prompt_embeds, negative_prompt_embeds)]
+            encoded = self.encode_prompt(
+                None, device, num_videos_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+                prompt_embeds=flat[0], negative_prompt_embeds=flat[1], lora_scale=lora_scale, clip_skip=clip_skip,
+            )  # fmt: skip
+            prompt_embeds, negative_prompt_embeds = (
+                None if e is None else e.unflatten(0, (videos, frames, -1)).transpose(1, 2).flatten(0, 1)
+                for e in encoded
+            )  # (videos * copies, F, L, D)
+        else:
+            prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+                prompt, device, num_videos_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, lora_scale=lora_scale,
+                clip_skip=clip_skip,
+            )  # fmt: skip
         if self.do_classifier_free_guidance:
-            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D)
+            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D) or (2B, F, L, D)
 
-        # 4. Prepare timesteps
+        # 4. Prepare timesteps (a subclass may start later in the schedule); the windows are fractions of the whole
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        timesteps = self._timesteps(self.scheduler.timesteps)
+        skipped, total = len(self.scheduler.timesteps) - len(timesteps), len(self.scheduler.timesteps)
         self._num_timesteps = len(timesteps)
 
         # 5. The motion path (given, or predicted from the positive prompt) and the initial latents z_T = m(eps),
@@ -642,14 +753,17 @@ class HarivoPipeline(
             motion_path_projection = 1.0 if predictor is not None or motion_path is not None else 0.0
         uses_path = warp_noise or path_energy or motion_path_projection > 0
         if motion_path is None and predictor is not None and uses_path:
-            motion_path = predictor(prompt_embeds[-num_videos:].to(predictor.dtype), num_frames).float()
+            motion_path = prompt_travel.predicted_path(
+                predictor, prompt_embeds[-num_videos:].to(predictor.dtype), num_frames
+            ).float()
         mg_sampling.check_window("temporal_window", temporal_window)
+        mg_sampling.check_window("prompt_travel_window", prompt_travel_window)
         if motion_path_mask not in (None, "subject", "frame"):  # also refused where no projection runs
             raise ValueError(f"`motion_path_mask` must be 'subject' or 'frame', got {motion_path_mask!r}.")
         token_weights = None
         if motion_path_projection > 0 and motion_path_window[0] < motion_path_window[1]:
             token_weights = self._subject_token_weights(
-                prompt, motion_path_mask, motion_subject, num_videos_per_prompt, device
+                prompt, motion_path_mask, motion_subject, num_videos_per_prompt, device, num_frames
             )
         if motion_path is not None:
             if not uses_path:
@@ -667,6 +781,7 @@ class HarivoPipeline(
             num_videos, self.video_unet.config.in_channels, num_frames, height, width, prompt_embeds.dtype, device,
             generator, latents, motion_path if warp_noise else None,
         )  # fmt: skip
+        latents = self._initial_latents(latents, timesteps)
 
         # 6. Prepare extra step kwargs; a sampler's per-step noise goes through the mapping network like z_T's
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
@@ -681,18 +796,22 @@ class HarivoPipeline(
             if token_weights is not None
             else contextlib.nullcontext()
         )
-        with self.progress_bar(total=len(timesteps)) as progress_bar, capture as captured:
+        with self.progress_bar(total=len(timesteps)) as progress_bar, capture as captured, self._capturing(captured):
             for i, t in enumerate(timesteps):
                 self._step_index = i
-                frozen = not mg_sampling.in_window(i, len(timesteps), temporal_window)  # the image model alone
+                step = skipped + i  # in the whole schedule
+                frozen = not mg_sampling.in_window(step, total, temporal_window)  # the image model alone
+                text = prompt_embeds
+                if text.ndim == 4 and not mg_sampling.in_window(step, total, prompt_travel_window):
+                    text = text.mean(dim=1, keepdim=True).expand_as(text)  # per-frame text: the shared layout
                 with self.video_unet.temporal_layers_disabled() if frozen else contextlib.nullcontext():
-                    if use_mg and mg_sampling.in_window(i, len(timesteps), mg_window):
+                    if use_mg and mg_sampling.in_window(step, total, mg_window):
                         noise_pred = self._mg_guided_noise(
-                            latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs, motion_path
+                            latents, t, text, mg_scale, mg_energy, cross_attention_kwargs, motion_path
                         )
                     else:
-                        noise_pred = self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
-                if motion_path_projection > 0 and mg_sampling.in_window(i, len(timesteps), motion_path_window):
+                        noise_pred = self._predict_noise(latents, t, text, cross_attention_kwargs)
+                if motion_path_projection > 0 and mg_sampling.in_window(step, total, motion_path_window):
                     mask = None
                     if captured is not None:
                         mask = mg_sampling.subject_mask(
@@ -705,6 +824,7 @@ class HarivoPipeline(
                     noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
                     extra_step_kwargs["variance_noise"] = self.adapter.mapping_network(noise)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                latents = self._after_step(latents, i, timesteps)
 
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "prompt_embeds": prompt_embeds}

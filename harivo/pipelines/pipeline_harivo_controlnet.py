@@ -158,6 +158,15 @@ class HarivoControlNetPipeline(HarivoPipeline):
                 " `HarivoControlNetPipeline.from_pretrained(base_model, adapter=..., controlnet=...)`."
             )
         control.check_controlnet(self.controlnet, self.video_unet.config)
+        if (
+            self.free_noise_enabled
+            and isinstance(call["num_frames"], int)
+            and call["num_frames"] > (self._free_noise.context_length)
+        ):
+            raise ValueError(
+                "ControlNets do not run in FreeNoise windows yet: generate at most `context_length`"
+                f" ({self._free_noise.context_length}) frames, or call `pipe.disable_free_noise()`."
+            )
         height, width = self._video_size(call["height"], call["width"])
         inputs = control.prepare_control(
             self.controlnet, conditioning_frames, controlnet_frame_indices, controlnet_conditioning_scale,
@@ -176,9 +185,7 @@ class HarivoControlNetPipeline(HarivoPipeline):
             )
         for number, net in enumerate(control.nets_of(self.controlnet)):
             if control.reads_latents(net):  # SparseCtrl's RGB nets read the condition images as VAE latents
-                images = inputs.images[number].to(self.vae.device, self.vae.dtype) * 2 - 1
-                latents = self.vae.encode(images).latent_dist.mode() * self.vae.config.scaling_factor
-                inputs.images[number] = latents.float().cpu()
+                inputs.images[number] = self.encode_frames(inputs.images[number]).transpose(0, 1).float().cpu()
         self._control = inputs
         try:
             return super().__call__(*bound.args[1:], **bound.kwargs)

@@ -1,0 +1,141 @@
+"""Long videos: the video U-Net in overlapping context windows, with FreeNoise's noise rescheduling.
+
+FreeNoise (Qiu et al., ICLR 2024) makes videos longer than a video model's context by running it on overlapping
+windows of frames and blending the outputs, and by starting every frame past the first window from a shuffled copy
+of the noise of frames before it, so that the windows agree on what they show. diffusers' `AnimateDiffFreeNoiseMixin`
+does the windowing inside the temporal layers; here the whole video U-Net runs per window [ours], so everything
+HARIVO adds per clip (frame tokens, motion conditioner, at most `max_frames` positions each) sees a clip it knows.
+The names and options are diffusers'.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .checks import is_int
+
+WEIGHTING_SCHEMES = ("flat", "pyramid")
+NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
+
+
+@dataclass(frozen=True)
+class FreeNoiseSettings:
+    context_length: int
+    context_stride: int
+    weighting_scheme: str
+    noise_type: str
+
+    def windows(self, num_frames: int) -> list[range]:
+        """Overlapping windows of `context_length` frames, `context_stride` apart, the last one ending at the last
+        frame (diffusers' order); one window when the clip fits."""
+        if num_frames <= self.context_length:
+            return [range(num_frames)]
+        starts = list(range(0, num_frames - self.context_length + 1, self.context_stride))
+        if starts[-1] + self.context_length < num_frames:
+            starts.append(num_frames - self.context_length)
+        return [range(start, start + self.context_length) for start in starts]
+
+    def weights(self, length: int) -> torch.Tensor:
+        """Blending weights `(length,)` of a window's frames: equal (`flat`) or highest in the middle (`pyramid`)."""
+        if self.weighting_scheme == "flat":
+            return torch.ones(length)
+        half = torch.arange(1, (length + 1) // 2 + 1, dtype=torch.float32)
+        return torch.cat([half, half.flip(0)[length % 2 :]])
+
+
+class HarivoFreeNoiseMixin:
+    """`enable_free_noise` / `disable_free_noise` for [`HarivoPipeline`]: any `num_frames`, in windows."""
+
+    _free_noise: FreeNoiseSettings | None = None
+
+    @property
+    def free_noise_enabled(self) -> bool:
+        return self._free_noise is not None
+
+    def enable_free_noise(
+        self,
+        context_length: int | None = 16,
+        context_stride: int = 4,
+        weighting_scheme: str = "pyramid",
+        noise_type: str = "shuffle_context",
+    ) -> None:
+        r"""
+        Generate videos of any length in overlapping windows (FreeNoise), with diffusers' options.
+
+        Args:
+            context_length (`int`, defaults to 16): Frames per window, at most the adapter's `max_frames` (`None`:
+                `max_frames`). The length the temporal layers were trained on works best.
+            context_stride (`int`, defaults to 4): Frames between window starts, from 1 to `context_length`; each
+                frame is denoised in about `context_length / context_stride` windows (the cost per frame).
+            weighting_scheme (`str`, defaults to `"pyramid"`): How overlapping windows blend: `"flat"` or
+                `"pyramid"` (a window's middle frames weigh most).
+            noise_type (`str`, defaults to `"shuffle_context"`): The initial noise past the first window:
+                `"shuffle_context"` (the noise of the frames `context_length` before, shuffled in blocks of
+                `context_stride`, FreeNoise's), `"repeat_context"` (the same, unshuffled) or `"random"`. Noise an
+                adapter warps along the motion path is already correlated along the clip and is kept as it is.
+        """
+        max_frames = self.adapter.max_frames if getattr(self, "adapter", None) is not None else None
+        if context_length is None:
+            context_length = max_frames or 16
+        if not is_int(context_length) or not 1 <= context_length <= (max_frames or context_length):
+            raise ValueError(
+                f"`context_length` must be an integer from 1 to {max_frames} (the adapter's `max_frames`), got"
+                f" {context_length!r}."
+            )
+        if not is_int(context_stride) or not 1 <= context_stride <= context_length:
+            raise ValueError(
+                f"`context_stride` must be an integer from 1 to `context_length` ({context_length}), got"
+                f" {context_stride!r}."
+            )
+        if weighting_scheme not in WEIGHTING_SCHEMES:
+            raise ValueError(f"`weighting_scheme` must be one of {WEIGHTING_SCHEMES}, got {weighting_scheme!r}.")
+        if noise_type not in NOISE_TYPES:
+            raise ValueError(f"`noise_type` must be one of {NOISE_TYPES}, got {noise_type!r}.")
+        self._free_noise = FreeNoiseSettings(context_length, context_stride, weighting_scheme, noise_type)
+
+    def disable_free_noise(self) -> None:
+        self._free_noise = None
+
+    def _reschedule_noise(self, noise: torch.Tensor, generator: torch.Generator | list | None) -> torch.Tensor:
+        """FreeNoise's initial noise `(B, C, F, h, w)`: each block of `context_stride` frames past the first window
+        repeats (shuffled, for `shuffle_context`) the noise of the block `context_length` frames before it."""
+        settings, num_frames = self._free_noise, noise.shape[2]
+        if settings is None or settings.noise_type == "random" or num_frames <= settings.context_length:
+            return noise
+        if isinstance(generator, list):
+            generator = generator[0]
+        shuffler = generator if isinstance(generator, torch.Generator) and generator.device.type == "cpu" else None
+        noise = noise.clone()
+        for start in range(settings.context_length, num_frames, settings.context_stride):
+            count = min(settings.context_stride, num_frames - start)
+            source = torch.arange(start - settings.context_length, start - settings.context_length + count)
+            if settings.noise_type == "shuffle_context":
+                source = source[torch.randperm(count, generator=shuffler)]
+            noise[:, :, start : start + count] = noise[:, :, source.to(noise.device)]
+        return noise
+
+    def _windowed(self, model_input, run, capture=None) -> torch.Tensor:
+        """`run(window_input, frames)` over the context windows of `model_input` `(N, C, F, h, w)`, blended; the
+        token attention a `capture` records in each window is blended into the whole clip's too."""
+        num_frames = model_input.shape[2]
+        windows = self._free_noise.windows(num_frames)
+        output, total = None, model_input.new_zeros(num_frames, dtype=torch.float32)
+        attention: dict[str, torch.Tensor] = {}
+        for frames in windows:
+            index = list(frames)
+            result = run(model_input[:, :, index], frames).float()
+            weight = self._free_noise.weights(len(index)).to(result.device)
+            if output is None:
+                output = result.new_zeros(*result.shape[:2], num_frames, *result.shape[3:])
+            output[:, :, index] += result * weight[:, None, None]
+            total[index] += weight.to(total.device)
+            if capture is not None:
+                for name, maps in capture.token_attention.items():  # (N * window, h_l, w_l)
+                    maps = maps.unflatten(0, (-1, len(index))).float() * weight.to(maps.device)[:, None, None]
+                    if name not in attention:
+                        attention[name] = maps.new_zeros(maps.shape[0], num_frames, *maps.shape[2:])
+                    attention[name][:, index] += maps
+        if capture is not None:
+            norm = total.to(output.device)[:, None, None]
+            capture.token_attention = {name: (maps / norm).flatten(0, 1) for name, maps in attention.items()}
+        return (output / total.to(output.device)[:, None, None]).to(model_input.dtype)

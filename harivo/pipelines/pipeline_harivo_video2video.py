@@ -1,0 +1,122 @@
+"""`HarivoVideoToVideoPipeline`: re-generate a given video with a new prompt, keeping its motion and layout."""
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
+
+from ..models.motion_path import estimate_displacements
+from .frames import fit_frames, frames_of
+from .pipeline_harivo import HarivoPipeline
+
+
+@dataclass
+class _VideoInput:
+    frames: torch.Tensor  # (F, 3, H, W) in [0, 1]
+    strength: float
+    num_inference_steps: int
+
+
+class HarivoVideoToVideoPipeline(HarivoPipeline):
+    r"""
+    [`HarivoPipeline`] that starts from a given video instead of pure noise (SDEdit on the whole clip), with the names
+    of diffusers' `AnimateDiffVideoToVideoPipeline`: the video's latents are noised to the step `strength` of the way
+    into the schedule and denoised from there with the prompt. The noise goes through the adapter's mapping network,
+    as it does for text-to-video. Low `strength` keeps the input closely, `1` keeps only what survives full noise.
+
+    The input video says where things are and how they move, so the path the adapter predicts from the prompt is
+    not used: pass `motion_path="video"` to keep its content travelling rigidly along the path it takes in the
+    input (estimated from the frames, `video_motion_path`), a tensor for another path, or nothing for no path.
+    """
+
+    _video: _VideoInput | None = None
+
+    def _reads_predicted_path(self) -> bool:
+        return self._video is None
+
+    def _timesteps(self, timesteps: torch.Tensor) -> torch.Tensor:
+        if self._video is None:
+            return timesteps
+        steps = self._video.num_inference_steps
+        skipped = (steps - min(int(steps * self._video.strength), steps)) * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(skipped)
+        return timesteps[skipped:]
+
+    def _initial_latents(self, latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if self._video is None:
+            return latents
+        num_frames, height, width = latents.shape[2], *(n * self.vae_scale_factor for n in latents.shape[-2:])
+        frames = fit_frames(self._video.frames[:num_frames], height, width, "video")
+        video = self.encode_frames(frames).to(latents.device, latents.dtype).expand_as(latents)
+        noise = latents / self.scheduler.init_noise_sigma  # the mapped noise m(eps)
+        return self.scheduler.add_noise(video, noise, timesteps[:1].repeat(latents.shape[0]))
+
+    @torch.no_grad()
+    def __call__(
+        self, *args: Any, video: Any = None, strength: float = 0.8, **kwargs: Any
+    ) -> AnimateDiffPipelineOutput | tuple:
+        r"""
+        Re-generate `video` with the prompt. Every argument of [`HarivoPipeline.__call__`] works the same; these
+        are added:
+
+        Args:
+            video: The input video: a list of PIL images, an array `(frames, H, W, 3)` or a tensor
+                `(frames, 3, H, W)` in [0, 1]. Frames of the output size's aspect ratio but another size are resized;
+                another aspect ratio is refused. `num_frames` defaults to its length; a shorter `num_frames` uses
+                its first frames.
+            strength (`float`, defaults to 0.8): How far into the schedule the input is noised, in (0, 1]: the last
+                `int(num_inference_steps * strength)` steps run.
+            motion_path (`torch.Tensor` or `"video"`, *optional*): As in [`HarivoPipeline.__call__`], or `"video"`:
+                the path the input's moving content takes (`video_motion_path`), in latent pixels.
+        """
+        bound = inspect.signature(HarivoPipeline.__call__).bind(self, *args, **kwargs)
+        num_frames = bound.arguments.get("num_frames")
+        bound.apply_defaults()
+        call = bound.arguments
+        if video is None:
+            raise ValueError(
+                "Pass `video`: the input video to re-generate (frames as PIL images, an array or a tensor)."
+            )
+        frames = frames_of(video, "video")
+        if num_frames is None:
+            num_frames = call["num_frames"] = len(frames)
+        elif isinstance(num_frames, int) and num_frames > len(frames):
+            raise ValueError(
+                f"`video` has {len(frames)} frames but `num_frames` is {num_frames}: pass a longer video or"
+                f" num_frames <= {len(frames)}."
+            )
+        if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
+            raise ValueError(
+                f"`strength` must be in (0, 1] (how much of the input is re-generated), got {strength!r}."
+            )
+        steps = call["num_inference_steps"]
+        if isinstance(steps, int) and steps > 0 and int(steps * strength) < 1:
+            raise ValueError(
+                f"`strength` {strength} of {steps} steps runs no step: raise `strength` to at least {1 / steps:.3g}"
+                " or `num_inference_steps`."
+            )
+        if isinstance(call["motion_path"], str):
+            if call["motion_path"] != "video":
+                raise ValueError(f"`motion_path` must be a tensor or 'video', got {call['motion_path']!r}.")
+            count = num_frames if isinstance(num_frames, int) and num_frames >= 1 else len(frames)
+            call["motion_path"] = video_motion_path(frames[:count]) / self.vae_scale_factor
+        self._video = _VideoInput(frames, float(strength), steps)
+        try:
+            return super().__call__(*bound.args[1:], **bound.kwargs)
+        finally:
+            self._video = None
+
+
+def video_motion_path(frames: torch.Tensor) -> torch.Tensor:
+    """
+    The path `(F, 2)` `(x, y)`, in pixels from the first frame, that what moves in `frames` `(F, 3, H, W)` takes: the
+    frames' global translation (phase correlation, `estimate_displacements`) after removing what stands still
+    (each pixel's median over the clip), so that a moving object on a still background, textured or not, is what
+    is followed; for a camera pan the whole frame is. Content that moves less than its own size over the clip
+    covers some pixels in most frames, which the median then counts as still: such a path comes out too short.
+    """
+    moving = frames - frames.median(dim=0, keepdim=True).values
+    return estimate_displacements(moving[None])[0]

@@ -1,0 +1,382 @@
+"""AnimateDiff's daily workflows on tiny real components: prompt travel, video-to-video, image-to-video and long
+videos (FreeNoise windows), each a thin layer over `HarivoPipeline`'s one denoising loop."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+from harivo import HarivoImageToVideoPipeline, HarivoPipeline, HarivoVideoToVideoPipeline
+from harivo.data.shapes import ShapeScene, render_clip
+from harivo.models import HarivoAdapter, HarivoUNet
+from harivo.pipelines import prompt_travel
+from harivo.pipelines.free_noise import FreeNoiseSettings
+from harivo.pipelines.pipeline_harivo_video2video import video_motion_path
+from harivo.video_io import to_tensor_frames
+from tests.helpers import randomize_temporal_layers
+
+CALL = {"num_frames": 6, "height": 16, "width": 16, "num_inference_steps": 4, "output_type": "pt"}
+RED = "a small red circle moving left"
+BLUE = "a small blue square moving up"
+DEFAULT = object()  # leave the argument out
+
+
+def _nudge(module: torch.nn.Module, seed: int, std: float = 0.1) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * std)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_sd):
+    """Every per-clip part on and trained-looking: frame tokens, motion conditioner, motion path predictor."""
+    torch.manual_seed(0)
+    adapter = HarivoAdapter.from_unet(
+        tiny_sd.unet, num_frame_tokens=2, max_frames=8, motion_num_attention_heads=2, projection_dim=16,
+        motion_conditioning=True, motion_conditioning_dim=16, motion_path=True,
+    )  # fmt: skip
+    randomize_temporal_layers(adapter)
+    _nudge(adapter.motion_conditioner, 1)
+    _nudge(adapter.path_predictor, 2, std=0.3)
+    return adapter
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_sd, adapter):
+    parts = tiny_sd.components
+    pipe = HarivoPipeline(
+        parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["unet"], adapter, DDIMScheduler()
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, prompt=RED, seed=0, **kwargs):
+    call = {key: value for key, value in {**CALL, **kwargs}.items() if value is not DEFAULT}
+    return pipe(prompt, **call, generator=torch.Generator().manual_seed(seed)).frames
+
+
+# --- prompt travel ---
+
+
+def test_interpolation_weights_hold_and_blend_between_keyframes():
+    weights = prompt_travel.interpolation_weights([2, 6], 9)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(9))
+    assert weights[:3, 0].tolist() == [1, 1, 1] and weights[6:, 1].tolist() == [1, 1, 1]
+    assert weights[4].tolist() == [0.5, 0.5] and weights[3].tolist() == [0.75, 0.25]
+    assert prompt_travel.interpolation_weights([0], 4).flatten().tolist() == [1, 1, 1, 1]
+
+
+def test_per_frame_text_of_one_prompt_equals_the_video_text(tiny_sd, adapter, text_embeds):
+    model = HarivoUNet.from_unet2d(tiny_sd.unet, adapter)
+    sample = torch.randn(2, 4, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = model(sample, 10, text_embeds)
+        per_frame = model(sample, 10, text_embeds[:, None].expand(-1, 5, -1, -1))
+        travelled = text_embeds[:, None].repeat(1, 5, 1, 1)
+        travelled[:, 3:] = text_embeds.flip(0)[:, None]
+        changed = model(sample, 10, travelled)
+    torch.testing.assert_close(per_frame, whole, atol=1e-5, rtol=0)
+    assert (changed - whole).abs().amax() > 1e-3
+
+
+def test_predicted_path_turns_where_the_text_does(adapter, text_embeds):
+    predictor = adapter.path_predictor
+    with torch.no_grad():
+        whole = prompt_travel.predicted_path(predictor, text_embeds, 6)
+        same = prompt_travel.predicted_path(predictor, text_embeds[:, None].expand(-1, 6, -1, -1), 6)
+        first, second = (predictor(text_embeds[i : i + 1], 6) for i in (0, 1))
+        travelled = prompt_travel.predicted_path(
+            predictor,
+            torch.cat([text_embeds[:1, None].expand(-1, 3, -1, -1), text_embeds[1:, None].expand(-1, 3, -1, -1)], 1),
+            6,
+        )
+    torch.testing.assert_close(same, whole, atol=1e-5, rtol=0)
+    steps = travelled[0].diff(dim=0)
+    torch.testing.assert_close(steps[:2], first[0].diff(dim=0)[:2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(steps[2:], second[0].diff(dim=0)[2:], atol=1e-5, rtol=0)
+
+
+def test_predicted_path_goes_on_at_its_mean_velocity_past_max_frames(adapter, text_embeds):
+    with torch.no_grad():
+        known = adapter.path_predictor(text_embeds, 8)
+        longer = prompt_travel.predicted_path(adapter.path_predictor, text_embeds, 12)
+    torch.testing.assert_close(longer[:, :8], known)
+    torch.testing.assert_close(longer[:, 8:].diff(dim=1), (known[:, -1] / 7)[:, None].expand(-1, 3, -1))
+
+
+def test_keyframe_prompts_of_one_text_give_the_plain_video(pipe):
+    plain = run(pipe)
+    torch.testing.assert_close(run(pipe, {0: RED, 4: RED}), plain, atol=2e-5, rtol=0)
+
+
+def test_each_frame_follows_its_keyframe_prompt(pipe):
+    call = {"prompt_travel_window": (0.0, 1.0), "motion_path_projection": 0.0}
+    red, blue = run(pipe, RED, **call), run(pipe, BLUE, **call)
+    travelled = run(pipe, {0: RED, 5: BLUE}, **call)
+
+    def distance(a, b, frame):
+        return (a[0, frame] - b[0, frame]).abs().mean()
+
+    assert distance(travelled, red, 0) < distance(travelled, blue, 0)
+    assert distance(travelled, blue, 5) < distance(travelled, red, 5)
+
+
+def test_prompt_travel_window_shares_the_layout_early(pipe):
+    shared = run(pipe, {0: RED, 5: BLUE})  # default: own text in the second half only
+    own = run(pipe, {0: RED, 5: BLUE}, prompt_travel_window=(0.0, 1.0))
+    assert not torch.equal(shared, own)
+    assert torch.equal(run(pipe, {0: RED, 5: BLUE}, prompt_travel_window=(1.0, 1.0)),
+                       run(pipe, {0: RED, 5: BLUE}, prompt_travel_window=(1.0, 1.0)))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "prompt, match",
+    [
+        ({}, "empty dict"),
+        ({0: RED, 6: BLUE}, "keyframe 6 is outside"),
+        ({-1: RED}, "keyframe -1 is outside"),
+        ({0.5: RED}, "integer frame indices"),
+        ({0: RED, 2: 3}, "must be a string"),
+    ],
+)
+def test_bad_keyframes_are_refused_in_one_line(pipe, prompt, match):
+    with pytest.raises(ValueError, match=match) as error:
+        run(pipe, prompt)
+    assert "\n" not in str(error.value)
+
+
+def test_keyframe_prompts_take_one_negative_prompt(pipe):
+    with pytest.raises(ValueError, match="one `negative_prompt` string"):
+        run(pipe, {0: RED}, negative_prompt=["a", "b"])
+    assert run(pipe, {0: RED, 3: BLUE}, negative_prompt="blurry").shape == (1, 6, 3, 16, 16)
+
+
+def test_per_frame_prompt_embeds_must_match_num_frames(pipe, text_embeds):
+    with pytest.raises(ValueError, match="text for 4 frames but `num_frames` is 6"):
+        pipe(prompt_embeds=text_embeds[:1, None].expand(-1, 4, -1, -1), **CALL, guidance_scale=1.0)
+    out = pipe(prompt_embeds=text_embeds[:1, None].expand(-1, 6, -1, -1), **CALL, guidance_scale=1.0).frames
+    assert out.shape == (1, 6, 3, 16, 16)
+
+
+# --- video-to-video ---
+
+
+@pytest.fixture(scope="module")
+def video2video(pipe):
+    return HarivoVideoToVideoPipeline.from_pipe(pipe)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    frames, trajectory = render_clip(
+        ShapeScene.from_caption("a large red circle moving right on a plain black background"),
+        8,
+        np.random.default_rng(0),
+        16,
+    )
+    return frames, trajectory
+
+
+def test_video_to_video_runs_the_last_strength_share_of_the_steps(video2video, clip):
+    seen = []
+
+    def count(pipe, step, timestep, tensors):
+        seen.append(int(timestep))
+        return tensors
+
+    for strength, steps in ((1.0, 4), (0.5, 2), (0.3, 1)):
+        seen.clear()
+        out = run(video2video, video=list(clip[0]), strength=strength, callback_on_step_end=count, num_frames=DEFAULT)
+        assert len(seen) == steps and out.shape == (1, 8, 3, 16, 16)  # num_frames: the video's length
+    assert seen == [int(t) for t in video2video.scheduler.timesteps[-1:]]  # the last step only
+
+
+def test_video_to_video_starts_from_the_input_noised_to_the_strength_step(video2video, clip):
+    frames = to_tensor_frames(clip[0])
+    target = video2video.encode_frames(frames)[None]
+    starts = []
+    original = video2video._initial_latents
+
+    def record(latents, timesteps):  # the real hook, its input and output kept
+        start = original(latents, timesteps)
+        starts.append((latents, timesteps[0], start))
+        return start
+
+    video2video._initial_latents = record
+    try:
+        for strength in (1.0, 0.5, 0.25):
+            run(video2video, video=frames, strength=strength, num_frames=8, output_type="latent")
+    finally:
+        del video2video._initial_latents
+    distances = []
+    for noise, timestep, start in starts:
+        expected = video2video.scheduler.add_noise(target, noise, timestep.reshape(1))
+        torch.testing.assert_close(start, expected)
+        distances.append(float((start - target).abs().mean()))
+    assert [int(t) for _, t, _ in starts] == [int(video2video.scheduler.timesteps[i]) for i in (0, 2, 3)]
+    assert distances[0] > distances[1] > distances[2]
+
+
+def test_video_to_video_uses_the_first_num_frames_frames(video2video, clip):
+    out = run(video2video, video=list(clip[0]), num_frames=5, strength=0.5)
+    assert out.shape == (1, 5, 3, 16, 16)
+
+
+def test_video_motion_path_follows_the_moving_object_on_a_textured_background():
+    scene = ShapeScene.from_caption("a large red circle moving down on a striped white background")
+    frames, trajectory = render_clip(scene, 16, np.random.default_rng(1))
+    travel = trajectory.centers[-1] - trajectory.centers[0]
+    assert np.linalg.norm(travel) > 2 * trajectory.radius  # it moves further than its own size (see the docstring)
+    path = video_motion_path(to_tensor_frames(frames))
+    np.testing.assert_allclose(path.numpy(), trajectory.centers - trajectory.centers[0], atol=0.6)
+
+
+def test_video_to_video_follows_the_input_path_on_request(video2video, clip):
+    out = run(video2video, video=list(clip[0]), motion_path="video", strength=0.5)
+    assert out.shape == (1, 6, 3, 16, 16)
+    with pytest.raises(ValueError, match="'video'"):
+        run(video2video, video=list(clip[0]), motion_path="prompt")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"strength": 0.0}, r"`strength` must be in \(0, 1\]"),
+        ({"strength": 1.5}, r"`strength` must be in \(0, 1\]"),
+        ({"strength": float("nan")}, r"`strength` must be in \(0, 1\]"),
+        ({"strength": 0.1}, "runs no step"),
+        ({"num_frames": 9}, "has 8 frames but `num_frames` is 9"),
+        ({"video": None}, "Pass `video`"),
+        ({"video": np.zeros((8, 16, 24, 3), np.uint8)}, "another aspect ratio"),
+        ({"video": "clip.mp4"}, "`video` must be PIL images"),
+    ],
+)
+def test_bad_video_to_video_inputs_are_refused_in_one_line(video2video, clip, kwargs, match):
+    kwargs = {"video": list(clip[0]), **kwargs}
+    with pytest.raises(ValueError, match=match) as error:
+        run(video2video, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_video_to_video_resizes_a_video_of_the_same_aspect_ratio(video2video, clip):
+    bigger = torch.nn.functional.interpolate(to_tensor_frames(clip[0]), size=(32, 32))
+    assert run(video2video, video=bigger, num_frames=DEFAULT).shape == (1, 8, 3, 16, 16)
+
+
+# --- image-to-video ---
+
+
+@pytest.fixture(scope="module")
+def image2video(pipe):
+    return HarivoImageToVideoPipeline.from_pipe(pipe)
+
+
+@pytest.mark.parametrize("scheduler", [DDIMScheduler, EulerDiscreteScheduler])
+def test_image_to_video_keeps_the_image_as_the_first_frame(image2video, clip, scheduler):
+    image = to_tensor_frames(clip[0][:1])[0]
+    image2video.scheduler = scheduler.from_config(image2video.scheduler.config)
+    try:
+        latents = run(image2video, image=image, output_type="latent")
+    finally:
+        image2video.scheduler = DDIMScheduler.from_config(image2video.scheduler.config)
+    torch.testing.assert_close(latents[0, :, 0], image2video.encode_frames(image[None])[:, 0])
+    assert (latents[0, :, 1:] - latents[0, :, :1]).abs().mean() > 1e-3  # the rest is generated
+
+
+def test_image_to_video_decodes_the_image_in_frame_zero(image2video, clip):
+    image = clip[0][0]
+    video = run(image2video, image=image, output_type="np")[0]
+    with torch.no_grad():
+        expected = image2video.decode_latents(image2video.encode_frames(to_tensor_frames(image[None]))[None], 1)
+        expected = image2video.video_processor.postprocess_video(expected, output_type="np")[0, 0]
+    np.testing.assert_allclose(video[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (None, "Pass `image`"),
+        (np.zeros((2, 16, 16, 3), np.uint8), "must be one image, got 2"),
+        (np.zeros((16, 32, 3), np.uint8), "another aspect ratio"),
+    ],
+)
+def test_bad_images_are_refused_in_one_line(image2video, image, match):
+    with pytest.raises(ValueError, match=match) as error:
+        run(image2video, image=image)
+    assert "\n" not in str(error.value)
+
+
+def test_workflow_pipelines_leave_no_state_behind(pipe, video2video, image2video, clip):
+    before = run(pipe)
+    run(video2video, video=list(clip[0]), strength=0.5)
+    run(image2video, image=clip[0][0])
+    with pytest.raises(ValueError):
+        run(image2video, image=np.zeros((16, 32, 3), np.uint8))
+    assert video2video._video is None and image2video._image is None
+    torch.testing.assert_close(run(pipe), before, atol=0, rtol=0)
+
+
+# --- long videos (FreeNoise) ---
+
+
+def test_free_noise_windows_cover_the_clip_and_end_at_its_last_frame():
+    settings = FreeNoiseSettings(4, 2, "pyramid", "shuffle_context")
+    assert [list(w) for w in settings.windows(9)] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [5, 6, 7, 8]]
+    assert [list(w) for w in settings.windows(3)] == [[0, 1, 2]]
+    assert settings.weights(4).tolist() == [1, 2, 2, 1] and settings.weights(5).tolist() == [1, 2, 3, 2, 1]
+    assert FreeNoiseSettings(4, 2, "flat", "random").weights(3).tolist() == [1, 1, 1]
+
+
+def test_longer_videos_than_the_temporal_layers_need_free_noise(pipe):
+    with pytest.raises(ValueError, match="enable_free_noise"):
+        run(pipe, num_frames=12)
+    pipe.enable_free_noise(context_length=6, context_stride=3)
+    try:
+        assert pipe.free_noise_enabled
+        assert run(pipe, num_frames=12).shape == (1, 12, 3, 16, 16)
+        assert run(pipe, {0: RED, 11: BLUE}, num_frames=12, mg_scale=1.0).shape == (1, 12, 3, 16, 16)
+    finally:
+        pipe.disable_free_noise()
+    assert not pipe.free_noise_enabled
+
+
+def test_free_noise_leaves_a_clip_that_fits_one_window_unchanged(pipe):
+    plain = run(pipe)
+    pipe.enable_free_noise(context_length=6, context_stride=2)
+    try:
+        fitted = run(pipe)
+    finally:
+        pipe.disable_free_noise()
+    assert torch.equal(fitted, plain)
+
+
+def test_free_noise_repeats_earlier_noise_past_the_first_window(pipe):
+    noise = torch.randn(1, 4, 10, 2, 2, generator=torch.Generator().manual_seed(0))
+    pipe.enable_free_noise(context_length=4, context_stride=2, noise_type="shuffle_context")
+    try:
+        shuffled = pipe._reschedule_noise(noise, torch.Generator().manual_seed(1))
+    finally:
+        pipe.disable_free_noise()
+    assert torch.equal(shuffled[:, :, :4], noise[:, :, :4])
+    for start in range(4, 10, 2):  # each block is a permutation of the block four frames before
+        block, source = shuffled[0, 0, start : start + 2].flatten(1), shuffled[0, 0, start - 4 : start - 2].flatten(1)
+        assert sorted(block[:, 0].tolist()) == sorted(source[:, 0].tolist())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"context_length": 9}, "from 1 to 8"),
+        ({"context_length": 0}, "from 1 to 8"),
+        ({"context_stride": 0}, "from 1 to `context_length`"),
+        ({"context_length": 4, "context_stride": 5}, "from 1 to `context_length`"),
+        ({"weighting_scheme": "sawtooth"}, "weighting_scheme"),
+        ({"noise_type": "shuffle"}, "noise_type"),
+    ],
+)
+def test_bad_free_noise_options_are_refused(pipe, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pipe.enable_free_noise(**{"context_length": 8, **kwargs})
+    assert not pipe.free_noise_enabled
