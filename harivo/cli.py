@@ -51,12 +51,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harivo", description="HARIVO text-to-video on a frozen SD-1.5-class model.")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="Generate a video from a text prompt.")
-    gen.add_argument("prompt", help="What the video shows.")
+    gen.add_argument("prompt", help="What the video shows (from frame 0, with --prompt-at).")
     gen.add_argument("-o", "--output", default="out.mp4", help="Output file, .mp4 or .gif (default: out.mp4).")
     _add_model_arguments(gen)
     gen.add_argument("--negative-prompt", default=None, help="What the video should not show.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
-    gen.add_argument("--num-frames", type=int, default=16, help="Frames (default: 16).")
+    gen.add_argument(
+        "--num-frames", type=int, default=None,
+        help="Frames (default: 16, or --video's length); more than the adapter's temporal layers take are made in"
+        " overlapping windows (FreeNoise).",
+    )  # fmt: skip
+    gen.add_argument(
+        "--prompt-at", nargs=2, action="append", default=None, metavar=("FRAME", "PROMPT"),
+        help="Prompt travel: from FRAME on the video shows PROMPT (interpolated from the previous keyframe); repeat"
+        " for more keyframes. The positional prompt is frame 0's.",
+    )  # fmt: skip
+    gen.add_argument(
+        "--video", default=None, metavar="IN",
+        help="Video-to-video: re-generate this video (a video file or a folder of frames) with the prompt.",
+    )  # fmt: skip
+    gen.add_argument(
+        "--strength", type=float, default=None,
+        help="With --video / --image: how much of the input is re-generated, 0 (nothing) to 1 (all; default: 0.8).",
+    )  # fmt: skip
+    gen.add_argument(
+        "--video-motion", action="store_true",
+        help="With --video: keep the moving content on the path it takes in the input video.",
+    )  # fmt: skip
+    gen.add_argument("--image", default=None, metavar="IN.png", help="Image-to-video: animate this first frame.")
+    gen.add_argument(
+        "--context-length", type=int, default=None,
+        help="Frames per window for videos longer than the temporal layers take (default: 16, at most theirs).",
+    )  # fmt: skip
+    gen.add_argument(
+        "--context-stride", type=int, default=None, help="Frames between windows (default: 4; cost ~ length / stride)."
+    )
     gen.add_argument("--height", type=int, default=None, help="Height in pixels (default: the model's).")
     gen.add_argument("--width", type=int, default=None, help="Width in pixels (default: the model's).")
     gen.add_argument("--steps", type=int, default=25, help="Denoising steps (default: 25).")
@@ -406,6 +435,7 @@ def generate(args: argparse.Namespace) -> None:
     check_output_path(args.output, args.fps)
     check_seed(args.seed)
     control = _control_options(args)
+    workflow = _workflow_options(args, bool(control))
     device, dtype = _runtime(args)
     loras = parse_loras(args.lora)
     pipe = _load_pipeline(
@@ -413,15 +443,23 @@ def generate(args: argparse.Namespace) -> None:
         torch_dtype=dtype,
     )  # fmt: skip
     apply_loras(pipe, loras)
-    pipe = _prepare_pipeline(pipe, args, device)
-    warn_truncated(pipe.tokenizer, args.prompt)
+    pipe = _prepare_pipeline(_workflow_pipeline(pipe, workflow), args, device)
+    prompt = workflow.pop("prompt")
+    for text in prompt.values() if isinstance(prompt, dict) else [prompt]:
+        warn_truncated(pipe.tokenizer, text)
     warn_truncated(pipe.tokenizer, args.negative_prompt, "negative prompt")
     pipe.memory_check = not args.skip_memory_check
+    num_frames = workflow.pop("num_frames")
+    _long_videos(pipe, num_frames, args.context_length, args.context_stride)
+    if args.motion is not None:
+        workflow["motion_path"] = torch.arange(max(num_frames, 1))[:, None] * torch.tensor(args.motion)
+    elif args.control_path:
+        workflow["motion_path"] = "control"
     start = time.perf_counter()
     frames = pipe(
-        args.prompt,
+        prompt,
         negative_prompt=args.negative_prompt,
-        num_frames=args.num_frames,
+        num_frames=num_frames,
         height=args.height,
         width=args.width,
         num_inference_steps=args.steps,
@@ -430,19 +468,97 @@ def generate(args: argparse.Namespace) -> None:
         mg_scale=args.mg_scale,
         mg_window=tuple(args.mg_window),
         mg_energy=args.mg_energy,
-        motion_path="control"
-        if args.control_path
-        else None
-        if args.motion is None
-        else torch.arange(max(args.num_frames, 1))[:, None] * torch.tensor(args.motion),
         motion_path_projection=args.motion_path_projection,
         **_motion_options(args),
         motion_subject=args.motion_subject,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
         **control,
+        **workflow,
     ).frames[0]
     path = save_video(frames, args.output, fps=args.fps)
     print(f"Wrote {path} ({len(frames)} frames, {time.perf_counter() - start:.1f} s on {device}).")
+
+
+def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
+    """The prompt (a keyframe dict with --prompt-at), the frame count and the --video / --image inputs of the call,
+    read and checked before any model loads."""
+    from .video_io import read_frames
+
+    if args.strength is not None and not (args.video or args.image):
+        raise ValueError("--strength needs --video or --image (the input it re-generates).")
+    if args.video_motion and not args.video:
+        raise ValueError("--video-motion needs --video (the input video).")
+    if args.video and args.image:
+        raise ValueError("Pass at most one of --video and --image.")
+    if controlled and (args.video or args.image):
+        raise ValueError("--control does not combine with --video or --image yet; use one of them.")
+    if args.video_motion and args.motion is not None:
+        raise ValueError("Pass at most one of --video-motion and --motion.")
+    options: dict = {"prompt": args.prompt}
+    if args.prompt_at:
+        keyframes = {0: args.prompt}
+        for frame, text in args.prompt_at:
+            if not re.fullmatch(r"\d+", frame):
+                raise ValueError(f"--prompt-at FRAME must be a frame number (0, 1, ...), got {frame!r}.")
+            if int(frame) in keyframes:
+                what = "the positional prompt's" if int(frame) == 0 else "given twice"
+                raise ValueError(f"--prompt-at frame {int(frame)} is {what}: give each keyframe once.")
+            keyframes[int(frame)] = text
+        options["prompt"] = keyframes
+    num_frames = args.num_frames
+    if args.video:
+        video = read_frames(args.video)
+        options.update(video=video, strength=0.8 if args.strength is None else args.strength)
+        if args.video_motion:
+            options["motion_path"] = "video"
+        num_frames = len(video) if num_frames is None else num_frames
+    if args.image:
+        options.update(image=read_image(args.image), strength=0.8 if args.strength is None else args.strength)
+    options["num_frames"] = 16 if num_frames is None else num_frames
+    return options
+
+
+def read_image(path: str) -> "PIL.Image.Image":  # noqa: F821 (PIL is imported when needed)
+    """An RGB image from a file, or a one-line error naming what is wrong."""
+    import PIL.Image
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist: give an image file (.png, .jpg, ...).")
+    try:
+        with PIL.Image.open(file) as image:
+            return image.convert("RGB")
+    except (OSError, PIL.UnidentifiedImageError) as error:
+        raise ValueError(f"{file} is not a readable image ({error}).") from None
+
+
+def _workflow_pipeline(pipe, workflow: dict):
+    """The pipeline for the call's inputs: video-to-video or image-to-video on the loaded components."""
+    from .pipelines import HarivoImageToVideoPipeline, HarivoVideoToVideoPipeline
+
+    if "video" in workflow:
+        return HarivoVideoToVideoPipeline.from_pipe(pipe)
+    if "image" in workflow:
+        return HarivoImageToVideoPipeline.from_pipe(pipe)
+    return pipe
+
+
+def _long_videos(pipe, num_frames: int, context_length: int | None, context_stride: int | None) -> None:
+    """FreeNoise windows when the video is longer than the temporal layers take, or when a window is asked for."""
+    max_frames = pipe.adapter.max_frames
+    if (
+        context_length is None
+        and context_stride is None
+        and (not isinstance(num_frames, int) or num_frames <= max_frames)
+    ):
+        return
+    length = min(16, max_frames) if context_length is None else context_length
+    stride = min(4, length) if context_stride is None else context_stride
+    try:
+        pipe.enable_free_noise(context_length=length, context_stride=stride)
+    except ValueError as error:
+        raise ValueError(str(error).replace("`context_length`", "--context-length").replace(
+            "`context_stride`", "--context-stride")) from None  # fmt: skip
 
 
 def _control_options(args: argparse.Namespace) -> dict:

@@ -60,7 +60,16 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
     [
         (["--scheduler", "nope"], "Unknown scheduler"),
         (["--height", "15"], "multiple of the VAE"),
-        (["--num-frames", "40"], "from 1 to 8"),
+        (["--num-frames", "0"], "from 1 to 8"),
+        (["--num-frames", "12", "--context-length", "9"], "--context-length must be an integer from 1 to 8"),
+        (["--prompt-at", "x", "a blue square"], "--prompt-at FRAME must be a frame number"),
+        (["--prompt-at", "0", "a blue square"], "frame 0 is the positional prompt's"),
+        (["--prompt-at", "2", "a", "--prompt-at", "2", "b"], "frame 2 is given twice"),
+        (["--prompt-at", "4", "a blue square"], "keyframe 4 is outside"),
+        (["--strength", "0.5"], "--strength needs --video or --image"),
+        (["--video-motion"], "--video-motion needs --video"),
+        (["--image", "missing.png"], "missing.png does not exist"),
+        (["--video", "missing.mp4"], "missing.mp4 does not exist"),
         (["--steps", "0"], "positive integer"),
         (["--motion-path-projection", "2"], "motion_path_projection"),
         (["--mg-energy", "motion_path", "--mg-scale", "40"], "need a path"),
@@ -434,3 +443,23 @@ def test_bad_model_options_are_one_line_errors(extra, message, tmp_path, capsys)
         main(["generate", "a red circle", "-o", str(tmp_path / "x.gif"), *extra])
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_generate_with_prompt_travel_a_long_video_and_video_and_image_inputs(base_dir, adapter_path, tmp_path):
+    import PIL.Image
+
+    common = ["--base-model", str(base_dir), "--adapter", str(adapter_path), "--height", "16", "--width", "16",
+              "--steps", "2"]  # fmt: skip
+    main(["generate", "a small red circle", "-o", str(tmp_path / "travel.gif"), "--num-frames", "4", *common,
+          "--prompt-at", "3", "a small blue square"])  # fmt: skip
+    assert iio.imread(tmp_path / "travel.gif", index=None).shape == (4, 16, 16, 3)
+    main(["generate", "a small red circle", "-o", str(tmp_path / "long.gif"), "--num-frames", "11", *common,
+          "--context-stride", "2"])  # the adapter takes 8 frames: windows  # fmt: skip
+    assert iio.imread(tmp_path / "long.gif", index=None).shape == (11, 16, 16, 3)
+    main(["generate", "a small blue circle", "-o", str(tmp_path / "v2v.gif"), *common, "--video",
+          str(tmp_path / "long.gif"), "--strength", "0.5", "--video-motion"])  # fmt: skip
+    assert iio.imread(tmp_path / "v2v.gif", index=None).shape == (11, 16, 16, 3)  # the input's length
+    PIL.Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "first.png")
+    main(["generate", "a small red circle moving left", "-o", str(tmp_path / "i2v.gif"), "--num-frames", "4",
+          *common, "--image", str(tmp_path / "first.png")])  # fmt: skip
+    assert iio.imread(tmp_path / "i2v.gif", index=None).shape == (4, 16, 16, 3)

@@ -14,9 +14,10 @@ from .pipeline_harivo import HarivoPipeline
 
 @dataclass
 class _VideoInput:
-    frames: torch.Tensor  # (F, 3, H, W) in [0, 1]
+    frames: torch.Tensor  # (F, 3, H, W) in [0, 1]; one frame is a still video
     strength: float
     num_inference_steps: int
+    latents: torch.Tensor | None = None  # (B, C, F, h, w), the frames' VAE latents, once encoded
 
 
 class HarivoVideoToVideoPipeline(HarivoPipeline):
@@ -51,6 +52,7 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
         num_frames, height, width = latents.shape[2], *(n * self.vae_scale_factor for n in latents.shape[-2:])
         frames = fit_frames(self._video.frames[:num_frames], height, width, "video")
         video = self.encode_frames(frames).to(latents.device, latents.dtype).expand_as(latents)
+        self._video.latents = video
         noise = latents / self.scheduler.init_noise_sigma  # the mapped noise m(eps)
         return self.scheduler.add_noise(video, noise, timesteps[:1].repeat(latents.shape[0]))
 
@@ -88,16 +90,8 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
                 f"`video` has {len(frames)} frames but `num_frames` is {num_frames}: pass a longer video or"
                 f" num_frames <= {len(frames)}."
             )
-        if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
-            raise ValueError(
-                f"`strength` must be in (0, 1] (how much of the input is re-generated), got {strength!r}."
-            )
         steps = call["num_inference_steps"]
-        if isinstance(steps, int) and steps > 0 and int(steps * strength) < 1:
-            raise ValueError(
-                f"`strength` {strength} of {steps} steps runs no step: raise `strength` to at least {1 / steps:.3g}"
-                " or `num_inference_steps`."
-            )
+        check_strength(strength, steps)
         if isinstance(call["motion_path"], str):
             if call["motion_path"] != "video":
                 raise ValueError(f"`motion_path` must be a tensor or 'video', got {call['motion_path']!r}.")
@@ -120,3 +114,15 @@ def video_motion_path(frames: torch.Tensor) -> torch.Tensor:
     """
     moving = frames - frames.median(dim=0, keepdim=True).values
     return estimate_displacements(moving[None])[0]
+
+
+def check_strength(strength: Any, num_inference_steps: Any) -> None:
+    """Raise a one-line `ValueError` for a `strength` outside (0, 1] or one that runs no step."""
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
+        raise ValueError(f"`strength` must be in (0, 1] (how much of the input is re-generated), got {strength!r}.")
+    steps = num_inference_steps
+    if isinstance(steps, int) and steps > 0 and int(steps * strength) < 1:
+        raise ValueError(
+            f"`strength` {strength} of {steps} steps runs no step: raise `strength` to at least {1 / steps:.3g}"
+            " or `num_inference_steps`."
+        )

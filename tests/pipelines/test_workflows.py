@@ -285,6 +285,26 @@ def test_image_to_video_keeps_the_image_as_the_first_frame(image2video, clip, sc
     assert (latents[0, :, 1:] - latents[0, :, :1]).abs().mean() > 1e-3  # the rest is generated
 
 
+def test_image_to_video_starts_every_frame_from_the_image(image2video, clip):
+    image = to_tensor_frames(clip[0][:1])[0]
+    target = image2video.encode_frames(image[None])[None]  # (1, C, 1, h, w)
+    starts = []
+    original = image2video._initial_latents
+
+    def record(latents, timesteps):  # the real hook, its output kept
+        starts.append(original(latents, timesteps))
+        return starts[-1]
+
+    image2video._initial_latents = record
+    try:
+        for strength in (1.0, 0.5):
+            run(image2video, image=image, strength=strength, output_type="latent")
+    finally:
+        del image2video._initial_latents
+    far, near = ((start[:, :, 1:] - target).abs().mean() for start in starts)
+    assert near < far  # a lower strength starts the other frames nearer the image
+
+
 def test_image_to_video_decodes_the_image_in_frame_zero(image2video, clip):
     image = clip[0][0]
     video = run(image2video, image=image, output_type="np")[0]
@@ -300,11 +320,14 @@ def test_image_to_video_decodes_the_image_in_frame_zero(image2video, clip):
         (None, "Pass `image`"),
         (np.zeros((2, 16, 16, 3), np.uint8), "must be one image, got 2"),
         (np.zeros((16, 32, 3), np.uint8), "another aspect ratio"),
+        ({"strength": 0.0}, r"`strength` must be in \(0, 1\]"),
+        ({"strength": 0.1}, "runs no step"),
     ],
 )
-def test_bad_images_are_refused_in_one_line(image2video, image, match):
+def test_bad_images_are_refused_in_one_line(image2video, clip, image, match):
+    kwargs = {"image": clip[0][0], **image} if isinstance(image, dict) else {"image": image}
     with pytest.raises(ValueError, match=match) as error:
-        run(image2video, image=image)
+        run(image2video, **kwargs)
     assert "\n" not in str(error.value)
 
 
@@ -314,7 +337,7 @@ def test_workflow_pipelines_leave_no_state_behind(pipe, video2video, image2video
     run(image2video, image=clip[0][0])
     with pytest.raises(ValueError):
         run(image2video, image=np.zeros((16, 32, 3), np.uint8))
-    assert video2video._video is None and image2video._image is None
+    assert video2video._video is None and image2video._video is None and image2video._first is None
     torch.testing.assert_close(run(pipe), before, atol=0, rtol=0)
 
 
