@@ -225,7 +225,7 @@ def main() -> None:
     settings = {
         "frames": 8 if quick else 16, "steps": 2 if quick else 25, "seeds": (0,) if quick else (0, 1),
         "clips": 1 if quick else 6, "strengths": (0.8,) if quick else (0.4, 0.6, 0.8, 1.0), "stride": 4,
-        "long_frames": 16 if quick else 64, "cost_frames": (8, 16) if quick else (16, 32, 64),
+        "long_frames": 16 if quick else 64, "cost_frames": (8, 16) if quick else (16, 32, 64, 128),
     }  # fmt: skip
     pipe = load_default_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -244,20 +244,25 @@ def main() -> None:
     results = json.loads(results_file.read_text()) if results_file.is_file() and args.only else {}
     sections: dict[str, Callable] = {"video-to-video": video_to_video, "image-to-video": image_to_video,
                                      "prompt travel": prompt_travel, "long videos": long_videos}  # fmt: skip
-    examples = []
     for name, section in sections.items():
         if args.only and name not in args.only:
             continue
         start = time.perf_counter()
         results[name], shown = section(pipe, settings)
-        examples += shown
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
         results_file.write_text(json.dumps(results, indent=2))
+        np.savez(output / f"examples-{name.replace(' ', '-')}.npz", labels=np.array([label for _, label in shown]),
+                 **{f"video{i}": video for i, (video, _) in enumerate(shown)})  # fmt: skip
     (output / "table.md").write_text(markdown(results))
-    if examples:
-        contact_sheet([e[0] for e in examples], [e[1] for e in examples], scale=2, max_frames=16).save(
-            output / "workflows.png"
-        )
+    videos, labels = [], []  # every section's examples, this run's or an earlier one's
+    for name in sections:
+        file = output / f"examples-{name.replace(' ', '-')}.npz"
+        if file.is_file():
+            with np.load(file) as cached:
+                labels += [str(label) for label in cached["labels"]]
+                videos += [cached[f"video{i}"] for i in range(len(cached["labels"]))]
+    if videos:
+        contact_sheet(videos, labels, scale=2, max_frames=16).save(output / "workflows.png")
     print(markdown(results))
 
 
