@@ -9,9 +9,10 @@
 2. Image-to-video: the first frame of rendered clips animated with their caption: PSNR of frame 0 against the image,
    identity (share of frames showing the image's colour and shape), motion in the prompted direction, jerk; next to
    text-to-video of the same prompts.
-3. Prompt travel: keyframe prompts `{0: A, 8: B}` that change one attribute (colour, direction, background): is
-   A read before the change and B after it, does the rest stay, does the object jump (largest centroid step over
-   the median step)? The shared layout window (the default) vs each frame's own text throughout.
+3. Prompt travel: keyframe prompts `{0: A, 6: A, 8: B}` (A held, then B over two frames) that change one attribute
+   (colour, direction, background): is A read up to frame 6 and B from frame 8, does the rest stay, does the object
+   jump (largest centroid step over the median step)? The shared layout window (the default) vs each frame's own
+   text throughout.
 4. Long videos: 64 frames in FreeNoise windows (16 frames, stride 4) with keyframe prompts that turn the object
    every 16 frames, against the same prompts' 16-frame clips; and the cost per frame at 16 / 32 / 64 frames.
 
@@ -137,26 +138,26 @@ def prompt_travel(pipe, settings) -> tuple[dict, list]:
             a, b = ShapeScene.from_caption(first), ShapeScene.from_caption(second)
             scores = []
             for seed in settings["seeds"]:
-                out = to_uint8(settings["sample"](pipe, {0: first, key: second}, seed=seed,
+                hold = key - 2  # A held until two frames before the keyframe, then B: a switch over two frames
+                out = to_uint8(settings["sample"](pipe, {0: first, hold: first, key: second}, seed=seed,
                                                   prompt_travel_window=window)[0])  # fmt: skip
                 detections = detect_clip(out)
                 path = centers(out)
                 steps = np.linalg.norm(np.diff(path, axis=0), axis=1)
                 steps = steps[np.isfinite(steps)]
                 if what == "direction":
-                    before = float(motion_direction(path[: key // 2 + 1]) == a.direction)
-                    after = float(motion_direction(path[key + key // 2 :]) == b.direction)
+                    before = float(motion_direction(path[: hold + 1], 2.0) == a.direction)
+                    after = float(motion_direction(path[key:], 2.0) == b.direction)
                 else:
-                    attribute = {"colour": "colour", "background": "background"}[what]
-                    before = np.mean([getattr(d, attribute) == getattr(a, attribute) for d in detections[: key // 2]])
-                    after = np.mean([getattr(d, attribute) == getattr(b, attribute) for d in detections[key:]])
+                    before = np.mean([getattr(d, what) == getattr(a, what) for d in detections[: hold + 1]])
+                    after = np.mean([getattr(d, what) == getattr(b, what) for d in detections[key:]])
                 rest = [n for n in ("shape", "colour", "background", "style") if getattr(a, n) == getattr(b, n)]
                 kept = np.mean([[getattr(d, n) == getattr(a, n) for n in rest] for d in detections])
                 jump = float(steps.max() / max(np.median(steps), 0.5)) if len(steps) else 0.0
                 scores.append({"A before": float(before), "B after": float(after), "rest kept": float(kept),
                                "largest step / median": jump})  # fmt: skip
                 if seed == settings["seeds"][0] and window == (0.5, 1.0):
-                    examples.append((out, f"travel {what}: frame 0 -> frame {key}"))
+                    examples.append((out, f"prompt travel, {what}: A to frame {hold}, B from frame {key}"))
             rows[f"{what}, {window_name}"] = mean(scores)
     return rows, examples
 

@@ -236,3 +236,47 @@ def test_every_lora_option_parses_or_is_one_line(value, tmp_path_factory):
         return
     ((path, scale),) = loras
     assert path and math.isfinite(scale)
+
+
+WORKFLOW_ARGUMENTS = {
+    "strength": st.one_of(st.sampled_from([0.25, 0.5, 1.0]), NUMBERS),
+    "prompt": st.dictionaries(
+        st.one_of(st.integers(-2, 4), NUMBERS, st.booleans()),
+        st.one_of(st.just("a blue square"), NUMBERS),
+        max_size=3,
+    ),
+    "prompt_travel_window": st.tuples(NUMBERS, NUMBERS),
+    "num_frames": st.one_of(st.integers(-1, 6), NUMBERS),
+    "context": st.tuples(st.one_of(st.integers(-1, 9), NUMBERS), st.one_of(st.integers(-1, 5), NUMBERS)),
+}
+
+
+@settings(max_examples=48, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(name=st.sampled_from(sorted(WORKFLOW_ARGUMENTS)), workflow=st.sampled_from(["text", "video", "image"]),
+       data=st.data())  # fmt: skip
+def test_workflow_inputs_run_or_raise_one_line(pipe, name, workflow, data):
+    from harivo import HarivoImageToVideoPipeline, HarivoVideoToVideoPipeline
+
+    value = data.draw(WORKFLOW_ARGUMENTS[name], label=name)
+    frames = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    runner = {"text": pipe, "video": HarivoVideoToVideoPipeline.from_pipe(pipe),
+              "image": HarivoImageToVideoPipeline.from_pipe(pipe)}[workflow]  # fmt: skip
+    kwargs = {**SAFE, "num_frames": 4, "num_inference_steps": 2, "prompt": "a red circle moving left"}
+    kwargs.update({"video": {"video": frames}, "image": {"image": frames[0]}, "text": {}}[workflow])
+    if name == "strength" and workflow == "text":
+        return  # text-to-video has no strength
+    if name == "context":
+        kwargs["num_frames"] = 10
+    else:
+        kwargs[name] = value
+    with time_limit(60):
+        try:
+            if name == "context":
+                runner.enable_free_noise(context_length=value[0], context_stride=value[1])
+            video = runner(**kwargs, output_type="pt").frames
+        except ONE_LINE_ERRORS as error:
+            assert str(error) and "\n" not in str(error), repr(error)
+            return
+        finally:
+            runner.disable_free_noise()
+    assert torch.isfinite(video).all()
