@@ -14,7 +14,8 @@
    jump (largest centroid step over the median step)? The shared layout window (the default) vs each frame's own
    text throughout.
 4. Long videos: 64 frames in FreeNoise windows (16 frames, stride 4) with keyframe prompts that turn the object
-   every 16 frames, against the same prompts' 16-frame clips; and the cost per frame at 16 / 32 / 64 frames.
+   every 16 frames, against the same prompts' 16-frame clips; and the cost per frame at 16 to 128 frames.
+5. FreeInit (3 iterations) against plain sampling on the image-to-video prompts: scores and cost.
 
 Writes `results.json`, `table.md` and `workflows.png` (a contact sheet of examples) into `--output`.
 """
@@ -197,6 +198,30 @@ def long_videos(pipe, settings) -> tuple[dict, list]:
     return rows, examples
 
 
+def free_init(pipe, settings) -> tuple[dict, list]:
+    rows, examples = {}, []
+    for name, iterations in (
+        ("plain sampling", 0),
+        (f"FreeInit, {settings['free_init']} iterations", settings["free_init"]),
+    ):
+        if iterations:
+            pipe.enable_free_init(num_iters=iterations)
+        scores, start = [], time.perf_counter()
+        try:
+            for number, caption in enumerate(I2V[: settings["clips"]]):
+                for seed in settings["seeds"]:
+                    out = to_uint8(settings["sample"](pipe, caption, seed=seed)[0])
+                    score = score_clip(out, ShapeScene.from_caption(caption))
+                    scores.append({key: score.get(key, 0.0) for key in ("fidelity", "motion_correct", "identity",
+                                   "jerk", "background_flicker", "background_change")})  # fmt: skip
+                    if number == 4 and seed == settings["seeds"][0]:
+                        examples.append((out, f"{name}: {caption}"))
+        finally:
+            pipe.disable_free_init()
+        rows[name] = {**mean(scores), "seconds per clip": (time.perf_counter() - start) / len(scores)}
+    return rows, examples
+
+
 def mean(scores: list[dict]) -> dict:
     return {name: float(np.mean([s[name] for s in scores])) for name in scores[0]}
 
@@ -226,7 +251,7 @@ def main() -> None:
     settings = {
         "frames": 8 if quick else 16, "steps": 2 if quick else 25, "seeds": (0,) if quick else (0, 1),
         "clips": 1 if quick else 6, "strengths": (0.8,) if quick else (0.4, 0.6, 0.8, 1.0), "stride": 4,
-        "long_frames": 16 if quick else 64, "cost_frames": (8, 16) if quick else (16, 32, 64, 128),
+        "long_frames": 16 if quick else 64, "free_init": 2 if quick else 3, "cost_frames": (8, 16) if quick else (16, 32, 64, 128),
     }  # fmt: skip
     pipe = load_default_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -244,7 +269,8 @@ def main() -> None:
     results_file = output / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() and args.only else {}
     sections: dict[str, Callable] = {"video-to-video": video_to_video, "image-to-video": image_to_video,
-                                     "prompt travel": prompt_travel, "long videos": long_videos}  # fmt: skip
+                                     "prompt travel": prompt_travel, "long videos": long_videos,
+                                     "FreeInit": free_init}  # fmt: skip
     for name, section in sections.items():
         if args.only and name not in args.only:
             continue

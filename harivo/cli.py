@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--context-stride", type=int, default=None, help="Frames between windows (default: 4; cost ~ length / stride)."
     )
+    gen.add_argument(
+        "--free-init", type=int, default=None, metavar="ITERS",
+        help="FreeInit: sample ITERS times, each from the last result's low frequencies (ITERS times the cost).",
+    )  # fmt: skip
     gen.add_argument("--height", type=int, default=None, help="Height in pixels (default: the model's).")
     gen.add_argument("--width", type=int, default=None, help="Width in pixels (default: the model's).")
     gen.add_argument("--steps", type=int, default=25, help="Denoising steps (default: 25).")
@@ -451,6 +455,11 @@ def generate(args: argparse.Namespace) -> None:
     pipe.memory_check = not args.skip_memory_check
     num_frames = workflow.pop("num_frames")
     _long_videos(pipe, num_frames, args.context_length, args.context_stride)
+    if args.free_init is not None:
+        try:
+            pipe.enable_free_init(num_iters=args.free_init)
+        except ValueError:
+            raise ValueError(f"--free-init must be a positive number of samplings, got {args.free_init}.") from None
     if args.motion is not None:
         workflow["motion_path"] = torch.arange(max(num_frames, 1))[:, None] * torch.tensor(args.motion)
     elif args.control_path:
@@ -490,6 +499,8 @@ def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
         raise ValueError("--video-motion needs --video (the input video).")
     if args.video and args.image:
         raise ValueError("Pass at most one of --video and --image.")
+    if args.free_init is not None and (args.video or args.image):
+        raise ValueError("--free-init restarts from noise, so it is for text-to-video: drop it with --video / --image.")
     if controlled and (args.video or args.image):
         raise ValueError("--control does not combine with --video or --image yet; use one of them.")
     if args.video_motion and args.motion is not None:

@@ -67,6 +67,7 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--prompt-at", "2", "a", "--prompt-at", "2", "b"], "frame 2 is given twice"),
         (["--prompt-at", "4", "a blue square"], "keyframe 4 is outside"),
         (["--strength", "0.5"], "--strength needs --video or --image"),
+        (["--free-init", "0"], "--free-init must be a positive number"),
         (["--video-motion"], "--video-motion needs --video"),
         (["--image", "missing.png"], "missing.png does not exist"),
         (["--video", "missing.mp4"], "missing.mp4 does not exist"),
@@ -454,7 +455,7 @@ def test_generate_with_prompt_travel_a_long_video_and_video_and_image_inputs(bas
           "--prompt-at", "3", "a small blue square"])  # fmt: skip
     assert iio.imread(tmp_path / "travel.gif", index=None).shape == (4, 16, 16, 3)
     main(["generate", "a small red circle", "-o", str(tmp_path / "long.gif"), "--num-frames", "11", *common,
-          "--context-stride", "2"])  # the adapter takes 8 frames: windows  # fmt: skip
+          "--context-stride", "2", "--free-init", "2"])  # the adapter takes 8 frames: windows  # fmt: skip
     assert iio.imread(tmp_path / "long.gif", index=None).shape == (11, 16, 16, 3)
     main(["generate", "a small blue circle", "-o", str(tmp_path / "v2v.gif"), *common, "--video",
           str(tmp_path / "long.gif"), "--strength", "0.5", "--video-motion"])  # fmt: skip

@@ -38,6 +38,7 @@ from ..models.video_unet import HarivoUNet, default_trsa_layers
 from ..schedulers import adds_step_noise
 from ..utils.text import subject_token_weights
 from . import checks, mg_sampling, prompt_travel
+from .free_init import HarivoFreeInitMixin
 from .free_noise import HarivoFreeNoiseMixin
 
 _ADAPTER_GIVEN = contextvars.ContextVar("harivo_adapter_given", default=False)
@@ -56,6 +57,7 @@ EXAMPLE_DOC_STRING = """
 
 
 class HarivoPipeline(
+    HarivoFreeInitMixin,
     HarivoFreeNoiseMixin,
     DiffusionPipeline,
     StableDiffusionMixin,
@@ -791,54 +793,66 @@ class HarivoPipeline(
         use_mg = mg_scale > 0 and num_frames > 1
 
         # 7. Denoising loop; MG guidance inside the window; the subject's cross-attention recorded for the projection
-        capture = (
-            self.video_unet.capture(token_weights=token_weights, latent_size=tuple(latents.shape[-2:]))
-            if token_weights is not None
-            else contextlib.nullcontext()
-        )
-        with self.progress_bar(total=len(timesteps)) as progress_bar, capture as captured, self._capturing(captured):
-            for i, t in enumerate(timesteps):
-                self._step_index = i
-                step = skipped + i  # in the whole schedule
-                frozen = not mg_sampling.in_window(step, total, temporal_window)  # the image model alone
-                text = prompt_embeds
-                if text.ndim == 4 and not mg_sampling.in_window(step, total, prompt_travel_window):
-                    text = text.mean(dim=1, keepdim=True).expand_as(text)  # per-frame text: the shared layout
-                with self.video_unet.temporal_layers_disabled() if frozen else contextlib.nullcontext():
-                    if use_mg and mg_sampling.in_window(step, total, mg_window):
-                        noise_pred = self._mg_guided_noise(
-                            latents, t, text, mg_scale, mg_energy, cross_attention_kwargs, motion_path
+        first_noise = latents
+        for iteration in range(self._free_init_iterations()):  # one, unless FreeInit samples again
+            if self.free_init_enabled:
+                self.scheduler.set_timesteps(self._free_init.steps(iteration, num_inference_steps), device=device)
+                timesteps = self.scheduler.timesteps
+                skipped, total, self._num_timesteps = 0, len(timesteps), len(timesteps)
+                if iteration > 0:  # restart from the last result's low frequencies and fresh high ones
+                    latents = self._free_init_restart(latents, first_noise, generator)
+            capture = (
+                self.video_unet.capture(token_weights=token_weights, latent_size=tuple(latents.shape[-2:]))
+                if token_weights is not None
+                else contextlib.nullcontext()
+            )
+            with (
+                self.progress_bar(total=len(timesteps)) as progress_bar,
+                capture as captured,
+                self._capturing(captured),
+            ):
+                for i, t in enumerate(timesteps):
+                    self._step_index = i
+                    step = skipped + i  # in the whole schedule
+                    frozen = not mg_sampling.in_window(step, total, temporal_window)  # the image model alone
+                    text = prompt_embeds
+                    if text.ndim == 4 and not mg_sampling.in_window(step, total, prompt_travel_window):
+                        text = text.mean(dim=1, keepdim=True).expand_as(text)  # per-frame text: the shared layout
+                    with self.video_unet.temporal_layers_disabled() if frozen else contextlib.nullcontext():
+                        if use_mg and mg_sampling.in_window(step, total, mg_window):
+                            noise_pred = self._mg_guided_noise(
+                                latents, t, text, mg_scale, mg_energy, cross_attention_kwargs, motion_path
+                            )
+                        else:
+                            noise_pred = self._predict_noise(latents, t, text, cross_attention_kwargs)
+                    if motion_path_projection > 0 and mg_sampling.in_window(step, total, motion_path_window):
+                        mask = None
+                        if captured is not None:
+                            mask = mg_sampling.subject_mask(
+                                captured.token_attention, num_videos, num_frames, tuple(latents.shape[-2:])
+                            )
+                        noise_pred = self._project_onto_path(
+                            noise_pred, latents, t, motion_path, motion_path_projection, mask
                         )
-                    else:
-                        noise_pred = self._predict_noise(latents, t, text, cross_attention_kwargs)
-                if motion_path_projection > 0 and mg_sampling.in_window(step, total, motion_path_window):
-                    mask = None
-                    if captured is not None:
-                        mask = mg_sampling.subject_mask(
-                            captured.token_attention, num_videos, num_frames, tuple(latents.shape[-2:])
-                        )
-                    noise_pred = self._project_onto_path(
-                        noise_pred, latents, t, motion_path, motion_path_projection, mask
-                    )
-                if map_step_noise:
-                    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
-                    extra_step_kwargs["variance_noise"] = self.adapter.mapping_network(noise)
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
-                latents = self._after_step(latents, i, timesteps)
+                    if map_step_noise:
+                        noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+                        extra_step_kwargs["variance_noise"] = self.adapter.mapping_network(noise)
+                    latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                    latents = self._after_step(latents, i, timesteps)
 
-                if callback_on_step_end is not None:
-                    tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
-                    tensors["negative_prompt_embeds"] = negative_prompt_embeds
-                    callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                    latents = callback_outputs.pop("latents", latents)
-                    prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
-                if not torch.isfinite(latents).all():
-                    raise SamplingDivergedError(
-                        f"The latents became NaN or infinite at step {i + 1} of {len(timesteps)}; nothing was decoded."
-                        " Lower `guidance_scale` / `mg_scale`, or use float32 (`torch_dtype=torch.float32`)."
-                    )
-                progress_bar.update()
+                    if callback_on_step_end is not None:
+                        tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
+                        tensors["negative_prompt_embeds"] = negative_prompt_embeds
+                        callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                        callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                        latents = callback_outputs.pop("latents", latents)
+                        prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                    if not torch.isfinite(latents).all():
+                        raise SamplingDivergedError(
+                            f"The latents became NaN or infinite at step {i + 1} of {len(timesteps)}; nothing was decoded."
+                            " Lower `guidance_scale` / `mg_scale`, or use float32 (`torch_dtype=torch.float32`)."
+                        )
+                    progress_bar.update()
 
         # 8. Decode
         if output_type == "latent":

@@ -74,6 +74,11 @@ class HarivoImageToVideoPipeline(HarivoVideoToVideoPipeline):
         bound = inspect.signature(HarivoPipeline.__call__).bind(self, *args, **kwargs)
         bound.apply_defaults()
         check_strength(strength, bound.arguments["num_inference_steps"])
+        if self.free_init_enabled:
+            raise ValueError(
+                "FreeInit restarts from noise and would drop the input: call `pipe.disable_free_init()` (it is for"
+                " text-to-video)."
+            )
         self._video = _VideoInput(frames, float(strength), bound.arguments["num_inference_steps"])
         try:
             return HarivoPipeline.__call__(self, *bound.args[1:], **bound.kwargs)

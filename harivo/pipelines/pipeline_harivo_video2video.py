@@ -92,6 +92,11 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
             )
         steps = call["num_inference_steps"]
         check_strength(strength, steps)
+        if self.free_init_enabled:
+            raise ValueError(
+                "FreeInit restarts from noise and would drop the input: call `pipe.disable_free_init()` (it is for"
+                " text-to-video)."
+            )
         if isinstance(call["motion_path"], str):
             if call["motion_path"] != "video":
                 raise ValueError(f"`motion_path` must be a tensor or 'video', got {call['motion_path']!r}.")

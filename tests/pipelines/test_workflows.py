@@ -10,6 +10,7 @@ from harivo import HarivoImageToVideoPipeline, HarivoPipeline, HarivoVideoToVide
 from harivo.data.shapes import ShapeScene, render_clip
 from harivo.models import HarivoAdapter, HarivoUNet
 from harivo.pipelines import prompt_travel
+from harivo.pipelines.free_init import FreeInitSettings
 from harivo.pipelines.free_noise import FreeNoiseSettings
 from harivo.pipelines.pipeline_harivo_video2video import video_motion_path
 from harivo.video_io import to_tensor_frames
@@ -403,3 +404,75 @@ def test_bad_free_noise_options_are_refused(pipe, kwargs, match):
     with pytest.raises(ValueError, match=match):
         pipe.enable_free_noise(**{"context_length": 8, **kwargs})
     assert not pipe.free_noise_enabled
+
+
+# --- FreeInit ---
+
+
+def test_free_init_of_one_iteration_is_plain_sampling(pipe):
+    plain = run(pipe)
+    pipe.enable_free_init(num_iters=1)
+    try:
+        assert pipe.free_init_enabled and torch.equal(run(pipe), plain)
+    finally:
+        pipe.disable_free_init()
+    assert not pipe.free_init_enabled
+
+
+def test_free_init_samples_again_from_the_result_and_fast_sampling_grows_the_steps(pipe):
+    plain = run(pipe)
+    steps = []
+    pipe.enable_free_init(num_iters=2, use_fast_sampling=True)
+    try:
+        again = run(pipe, callback_on_step_end=lambda p, i, t, tensors: steps.append(i) or tensors)
+        pipe.enable_free_init(num_iters=2)
+        slow = run(pipe)
+    finally:
+        pipe.disable_free_init()
+    assert steps == [0, 1, 0, 1, 2, 3]  # 2 of 4 steps, then all 4
+    assert not torch.equal(again, plain) and not torch.equal(slow, plain) and torch.isfinite(slow).all()
+
+
+def test_free_init_keeps_the_low_frequencies_of_the_diffused_result(pipe):
+    settings = FreeInitSettings(2, False, "butterworth", 4, 0.25, 0.25)
+    low = settings.low_pass((8, 16, 16), torch.device("cpu"))
+    assert low[0, 0, 0] == 1 and abs(float(low[1, 0, 0]) - 0.5) < 1e-6  # 1 at DC, 1/2 at the stop (1/8 cycles)
+    assert float(low.amin()) < 1e-3
+    box = FreeInitSettings(2, False, "box", 4, 0.5, 0.25).low_pass((8, 8, 8), torch.device("cpu"))
+    assert box[1, 2, 2] == 1 and box[2, 0, 0] == 0 and box[0, 3, 0] == 0
+    zero_snr = DDIMScheduler(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    original, pipe.scheduler = pipe.scheduler, zero_snr
+    pipe.enable_free_init(num_iters=2, method="box", spatial_stop_frequency=1.0, temporal_stop_frequency=1.0)
+    try:  # everything passes, and at a zero-terminal-SNR last step the diffused result is the first noise itself
+        first = torch.randn(1, 4, 6, 8, 8, generator=torch.Generator().manual_seed(0))
+        restart = pipe._free_init_restart(torch.randn(1, 4, 6, 8, 8), first, torch.Generator().manual_seed(1))
+    finally:
+        pipe.scheduler = original
+        pipe.disable_free_init()
+    torch.testing.assert_close(restart, first, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_iters": 0}, "num_iters"),
+        ({"method": "sinc"}, "method"),
+        ({"order": 0}, "order"),
+        ({"spatial_stop_frequency": 0.0}, "spatial_stop_frequency"),
+        ({"temporal_stop_frequency": float("nan")}, "temporal_stop_frequency"),
+    ],
+)
+def test_bad_free_init_options_are_refused(pipe, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pipe.enable_free_init(**kwargs)
+    assert not pipe.free_init_enabled
+
+
+def test_free_init_is_refused_with_an_input_video_or_image(video2video, image2video, clip):
+    for runner, given in ((video2video, {"video": list(clip[0])}), (image2video, {"image": clip[0][0]})):
+        runner.enable_free_init()
+        try:
+            with pytest.raises(ValueError, match="disable_free_init"):
+                run(runner, **given)
+        finally:
+            runner.disable_free_init()
