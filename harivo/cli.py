@@ -500,7 +500,9 @@ def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
     if args.video and args.image:
         raise ValueError("Pass at most one of --video and --image.")
     if args.free_init is not None and (args.video or args.image):
-        raise ValueError("--free-init restarts from noise, so it is for text-to-video: drop it with --video / --image.")
+        raise ValueError(
+            "--free-init restarts from noise, so it is for text-to-video: drop it with --video / --image."
+        )
     if controlled and (args.video or args.image):
         raise ValueError("--control does not combine with --video or --image yet; use one of them.")
     if args.video_motion and args.motion is not None:

@@ -657,7 +657,8 @@ class HarivoPipeline(
                 fraction of the schedule, `[start, end)`, in which each frame reads its own text [ours]; outside it
                 every frame reads the clip's mean text, so the layout (where the object is, decided in the early
                 steps) is shared and only what the keyframes change is redrawn, without the object jumping between
-                keyframes. `(0.0, 1.0)` gives each frame its own text throughout.
+                keyframes. `(0.0, 1.0)` gives each frame its own text throughout: better when the keyframes change
+                the layout itself (a background or scene), see `docs/workflows.md`.
             mg_scale (`float`, defaults to 0.0): Mitigating-gradient guidance scale (alpha in the paper); 0 is off
                 and costs nothing; the paper's default is 40.
             mg_window (`tuple[float, float]`, defaults to `(0.0, 0.5)`): Fraction of the schedule, `[start, end)`,
