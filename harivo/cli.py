@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--context-stride", type=int, default=None, help="Frames between windows (default: 4; cost ~ length / stride)."
     )
     gen.add_argument(
+        "--ip-adapter", default=None, metavar="FILE",
+        help="An IP-Adapter weight file (.safetensors) whose folder holds its image_encoder/ (the h94/IP-Adapter"
+        " layout); use with --ip-adapter-image.",
+    )  # fmt: skip
+    gen.add_argument("--ip-adapter-image", default=None, metavar="IMG", help="The image the video should look like.")
+    gen.add_argument("--ip-adapter-scale", type=float, default=None, help="The IP-Adapter's weight (default: 1).")
+    gen.add_argument(
         "--free-init", type=int, default=None, metavar="ITERS",
         help="FreeInit: sample ITERS times, each from the last result's low frequencies (ITERS times the cost).",
     )  # fmt: skip
@@ -447,6 +454,13 @@ def generate(args: argparse.Namespace) -> None:
         torch_dtype=dtype,
     )  # fmt: skip
     apply_loras(pipe, loras)
+    if args.ip_adapter:
+        weights = Path(args.ip_adapter).expanduser()
+        pipe.load_ip_adapter(
+            str(weights.parent), subfolder="", weight_name=weights.name, image_encoder_folder="image_encoder"
+        )
+        if args.ip_adapter_scale is not None:
+            pipe.set_ip_adapter_scale(args.ip_adapter_scale)
     pipe = _prepare_pipeline(_workflow_pipeline(pipe, workflow), args, device)
     prompt = workflow.pop("prompt")
     for text in prompt.values() if isinstance(prompt, dict) else [prompt]:
@@ -527,6 +541,18 @@ def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
         num_frames = len(video) if num_frames is None else num_frames
     if args.image:
         options.update(image=read_image(args.image), strength=0.8 if args.strength is None else args.strength)
+    if bool(args.ip_adapter) != bool(args.ip_adapter_image):
+        raise ValueError("--ip-adapter and --ip-adapter-image go together: give the IP-Adapter file and the image.")
+    if args.ip_adapter_scale is not None and not args.ip_adapter:
+        raise ValueError("--ip-adapter-scale needs --ip-adapter.")
+    if args.ip_adapter:
+        weights = Path(args.ip_adapter).expanduser()
+        if not weights.is_file() or not (weights.parent / "image_encoder").is_dir():
+            raise FileNotFoundError(
+                f"--ip-adapter {weights} must be a weight file in a folder that also holds image_encoder/ (the"
+                " h94/IP-Adapter layout, e.g. models/ip-adapter_sd15.safetensors)."
+            )
+        options["ip_adapter_image"] = read_image(args.ip_adapter_image)
     options["num_frames"] = 16 if num_frames is None else num_frames
     return options
 

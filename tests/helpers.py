@@ -94,3 +94,39 @@ def merge_kohya_lora(unet, text_encoder, state: dict, scale: float = 1.0) -> Non
         for key in {k.rsplit(".", 2)[0] for k in state if k.endswith("lora_down.weight")}:
             down, up = state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"]
             modules[key].weight += scale * float(state[f"{key}.alpha"]) / down.shape[0] * (up @ down)
+
+
+def save_tiny_ip_adapter(unet, folder, image_embed_dim: int = 16, seed: int = 0):
+    """An IP-Adapter for `unet` (a `UNetMotionModel`) in the original file layout (`image_proj.*`, `ip_adapter.N.*`),
+    with a random-weight CLIP image encoder in `folder/image_encoder`, as the real ones are shipped. Returns the
+    weight file's name."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    generator = torch.Generator().manual_seed(seed)
+    cross, blocks = unet.config.cross_attention_dim, list(unet.config.block_out_channels)
+    weights = {
+        "image_proj.proj.weight": torch.randn(4 * cross, image_embed_dim, generator=generator) * 0.2,
+        "image_proj.proj.bias": torch.zeros(4 * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key_id = 1
+    for name in unet.attn_processors:  # diffusers' order: every spatial cross-attention, numbered 1, 3, 5, ...
+        if name.endswith("attn1.processor") or "motion_modules" in name:
+            continue
+        if name.startswith("mid_block"):
+            hidden = blocks[-1]
+        elif name.startswith("up_blocks"):
+            hidden = blocks[::-1][int(name[len("up_blocks.")])]
+        else:
+            hidden = blocks[int(name[len("down_blocks.")])]
+        for kind in ("to_k_ip", "to_v_ip"):
+            weights[f"ip_adapter.{key_id}.{kind}.weight"] = torch.randn(hidden, cross, generator=generator) * 0.3
+        key_id += 2
+    save_file(weights, str(folder / "ip-adapter.safetensors"))
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8, projection_dim=image_embed_dim)  # fmt: skip
+    CLIPVisionModelWithProjection(config).save_pretrained(folder / "image_encoder")
+    return "ip-adapter.safetensors"

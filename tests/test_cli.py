@@ -68,6 +68,8 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--prompt-at", "4", "a blue square"], "keyframe 4 is outside"),
         (["--strength", "0.5"], "--strength needs --video or --image"),
         (["--free-init", "0"], "--free-init must be a positive number"),
+        (["--ip-adapter", "ip.safetensors"], "--ip-adapter and --ip-adapter-image go together"),
+        (["--ip-adapter", "ip.safetensors", "--ip-adapter-image", "x.png"], "must be a weight file in a folder"),
         (["--video-motion"], "--video-motion needs --video"),
         (["--image", "missing.png"], "missing.png does not exist"),
         (["--video", "missing.mp4"], "missing.mp4 does not exist"),
@@ -464,3 +466,19 @@ def test_generate_with_prompt_travel_a_long_video_and_video_and_image_inputs(bas
     main(["generate", "a small red circle moving left", "-o", str(tmp_path / "i2v.gif"), "--num-frames", "4",
           *common, "--image", str(tmp_path / "first.png")])  # fmt: skip
     assert iio.imread(tmp_path / "i2v.gif", index=None).shape == (4, 16, 16, 3)
+
+
+def test_generate_with_an_ip_adapter(base_dir, adapter_path, tmp_path):
+    import PIL.Image
+
+    from harivo import HarivoPipeline
+    from tests.helpers import save_tiny_ip_adapter
+
+    unet = HarivoPipeline.from_pretrained(base_dir, adapter=adapter_path).unet
+    weight_name = save_tiny_ip_adapter(unet, tmp_path)
+    PIL.Image.new("RGB", (32, 32), (30, 30, 200)).save(tmp_path / "look.png")
+    main(["generate", "a small red circle", "-o", str(tmp_path / "ip.gif"), "--base-model", str(base_dir),
+          "--adapter", str(adapter_path), "--num-frames", "4", "--height", "16", "--width", "16", "--steps", "2",
+          "--ip-adapter", str(tmp_path / weight_name), "--ip-adapter-image", str(tmp_path / "look.png"),
+          "--ip-adapter-scale", "0.5"])  # fmt: skip
+    assert iio.imread(tmp_path / "ip.gif", index=None).shape == (4, 16, 16, 3)

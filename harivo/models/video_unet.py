@@ -98,11 +98,27 @@ class TokenAttentionProcessor(_ExplicitAttentionProcessor):
     tokens appended after the `L` text tokens get weight 0.
     """
 
-    def __init__(self, name: str, capture: FeatureCapture, token_weights: torch.Tensor, size: tuple[int, int]):
+    def __init__(
+        self,
+        name: str,
+        capture: FeatureCapture,
+        token_weights: torch.Tensor,
+        size: tuple[int, int],
+        original: Any = None,
+    ):
         self.name = name
         self.capture = capture
         self.token_weights = token_weights
         self.size = size  # (height, width) of the latents: the query grid is this size divided by a power of 2
+        self.original = original  # the layer's own processor
+
+    def __call__(
+        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: Any = None, *args, **kwargs
+    ):
+        if isinstance(encoder_hidden_states, tuple):  # IP-Adapter's (text, image tokens): record the text's
+            super().__call__(attn, hidden_states, encoder_hidden_states[0], *args, **kwargs)
+            return self.original(attn, hidden_states, encoder_hidden_states, *args, **kwargs)  # its own output
+        return super().__call__(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
 
     def record(self, attn: Attention, probs: torch.Tensor, batch_size: int, sequence_length: int) -> None:
         weights = self.token_weights.to(probs.device, probs.dtype)
@@ -237,6 +253,7 @@ class HarivoUNet(nn.Module):
         cross_attention_kwargs: dict[str, Any] | None = None,
         down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
         mid_block_additional_residual: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -245,6 +262,7 @@ class HarivoUNet(nn.Module):
             encoder_hidden_states (`torch.Tensor`): Text tokens `(B, L, D)`, or `(B, F, L, D)` per frame.
             cross_attention_kwargs (`dict`, *optional*): Passed to the attention processors (e.g. LoRA `scale`).
             down_block_additional_residuals, mid_block_additional_residual: ControlNet residuals, frames in batch.
+            added_cond_kwargs (`dict`, *optional*): `{"image_embeds": ...}` of a loaded IP-Adapter, one per video.
 
         Returns:
             `torch.Tensor`: The model output (noise or v prediction) `(B, C, F, h, w)`.
@@ -271,6 +289,7 @@ class HarivoUNet(nn.Module):
                 cross_attention_kwargs=cross_attention_kwargs,
                 down_block_additional_residuals=down_block_additional_residuals,
                 mid_block_additional_residual=mid_block_additional_residual,
+                added_cond_kwargs=added_cond_kwargs,
             ).sample
 
     @contextmanager
@@ -349,7 +368,7 @@ class HarivoUNet(nn.Module):
                     raise ValueError("`capture(token_weights=...)` needs the `latent_size` (h, w) of the latents.")
                 for name, module in self._spatial_cross_attention.items():
                     original = module.processor
-                    module.set_processor(TokenAttentionProcessor(name, capture, token_weights, latent_size))
+                    module.set_processor(TokenAttentionProcessor(name, capture, token_weights, latent_size, original))
                     stack.callback(module.set_processor, original)
             if h_space:
                 handle = self.base_unet.mid_block.register_forward_hook(

@@ -11,7 +11,12 @@ from typing import Any
 
 import torch
 from diffusers import AnimateDiffPipeline, AutoencoderKL, UNet2DConditionModel, UNetMotionModel
-from diffusers.loaders import FromSingleFileMixin, StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+from diffusers.loaders import (
+    FromSingleFileMixin,
+    IPAdapterMixin,
+    StableDiffusionLoraLoaderMixin,
+    TextualInversionLoaderMixin,
+)
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, StableDiffusionMixin
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
@@ -20,7 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from huggingface_hub import snapshot_download
 from safetensors import SafetensorError
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError
 from ..loading import (
@@ -64,6 +69,7 @@ class HarivoPipeline(
     TextualInversionLoaderMixin,
     StableDiffusionLoraLoaderMixin,
     FromSingleFileMixin,
+    IPAdapterMixin,
 ):
     r"""
     Text-to-video generation with HARIVO: a frozen text-to-image model plus a [`HarivoAdapter`] (temporal layers,
@@ -76,7 +82,11 @@ class HarivoPipeline(
         unet ([`~diffusers.UNet2DConditionModel`] or [`~diffusers.UNetMotionModel`]): The frozen base U-Net.
         adapter ([`HarivoAdapter`]): The HARIVO parts; its temporal layers are shared with the U-Net.
         scheduler ([`~diffusers.SchedulerMixin`]): Any diffusers scheduler.
+        feature_extractor, image_encoder (*optional*): An IP-Adapter's image processor and image encoder, set by
+            `load_ip_adapter` (diffusers' `IPAdapterMixin`).
     """
+
+    _optional_components = ["feature_extractor", "image_encoder"]
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     # The adapter is never called as a whole (its parts are), so offload hooks cannot move it: keep it on the
@@ -94,14 +104,17 @@ class HarivoPipeline(
         unet: UNet2DConditionModel | UNetMotionModel | None,
         adapter: HarivoAdapter | None,
         scheduler: SchedulerMixin,
+        feature_extractor: CLIPImageProcessor | None = None,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
     ):
         super().__init__()
         if isinstance(unet, UNet2DConditionModel) and adapter is not None:
             adapter.check_compatible(unet.config)
             unet = UNetMotionModel.from_unet2d(unet, adapter.motion_adapter)
         self.register_modules(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, adapter=adapter, scheduler=scheduler
-        )
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, adapter=adapter, scheduler=scheduler,
+            feature_extractor=feature_extractor, image_encoder=image_encoder,
+        )  # fmt: skip
         self._video_unet: HarivoUNet | None = None
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
         self.video_processor = VideoProcessor(do_resize=False, vae_scale_factor=self.vae_scale_factor)
@@ -126,8 +139,10 @@ class HarivoPipeline(
             self._video_unet = HarivoUNet(unet, adapter)
         return self._video_unet
 
-    # Prompt encoding, decoding and scheduler kwargs are AnimateDiff's, unchanged.
+    # Prompt and IP-Adapter image encoding, decoding and scheduler kwargs are AnimateDiff's, unchanged.
     encode_prompt = AnimateDiffPipeline.encode_prompt
+    encode_image = AnimateDiffPipeline.encode_image
+    prepare_ip_adapter_image_embeds = AnimateDiffPipeline.prepare_ip_adapter_image_embeds
     decode_latents = AnimateDiffPipeline.decode_latents
     prepare_extra_step_kwargs = AnimateDiffPipeline.prepare_extra_step_kwargs
 
@@ -492,7 +507,10 @@ class HarivoPipeline(
             if frames is not None and text.ndim == 4:
                 text = text[:, frames.start : frames.stop]
             residuals = self._unet_residuals(sample, t, text)
-            return self.video_unet(sample, t, text, cross_attention_kwargs=cross_attention_kwargs, **residuals)
+            return self.video_unet(
+                sample, t, text, cross_attention_kwargs=cross_attention_kwargs,
+                added_cond_kwargs=self._added_cond_kwargs, **residuals,
+            )  # fmt: skip
 
         if not self.free_noise_enabled or model_input.shape[2] <= self._free_noise.context_length:
             return run(model_input)
@@ -528,14 +546,15 @@ class HarivoPipeline(
         return latents
 
     _token_capture = None  # the subject's cross-attention being recorded, during a call
+    _added_cond_kwargs = None  # the IP-Adapter's image embeddings, during a call
 
     @contextlib.contextmanager
-    def _capturing(self, capture):
-        self._token_capture = capture
+    def _capturing(self, capture, added_cond_kwargs=None):
+        self._token_capture, self._added_cond_kwargs = capture, added_cond_kwargs
         try:
             yield
         finally:
-            self._token_capture = None
+            self._token_capture, self._added_cond_kwargs = None, None
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
@@ -587,6 +606,8 @@ class HarivoPipeline(
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
+        ip_adapter_image: Any = None,
+        ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         motion_path: torch.Tensor | None = None,
         motion_path_projection: float | None = None,
         motion_path_window: tuple[float, float] | None = None,
@@ -629,6 +650,8 @@ class HarivoPipeline(
                 through the mapping network like sampled noise does.
             prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): Pre-computed text tokens `(B, L, D)`,
                 or per frame `(B, F, L, D)`.
+            ip_adapter_image, ip_adapter_image_embeds (*optional*): An image (or one per loaded IP-Adapter) the video
+                should look like, or its precomputed embeddings, as in diffusers; needs `load_ip_adapter` first.
             motion_path (`torch.Tensor`, *optional*): The path the content should travel, `(num_frames, 2)` or
                 `(batch, num_frames, 2)` `(x, y)` offsets from the first frame in latent pixels (x to the right, y
                 down), instead of the path an adapter's path predictor predicts from the prompt. It warps the initial
@@ -740,6 +763,14 @@ class HarivoPipeline(
             )  # fmt: skip
         if self.do_classifier_free_guidance:
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D) or (2B, F, L, D)
+        added_cond_kwargs = None
+        if ip_adapter_image is not None or ip_adapter_image_embeds is not None:
+            if not getattr(self.video_unet.base_unet, "encoder_hid_proj", None):
+                raise ValueError("`ip_adapter_image` needs an IP-Adapter: call `pipe.load_ip_adapter(...)` first.")
+            image_embeds = self.prepare_ip_adapter_image_embeds(
+                ip_adapter_image, ip_adapter_image_embeds, device, num_videos, self.do_classifier_free_guidance
+            )
+            added_cond_kwargs = {"image_embeds": image_embeds}
 
         # 4. Prepare timesteps (a subclass may start later in the schedule); the windows are fractions of the whole
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -810,7 +841,7 @@ class HarivoPipeline(
             with (
                 self.progress_bar(total=len(timesteps)) as progress_bar,
                 capture as captured,
-                self._capturing(captured),
+                self._capturing(captured, added_cond_kwargs),
             ):
                 for i, t in enumerate(timesteps):
                     self._step_index = i

@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL, ControlNetModel, SparseControlNetModel, UNe
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..errors import HarivoLoadError
 from ..loading import check_weight_format, describe_load_error, looks_like_local_path
@@ -53,8 +53,10 @@ class HarivoControlNetPipeline(HarivoPipeline):
         | tuple[ControlNetModel | SparseControlNetModel, ...]
         | MultiControlNetModel,
         scheduler: SchedulerMixin,
+        feature_extractor: CLIPImageProcessor | None = None,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
     ):
-        super().__init__(vae, text_encoder, tokenizer, unet, adapter, scheduler)
+        super().__init__(vae, text_encoder, tokenizer, unet, adapter, scheduler, feature_extractor, image_encoder)
         controlnet = control.as_multi(controlnet)
         if controlnet is not None and unet is not None:
             control.check_controlnet(controlnet, unet.config)

@@ -476,3 +476,46 @@ def test_free_init_is_refused_with_an_input_video_or_image(video2video, image2vi
                 run(runner, **given)
         finally:
             runner.disable_free_init()
+
+
+# --- IP-Adapter ---
+
+
+@pytest.fixture
+def ip_pipe(tiny_sd, adapter, tmp_path):
+    """A fresh pipeline (the IP-Adapter changes its U-Net's processors) with a tiny IP-Adapter loaded from a folder."""
+    from tests.helpers import save_tiny_ip_adapter
+
+    parts = tiny_sd.components
+    pipe = HarivoPipeline(
+        parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["unet"], adapter, DDIMScheduler()
+    )
+    pipe.set_progress_bar_config(disable=True)
+    plain = run(pipe)
+    weight_name = save_tiny_ip_adapter(pipe.unet, tmp_path)
+    pipe.load_ip_adapter(str(tmp_path), subfolder="", weight_name=weight_name, image_encoder_folder="image_encoder")
+    return pipe, plain
+
+
+def test_ip_adapter_image_steers_the_video_and_scale_zero_is_without_it(ip_pipe):
+    pipe, plain = ip_pipe
+    image = np.full((32, 32, 3), 200, np.uint8)
+    steered = run(pipe, ip_adapter_image=image)  # the subject-mask capture runs too (the adapter has a path)
+    assert steered.shape == plain.shape and (steered - plain).abs().amax() > 1e-3
+    embeds = pipe.prepare_ip_adapter_image_embeds(image, None, torch.device("cpu"), 1, True)
+    torch.testing.assert_close(run(pipe, ip_adapter_image_embeds=embeds), steered)
+    pipe.set_ip_adapter_scale(0.0)
+    torch.testing.assert_close(run(pipe, ip_adapter_image=image), plain, atol=1e-4, rtol=0)
+    pipe.enable_free_noise(context_length=4, context_stride=2)  # windows pass the image embeddings on
+    try:
+        assert run(pipe, ip_adapter_image=image, num_frames=7).shape == (1, 7, 3, 16, 16)
+    finally:
+        pipe.disable_free_noise()
+    pipe.unload_ip_adapter()
+    torch.testing.assert_close(run(pipe), plain, atol=1e-4, rtol=0)
+
+
+def test_ip_adapter_image_without_an_ip_adapter_says_what_to_load(pipe):
+    with pytest.raises(ValueError, match="load_ip_adapter") as error:
+        run(pipe, ip_adapter_image=np.zeros((32, 32, 3), np.uint8))
+    assert "\n" not in str(error.value)
