@@ -519,3 +519,14 @@ def test_ip_adapter_image_without_an_ip_adapter_says_what_to_load(pipe):
     with pytest.raises(ValueError, match="load_ip_adapter") as error:
         run(pipe, ip_adapter_image=np.zeros((32, 32, 3), np.uint8))
     assert "\n" not in str(error.value)
+
+
+def test_every_workflow_runs_with_mg_sampling_and_the_motion_path(pipe, video2video, image2video, clip):
+    call = {"mg_scale": 5.0, "mg_energy": "motion_path", "num_frames": 4}
+    video = list(clip[0][:4])
+    outputs = [
+        run(pipe, {0: RED, 3: BLUE}, **call),
+        run(video2video, video=video, strength=0.5, motion_path="video", **call),
+        run(image2video, image=clip[0][0], **call),
+    ]
+    assert all(out.shape == (1, 4, 3, 16, 16) and torch.isfinite(out).all() for out in outputs)
