@@ -196,7 +196,8 @@ def test_video_to_video_runs_the_last_strength_share_of_the_steps(video2video, c
 
 def test_video_to_video_starts_from_the_input_noised_to_the_strength_step(video2video, clip):
     frames = to_tensor_frames(clip[0])
-    target = video2video.encode_frames(frames)[None]
+    with torch.no_grad():
+        target = video2video.encode_frames(frames)[None]
     starts = []
     original = video2video._initial_latents
 
@@ -288,7 +289,8 @@ def test_image_to_video_keeps_the_image_as_the_first_frame(image2video, clip, sc
 
 def test_image_to_video_starts_every_frame_from_the_image(image2video, clip):
     image = to_tensor_frames(clip[0][:1])[0]
-    target = image2video.encode_frames(image[None])[None]  # (1, C, 1, h, w)
+    with torch.no_grad():
+        target = image2video.encode_frames(image[None])[None]  # (1, C, 1, h, w)
     starts = []
     original = image2video._initial_latents
 
