@@ -505,7 +505,7 @@ def generate(args: argparse.Namespace) -> None:
 def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
     """The prompt (a keyframe dict with --prompt-at), the frame count and the --video / --image inputs of the call,
     read and checked before any model loads."""
-    from .video_io import read_frames
+    from .video_io import read_frames, read_image
 
     if args.strength is not None and not (args.video or args.image):
         raise ValueError("--strength needs --video or --image (the input it re-generates).")
@@ -555,20 +555,6 @@ def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
         options["ip_adapter_image"] = read_image(args.ip_adapter_image)
     options["num_frames"] = 16 if num_frames is None else num_frames
     return options
-
-
-def read_image(path: str) -> "PIL.Image.Image":  # noqa: F821 (PIL is imported when needed)
-    """An RGB image from a file, or a one-line error naming what is wrong."""
-    import PIL.Image
-
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist: give an image file (.png, .jpg, ...).")
-    try:
-        with PIL.Image.open(file) as image:
-            return image.convert("RGB")
-    except (OSError, PIL.UnidentifiedImageError) as error:
-        raise ValueError(f"{file} is not a readable image ({error}).") from None
 
 
 def _workflow_pipeline(pipe, workflow: dict):

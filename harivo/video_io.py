@@ -114,6 +114,18 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Pat
     return path
 
 
+def read_image(path: str | os.PathLike) -> PIL.Image.Image:
+    """An RGB image from a file (e.g. the first frame of image-to-video), or a one-line error naming what is wrong."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist: give an image file (.png, .jpg, ...).")
+    try:
+        with PIL.Image.open(file) as image:
+            return image.convert("RGB")
+    except (OSError, PIL.UnidentifiedImageError) as error:
+        raise ValueError(f"{file} is not a readable image ({error}).") from None
+
+
 def read_frames(path: str | os.PathLike) -> list[PIL.Image.Image]:
     """
     Frames from a folder of images (sorted by file name) or from a video file (every frame), e.g. the condition
@@ -129,14 +141,7 @@ def read_frames(path: str | os.PathLike) -> list[PIL.Image.Image]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); put one image per frame in it.")
-        frames = []
-        for file in files:
-            try:
-                with PIL.Image.open(file) as image:
-                    frames.append(image.convert("RGB"))
-            except (OSError, PIL.UnidentifiedImageError) as error:
-                raise ValueError(f"{file} is not a readable image ({error}).") from None
-        return frames
+        return [read_image(file) for file in files]
     if path.suffix.lower() not in (*VIDEO_SUFFIXES, ".gif"):
         raise ValueError(f"{path} is neither a folder of images nor a video ({', '.join(VIDEO_SUFFIXES)}, .gif).")
     import av
