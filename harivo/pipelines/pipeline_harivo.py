@@ -549,7 +549,8 @@ class HarivoPipeline(
     _added_cond_kwargs = None  # the IP-Adapter's image embeddings, during a call
 
     @contextlib.contextmanager
-    def _capturing(self, capture, added_cond_kwargs=None):
+    def _during_call(self, capture, added_cond_kwargs=None):
+        """Hold the call's token capture and IP-Adapter image embeddings for `_denoise`; nothing outlives the call."""
         self._token_capture, self._added_cond_kwargs = capture, added_cond_kwargs
         try:
             yield
@@ -841,7 +842,7 @@ class HarivoPipeline(
             with (
                 self.progress_bar(total=len(timesteps)) as progress_bar,
                 capture as captured,
-                self._capturing(captured, added_cond_kwargs),
+                self._during_call(captured, added_cond_kwargs),
             ):
                 for i, t in enumerate(timesteps):
                     self._step_index = i
