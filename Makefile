@@ -16,4 +16,4 @@ quality:
 	$(PY) -m ruff check $(CHECK_DIRS)
 
 test:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto

@@ -1,6 +1,7 @@
-"""Command line: `harivo generate`, `harivo train`, `harivo eval` and `harivo eval-videos`."""
+"""Command line: `harivo generate`, `ui`, `train`, `dreambooth`, `eval` and `eval-videos`."""
 
 import argparse
+import json
 import logging
 import math
 import re
@@ -8,8 +9,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import (
     CheckpointFileError,
@@ -19,7 +19,21 @@ from .errors import (
     TrainingDivergedError,
 )
 from .loading import WEIGHT_SUFFIXES
-from .schedulers import SCHEDULERS, default_guidance_rescale, make_scheduler
+
+if TYPE_CHECKING:
+    import torch
+
+# Only the standard library and harivo's light modules are imported here: `harivo --help` answers at once, and torch,
+# diffusers and transformers load when a command needs them.
+SCHEDULER_NAMES = (
+    "ddim",
+    "ddpm",
+    "pndm",
+    "euler",
+    "euler-ancestral",
+    "dpm-solver++",
+    "unipc",
+)  # schedulers.SCHEDULERS
 
 # Library messages that are noise in a command-line run (they are about optional backends, not about the result)
 NOISE = (
@@ -44,15 +58,24 @@ TEMPORAL_WINDOW_HELP = (
 )
 PATH_WINDOW_HELP = "Fraction of the schedule with the motion-path projection (default: the adapter's, else 0 0.5)."
 GUIDANCE_RESCALE_HELP = "Rescale of the guided output, 0-1 (default: 0.7 for zero-terminal-SNR models, else 0)."
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harivo", description="HARIVO text-to-video on a frozen SD-1.5-class model.")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="Generate a video from a text prompt.")
-    gen.add_argument("prompt", help="What the video shows (from frame 0, with --prompt-at).")
-    gen.add_argument("-o", "--output", default="out.mp4", help="Output file, .mp4 or .gif (default: out.mp4).")
+    gen.add_argument("prompt", nargs="?", help="What the video shows (from frame 0, with --prompt-at).")
+    gen.add_argument(
+        "-o", "--output", default=None,
+        help="Output file, .mp4 or .gif (default: out.mp4; with --from, NAME-again.mp4 beside the original). Its"
+        " settings go beside it as OUTPUT.json and into its metadata.",
+    )  # fmt: skip
+    gen.add_argument(
+        "--from", dest="from_settings", default=None, metavar="SETTINGS",
+        help="Make a video again from the settings another run wrote (out.mp4.json, or the video itself); options"
+        " given as well override the file's (e.g. --seed).",
+    )  # fmt: skip
     _add_model_arguments(gen)
     gen.add_argument("--negative-prompt", default=None, help="What the video should not show.")
     gen.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
@@ -239,6 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Resume checkpoints with pickled training state (harivo < 0.1.1); unpickling can run code.",
     )
+    ui = commands.add_parser(
+        "ui", help="A local web app (Gradio) on one model: prompt, settings, the video and how it was made."
+    )
+    _add_model_arguments(ui)
+    ui.add_argument(
+        "--controlnet", action="append", default=None, metavar="DIR",
+        help="A ControlNet for condition videos given in the page (default with the embedded model: the Shapes one).",
+    )  # fmt: skip
+    ui.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cuda if available).")
+    ui.add_argument("--dtype", choices=DTYPES, default=None, help="Default: float16 on GPU, float32 on CPU.")
+    ui.add_argument("--host", default="127.0.0.1", help="Address to serve on (default: 127.0.0.1, this machine only).")
+    ui.add_argument("--port", type=int, default=7860, help="Port (default: 7860).")
+    ui.add_argument("--share", action="store_true", help="Also ask Gradio for a public link (off by default).")
+    ui.add_argument(
+        "-o",
+        "--output-dir",
+        default="outputs/ui",
+        help="Where the videos and their settings go (default: outputs/ui).",
+    )
+    parser.subcommands = commands.choices  # `--from` re-reads the generate parser with the file's settings
     return parser
 
 
@@ -315,15 +358,17 @@ def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
 
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scheduler", default=None, help=f"Sampler: {', '.join(SCHEDULERS)} (default: the model's).")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cuda if available).")
     parser.add_argument(
-        "--dtype", choices=tuple(DTYPES), default=None, help="Default: float16 on GPU, float32 on CPU."
+        "--scheduler", default=None, help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (default: the model's)."
     )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cuda if available).")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="Default: float16 on GPU, float32 on CPU.")
 
 
-def resolve_device(name: str | None) -> torch.device:
+def resolve_device(name: str | None) -> "torch.device":
     """`--device` as a `torch.device` that exists on this machine, or a one-line `ValueError`."""
+    import torch
+
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -342,13 +387,17 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def _runtime(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+def _runtime(args: argparse.Namespace) -> tuple["torch.device", "torch.dtype"]:
+    import torch
+
     device = resolve_device(args.device)
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     return device, dtype
 
 
-def _prepare_pipeline(pipe, args: argparse.Namespace, device: torch.device):
+def _prepare_pipeline(pipe, args: argparse.Namespace, device: "torch.device"):
+    from .schedulers import make_scheduler
+
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler)
     return pipe.to(device)
@@ -392,8 +441,6 @@ def train(args: argparse.Namespace) -> None:
 
 def dreambooth(args: argparse.Namespace) -> None:
     """`harivo dreambooth`: the DreamBooth stage from flags (docs/personalisation.md)."""
-    import json
-
     from .defaults import default_model_paths
     from .training import Trainer, load_config
 
@@ -439,15 +486,27 @@ def base_resolution(base: str) -> int:
     return unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
-def generate(args: argparse.Namespace) -> None:
-    from .video_io import check_output_path, save_video
+class LoadedModel:
+    """
+    The model of the last `generate` call, kept for the next one (`harivo ui` generates many videos on one model);
+    loaded again only when the options that pick it change. Each call runs on its own pipeline object over these
+    components, so a call's sampler, windows or FreeInit never reach the next call.
+    """
 
-    # Everything that can be checked without the model is checked before loading it
-    check_output_path(args.output, args.fps)
-    check_seed(args.seed)
-    control = _control_options(args)
-    workflow = _workflow_options(args, bool(control))
-    device, dtype = _runtime(args)
+    def __init__(self):
+        self.key, self.pipe = None, None
+
+    def get(self, args: argparse.Namespace, dtype: "torch.dtype"):
+        key = (args.base_model, args.base_config, args.adapter, tuple(_controlnets(args) or ()), tuple(args.lora or ()),
+               args.ip_adapter, args.ip_adapter_scale, args.allow_pickle, str(dtype))  # fmt: skip
+        if key != self.key:
+            self.key, self.pipe = None, None  # the old model goes before the new one loads
+            self.pipe, self.key = load_model(args, dtype), key
+        return self.pipe
+
+
+def load_model(args: argparse.Namespace, dtype: "torch.dtype"):
+    """The pipeline of the model options (`--base-model`, `--adapter`, `--controlnet`, `--lora`, `--ip-adapter`)."""
     loras = parse_loras(args.lora)
     pipe = _load_pipeline(
         args.base_model, args.adapter, _controlnets(args), args.base_config, allow_pickle=args.allow_pickle,
@@ -461,7 +520,31 @@ def generate(args: argparse.Namespace) -> None:
         )
         if args.ip_adapter_scale is not None:
             pipe.set_ip_adapter_scale(args.ip_adapter_scale)
-    pipe = _prepare_pipeline(_workflow_pipeline(pipe, workflow), args, device)
+    return pipe
+
+
+def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step=None) -> Path:
+    """`harivo generate`: write the video and its settings (`<output>.json`, and in the video's metadata); returns
+    the video's path. `model` keeps the loaded model for later calls, `on_step(done, total)` is told of each
+    denoising step (`harivo ui`'s progress bar)."""
+    import torch
+
+    from . import __version__
+    from .settings import record, write_settings
+    from .video_io import check_output_path, save_video
+
+    # Everything that can be checked without the model is checked before loading it
+    if not args.prompt:
+        raise ValueError("Give a prompt (what the video shows), or --from the settings of an earlier video.")
+    output = args.output or "out.mp4"
+    check_output_path(output, args.fps)
+    check_seed(args.seed)
+    control = _control_options(args)
+    workflow = _workflow_options(args, bool(control))
+    device, dtype = _runtime(args)
+    parse_loras(args.lora)
+    loaded = (model or LoadedModel()).get(args, dtype)
+    pipe = _prepare_pipeline(_workflow_pipeline(loaded, workflow), args, device)
     prompt = workflow.pop("prompt")
     for text in prompt.values() if isinstance(prompt, dict) else [prompt]:
         warn_truncated(pipe.tokenizer, text)
@@ -478,6 +561,11 @@ def generate(args: argparse.Namespace) -> None:
         workflow["motion_path"] = torch.arange(max(num_frames, 1))[:, None] * torch.tensor(args.motion)
     elif args.control_path:
         workflow["motion_path"] = "control"
+    guidance_rescale = _guidance_rescale(args.guidance_rescale, pipe.scheduler)
+    if on_step is not None:
+        workflow["callback_on_step_end"] = lambda call, step, timestep, tensors: (
+            on_step(step + 1, call.num_timesteps) or {}
+        )
     start = time.perf_counter()
     frames = pipe(
         prompt,
@@ -487,7 +575,7 @@ def generate(args: argparse.Namespace) -> None:
         width=args.width,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
-        guidance_rescale=_guidance_rescale(args.guidance_rescale, pipe.scheduler),
+        guidance_rescale=guidance_rescale,
         mg_scale=args.mg_scale,
         mg_window=tuple(args.mg_window),
         mg_energy=args.mg_energy,
@@ -498,8 +586,18 @@ def generate(args: argparse.Namespace) -> None:
         **control,
         **workflow,
     ).frames[0]
-    path = save_video(frames, args.output, fps=args.fps)
-    print(f"Wrote {path} ({len(frames)} frames, {time.perf_counter() - start:.1f} s on {device}).")
+    seconds = time.perf_counter() - start
+    resolved = {
+        "video": str(Path(output).resolve()), "frames": len(frames), "height": frames[0].height,
+        "width": frames[0].width, "scheduler": type(pipe.scheduler).__name__, "guidance_rescale": guidance_rescale,
+        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "sampling_seconds": round(seconds, 2),
+        "harivo": __version__, "torch": torch.__version__,
+    }  # fmt: skip
+    settings = record(vars(args), resolved)
+    path = save_video(frames, output, fps=args.fps, comment=json.dumps(settings))
+    write_settings(path, settings)
+    print(f"Wrote {path} and its settings ({len(frames)} frames, {seconds:.1f} s of sampling on {device}).")
+    return path
 
 
 def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
@@ -558,14 +656,15 @@ def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
 
 
 def _workflow_pipeline(pipe, workflow: dict):
-    """The pipeline for the call's inputs: video-to-video or image-to-video on the loaded components."""
+    """A pipeline of its own for this call, over the loaded components: video-to-video or image-to-video for the
+    call's inputs, else one of the loaded pipeline's class."""
     from .pipelines import HarivoImageToVideoPipeline, HarivoVideoToVideoPipeline
 
     if "video" in workflow:
         return HarivoVideoToVideoPipeline.from_pipe(pipe)
     if "image" in workflow:
         return HarivoImageToVideoPipeline.from_pipe(pipe)
-    return pipe
+    return type(pipe).from_pipe(pipe)
 
 
 def _long_videos(pipe, num_frames: int, context_length: int | None, context_stride: int | None) -> None:
@@ -712,8 +811,6 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def evaluate_videos(args: argparse.Namespace) -> None:
     import csv
-    import json
-    from pathlib import Path
 
     from .data.webvid import decode_frames
 
@@ -756,6 +853,8 @@ def evaluate_videos(args: argparse.Namespace) -> None:
 
 def _guidance_rescale(value: float | None, scheduler) -> float:
     """`--guidance-rescale` if given, else what the model's schedule wants (`default_guidance_rescale`)."""
+    from .schedulers import default_guidance_rescale
+
     return default_guidance_rescale(scheduler) if value is None else value
 
 
@@ -829,10 +928,54 @@ def quiet_libraries() -> None:
             handler.setFormatter(logging.Formatter("warning: %(message)s"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    quiet_libraries()
+# The errors a command reports as one line (what to change), not as a traceback
+USER_ERRORS = (
+    HarivoLoadError,
+    IncompatibleAdapterError,
+    CheckpointFileError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    PermissionError,
+    TrainingDivergedError,
+    SamplingDivergedError,
+    MemoryError,
+)
+
+
+def parse_generate(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace):
+    """`harivo generate --from SETTINGS ...`: the file's options, overridden by those given on the command line."""
+    from .settings import read_settings
+
+    command = parser.subcommands["generate"]
+    known = {action.dest for action in command._actions} - {"help"}
+    options = read_settings(args.from_settings, known)
+    command.set_defaults(**options)
     try:
+        args = parser.parse_args(argv)
+    finally:
+        command.set_defaults(**{action.dest: action.default for action in command._actions if action.dest in options})
+    if args.output is None:  # beside the original, never over it
+        source = Path(args.from_settings)
+        name = source.name.removesuffix(".json")
+        original = source.with_name(name)
+        args.output = str(original.with_name(f"{original.stem}-again{original.suffix or '.mp4'}"))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate" and args.from_settings:
+            args = parse_generate(parser, argv, args)
+        if args.command == "ui":
+            from .ui import launch
+
+            launch(args)
+            return
+        quiet_libraries()
         if args.command == "generate":
             generate(args)
         elif args.command == "train":
@@ -843,19 +986,7 @@ def main(argv: list[str] | None = None) -> None:
             evaluate(args)
         elif args.command == "eval-videos":
             evaluate_videos(args)
-    except (
-        HarivoLoadError,
-        IncompatibleAdapterError,
-        CheckpointFileError,
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        IsADirectoryError,
-        PermissionError,
-        TrainingDivergedError,
-        SamplingDivergedError,
-        MemoryError,
-    ) as error:
+    except USER_ERRORS as error:
         message = " ".join(str(error).split())  # one line, whatever the library wrote
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(1) from None

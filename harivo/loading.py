@@ -1,23 +1,27 @@
 """Loading helpers: weight-format policy (safetensors unless pickle is opted into) and readable load errors."""
 
+import functools
 import os
 import pickle
 import warnings
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import snapshot_download
-
 from .errors import HarivoLoadError
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
-try:  # diffusers that renamed `torch_dtype` to `dtype` (and warns on the old name)
-    from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
 
-    DTYPE_ARGUMENT = "dtype"
-except ImportError:
-    DTYPE_ARGUMENT = "torch_dtype"
+
+@functools.cache
+def dtype_argument_name() -> str:
+    """`from_pretrained`'s name for the dtype in this diffusers version: `dtype` where diffusers renamed `torch_dtype`
+    (and warns on the old name), else `torch_dtype`. Asked on first use, so that importing this module stays light."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
 
 
 def dtype_argument(kwargs: dict) -> dict:
@@ -25,7 +29,7 @@ def dtype_argument(kwargs: dict) -> dict:
     dtype = kwargs.pop("torch_dtype", None)
     dtype = kwargs.pop("dtype", None) if dtype is None else dtype
     if dtype is not None:
-        kwargs[DTYPE_ARGUMENT] = dtype
+        kwargs[dtype_argument_name()] = dtype
     return kwargs
 
 
@@ -96,6 +100,8 @@ def resolve_model_path(name_or_path: str | os.PathLike, what: str, **download_kw
     if looks_like_local_path(text):
         raise HarivoLoadError(f"The {what} path {text!r} does not exist.")
     try:
+        from huggingface_hub import snapshot_download
+
         return Path(snapshot_download(text, **download_kwargs))
     except Exception as error:  # huggingface_hub raises many types: offline, 404, auth, ...
         raise HarivoLoadError(

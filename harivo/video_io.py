@@ -8,9 +8,9 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import torch
-from diffusers.utils import export_to_gif, export_to_video
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
+CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}  # else H.264 (imageio's default), which WebM cannot hold
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FrameInput = list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
@@ -77,7 +77,7 @@ def check_output_path(path: str | os.PathLike, fps: int = 8) -> Path:
     return path
 
 
-def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Path:
+def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8, comment: str | None = None) -> Path:
     """
     Write frames to `.mp4` (or another ffmpeg container: `.webm`, `.mov`, `.mkv`, `.avi`) or `.gif`.
 
@@ -88,6 +88,8 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Pat
         frames: Any input `to_numpy_frames` accepts.
         path (`str` or `os.PathLike`): Output file; its suffix picks the format.
         fps (`int`, defaults to 8): Frames per second.
+        comment (`str`, *optional*): Text stored in the file's metadata (the container's comment tag, the GIF
+            comment), e.g. the settings that made the video; `read_video_comment` reads it back.
 
     Returns:
         `Path`: The written file.
@@ -104,14 +106,39 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8) -> Pat
     partial.chmod(0o666 & ~umask)  # what a plain open() would give, not mkstemp's owner-only mode
     try:
         if suffix == ".gif":
-            export_to_gif(images, str(partial), fps=fps)
+            images[0].save(
+                partial, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0, optimize=False,
+                comment=(comment or "").encode(),
+            )  # fmt: skip
         else:
+            import imageio.v2 as imageio
+
+            metadata = ["-metadata", f"comment={comment}"] if comment else None
             # macro_block_size=1 keeps the exact size (small Shapes-world frames are not multiples of 16)
-            export_to_video(images, str(partial), fps=fps, macro_block_size=1)
+            with imageio.get_writer(
+                partial, fps=fps, codec=CODECS.get(suffix, "libx264"), quality=5.0, macro_block_size=1,
+                output_params=metadata, format="FFMPEG",
+            ) as writer:  # fmt: skip
+                for image in images:
+                    writer.append_data(np.asarray(image))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def read_video_comment(path: str | os.PathLike) -> str | None:
+    """The comment `save_video` stored in a video's metadata, or `None` where it has none."""
+    path = Path(path)
+    if path.suffix.lower() == ".gif":
+        with PIL.Image.open(path) as image:
+            comment = image.info.get("comment")
+        return comment.decode() if comment else None
+    import av
+
+    with av.open(str(path)) as container:
+        tags = {key.lower(): value for key, value in container.metadata.items()}
+    return tags.get("comment") or None
 
 
 def read_image(path: str | os.PathLike) -> PIL.Image.Image:

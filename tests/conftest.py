@@ -1,5 +1,7 @@
 """Tiny real components (random weights), built once per test session, saved in diffusers layout."""
 
+import os
+
 import pytest
 import torch
 from diffusers.utils import logging as diffusers_logging
@@ -8,6 +10,8 @@ from harivo.models import HarivoAdapter, HarivoUNet
 from harivo.utils.tiny import tiny_stable_diffusion
 
 diffusers_logging.set_verbosity_error()
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers share the machine's cores
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

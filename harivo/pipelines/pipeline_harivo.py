@@ -29,12 +29,12 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 
 from ..errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError
 from ..loading import (
-    DTYPE_ARGUMENT,
     PICKLE_SUFFIXES,
     WEIGHT_SUFFIXES,
     check_weight_format,
     describe_load_error,
     dtype_argument,
+    dtype_argument_name,
     resolve_model_path,
 )
 from ..models.adapter import HarivoAdapter
@@ -187,7 +187,7 @@ class HarivoPipeline(
             adapter = HarivoAdapter.from_pretrained(
                 adapter,
                 allow_pickle=allow_pickle,
-                torch_dtype=kwargs.get(DTYPE_ARGUMENT),
+                torch_dtype=kwargs.get(dtype_argument_name()),
                 variant=kwargs.get("variant"),
             )
         if adapter is not None:
@@ -282,7 +282,7 @@ class HarivoPipeline(
         dtype_argument(kwargs)
         if isinstance(adapter, str | os.PathLike):
             adapter = HarivoAdapter.from_pretrained(
-                adapter, allow_pickle=allow_pickle, torch_dtype=kwargs.get(DTYPE_ARGUMENT)
+                adapter, allow_pickle=allow_pickle, torch_dtype=kwargs.get(dtype_argument_name())
             )
         kwargs.setdefault("local_files_only", True)  # `config` is local by now
         try:

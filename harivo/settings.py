@@ -1,0 +1,111 @@
+"""What made a video: the settings `harivo generate` (and `harivo ui`) write beside each output, and reading them back
+for `harivo generate --from`.
+
+The file `<output>.json` (e.g. `out.mp4.json`) holds every option of the command, with paths made absolute, plus what
+the run resolved (the sampler, the device, the harivo and torch versions); the same text is stored in the video's
+metadata, so a video that lost its `.json` still says how it was made.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+FORMAT = "harivo-generate/1"
+# Options that name files or folders: stored as absolute paths, so `--from` works from any folder
+PATH_OPTIONS = ("base_model", "base_config", "adapter", "video", "image", "ip_adapter", "ip_adapter_image")
+PATH_LIST_OPTIONS = ("control", "controlnet")
+# Options that say where and how to write, not what to make: not stored
+NOT_STORED = ("command", "output", "from_settings", "skip_memory_check")
+
+
+def settings_path(video: str | os.PathLike) -> Path:
+    """Where the settings of `video` go: `out.mp4` -> `out.mp4.json`."""
+    video = Path(video)
+    return video.with_name(video.name + ".json")
+
+
+def _absolute(value: str | None) -> str | None:
+    """A local path made absolute; a hub id (no such file here) stays as it is."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
+def record(options: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """
+    The settings of one `harivo generate` run.
+
+    Args:
+        options: The command's options (`vars(args)`); paths are made absolute, output-only options dropped.
+        resolved: What the run chose where an option was left to its default (sampler, device, dtype, ...), for
+            the reader; `--from` does not read it.
+    """
+    stored = {key: value for key, value in options.items() if key not in NOT_STORED}
+    for key in PATH_OPTIONS:
+        if key in stored:
+            stored[key] = _absolute(stored[key])
+    for key in PATH_LIST_OPTIONS:
+        if stored.get(key):
+            stored[key] = [_absolute(value) for value in stored[key]]
+    if stored.get("lora"):  # PATH[:SCALE]: the path part made absolute, the scale kept
+        stored["lora"] = [_absolute_lora(value) for value in stored["lora"]]
+    stored = {key: list(value) if isinstance(value, tuple) else value for key, value in stored.items()}
+    return {"format": FORMAT, "options": stored, "resolved": resolved}
+
+
+def _absolute_lora(value: str) -> str:
+    path, _, scale = value.rpartition(":")
+    if path and Path(path).expanduser().exists():
+        return f"{_absolute(path)}:{scale}"
+    return _absolute(value)
+
+
+def write_settings(video: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """Write `settings` as `<video>.json`; returns its path."""
+    path = settings_path(video)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+    return path
+
+
+def read_settings(path: str | os.PathLike, known: set[str]) -> dict[str, Any]:
+    """
+    The options stored by `record`, from a settings file or from a video (its `.json` beside it, else its metadata).
+
+    Args:
+        path: `out.mp4.json`, or `out.mp4` itself.
+        known: The option names the reader accepts (`harivo generate`'s); any other raises a one-line `ValueError`
+            (a file from a newer harivo, or not a settings file).
+    """
+    from .video_io import VIDEO_SUFFIXES, read_video_comment
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"--from {path}: no such file (give a video's .json settings or the video itself).")
+    if file.suffix.lower() in (*VIDEO_SUFFIXES, ".gif"):
+        beside = settings_path(file)
+        text = beside.read_text() if beside.is_file() else read_video_comment(file)
+        if text is None:
+            raise ValueError(
+                f"--from {path}: the video has no {beside.name} beside it and no settings in its metadata."
+            )
+    else:
+        text = file.read_text()
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--from {path}: not a settings file ({error.msg} at line {error.lineno}).") from None
+    if (
+        not isinstance(settings, dict)
+        or settings.get("format") != FORMAT
+        or not isinstance(settings.get("options"), dict)
+    ):
+        raise ValueError(f"--from {path}: not a harivo generate settings file (expected format {FORMAT!r}).")
+    options = settings["options"]
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"--from {path}: unknown option(s) {', '.join(unknown)} (written by another harivo version?); remove them."
+        )
+    return options

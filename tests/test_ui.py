@@ -1,0 +1,123 @@
+"""`harivo ui` driven in a real headless Chromium (Debian's package; nothing downloads a browser), on the embedded
+default model."""
+
+import json
+import shutil
+import socket
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio", reason="the web UI needs Gradio (pip install 'harivo[ui]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests drive Chromium with Playwright")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium here: scripts/test.sh installs Debian's (apt-get install chromium)"
+)
+# Headless, and nothing that reaches for the network (this machine has none: Chromium would retry for each)
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from harivo.cli import build_parser
+    from harivo.ui import launch
+
+    output = tmp_path_factory.mktemp("ui")
+    args = build_parser().parse_args(["ui", "--port", str(free_port()), "-o", str(output)])
+    app = launch(args, block=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, app):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    page.goto(app.local_url)
+    page.wait_for_selector("#prompt textarea", timeout=60_000)
+    return page
+
+
+def fill(page, prompt: str, frames: int, steps: int, seed: int) -> None:
+    page.fill("#prompt textarea", prompt)
+    for name, value in (("frames", frames), ("steps", steps)):
+        page.fill(f"#{name} input[type=number]", str(value))
+        page.keyboard.press("Tab")
+    page.fill("#seed input", str(seed))
+    page.keyboard.press("Tab")
+
+
+def test_generate_in_the_browser_and_download_the_video(app, browser, tmp_path):
+    pages = [open_page(browser, app), open_page(browser, app)]  # two tabs queue on the one model
+    loaded = app.studio.model.pipe
+    for seed, page in enumerate(pages, start=7):
+        fill(page, "a large red circle moving right", frames=6, steps=3, seed=seed)
+        page.click("#generate")
+    for seed, page in enumerate(pages, start=7):
+        page.wait_for_selector("#video video", timeout=120_000)
+        links = page.locator("#download a[download]")
+        links.first.wait_for(timeout=30_000)
+        with page.expect_download() as download:
+            links.first.click()
+        video = tmp_path / f"{seed}.mp4"
+        download.value.save_as(video)
+        assert iio.imread(video, index=None, plugin="pyav").shape == (6, 64, 64, 3)
+        settings = json.loads(app.studio.output_dir.joinpath(download.value.suggested_filename + ".json").read_text())
+        assert settings["options"]["seed"] == seed and settings["options"]["num_frames"] == 6
+        assert f'"seed": {seed}' in page.locator(".cm-content").inner_text()  # the settings, shown beside it
+    assert app.studio.model.pipe is loaded  # no reload between calls
+
+
+def test_a_bad_input_shows_the_cli_error_in_the_page(app, browser):
+    page = open_page(browser, app)
+    fill(page, "a large red circle moving right", frames=8, steps=3, seed=0)
+    page.click("text=Keyframes (prompt travel)")
+    page.fill("#keyframes textarea", "99: a blue square")
+    page.click("#generate")
+    page.get_by_text("keyframe 99 is outside the video's frames 0 to 7").first.wait_for(timeout=60_000)
+    page.fill("#keyframes textarea", "a blue square")
+    page.click("#generate")
+    page.get_by_text("write FRAME: PROMPT").first.wait_for(timeout=60_000)
+
+
+def test_the_form_becomes_the_generate_command(tmp_path):
+    """Uploads are kept beside the videos (the settings point at files that stay); every form field reaches the
+    command line."""
+    from harivo.cli import build_parser
+    from harivo.ui import Studio
+
+    args = build_parser().parse_args(["ui", "-o", str(tmp_path / "out"), "--controlnet", "nets/shapes"])
+    image = tmp_path / "first.png"
+    iio.imwrite(image, np.zeros((8, 8, 3), np.uint8))
+    form = {
+        "prompt": "a red circle", "negative_prompt": "blur", "num_frames": 12, "steps": 20, "guidance_scale": 6.0,
+        "mg_scale": 40, "height": 0, "width": 128, "scheduler": "euler", "seed": 3, "motion": "left", "speed": 2.0,
+        "keyframes": "6: a blue circle\n\n 9 : a green circle", "video": None, "image": str(image), "strength": 0.6,
+        "control": str(image), "control_frames": "0, 11",
+    }  # fmt: skip
+    studio = Studio(args)
+    parsed = studio.parse(studio.command(form))
+    assert (parsed.prompt, parsed.negative_prompt, parsed.num_frames, parsed.steps) == ("a red circle", "blur", 12, 20)
+    assert (parsed.guidance_scale, parsed.mg_scale, parsed.height, parsed.width) == (6.0, 40.0, None, 128)
+    assert (parsed.scheduler, parsed.seed, parsed.motion, parsed.strength) == ("euler", 3, [-2.0, 0.0], 0.6)
+    assert parsed.prompt_at == [["6", "a blue circle"], ["9", "a green circle"]]
+    assert parsed.control_frames == "0,11" and parsed.controlnet == ["nets/shapes"]
+    kept = tmp_path / "out" / "inputs"
+    assert parsed.image == parsed.control[0] and parsed.image.startswith(str(kept)) and len(list(kept.iterdir())) == 1
+    with pytest.raises(ValueError, match="argument --steps: invalid int value"):
+        studio.parse(["a", "--steps", "many"])
