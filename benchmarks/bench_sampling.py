@@ -9,22 +9,31 @@ import argparse
 import time
 
 import torch
-from diffusers import AnimateDiffPipeline, UNet2DConditionModel
+from diffusers import AnimateDiffPipeline, AutoencoderKL, UNet2DConditionModel
 from diffusers.utils import logging as diffusers_logging
 
 from harivo import HarivoAdapter, HarivoPipeline
-from harivo.utils.tiny import tiny_stable_diffusion
+from harivo.utils.tiny import tiny_stable_diffusion, tiny_text_encoder
 
 SIZES = {  # U-Net channels, latent side
     "tiny": ((16, 32), 8),
     "small": ((64, 128, 256), 32),
+    "sd15": ((320, 640, 1280, 1280), 64),  # Stable Diffusion 1.5's U-Net, VAE and text width at 512x512 (GPU)
 }
 
 
 def build(size: str):
     sd = tiny_stable_diffusion()
     channels, latent = SIZES[size]
-    if size != "tiny":
+    if size == "sd15":  # diffusers' defaults are SD 1.5's architecture; random weights
+        torch.manual_seed(0)
+        sd.unet = UNet2DConditionModel(sample_size=latent, cross_attention_dim=768)
+        sd.vae = AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=latent * 8,
+        )  # fmt: skip
+        sd.text_encoder = tiny_text_encoder(len(sd.tokenizer), hidden_size=768)
+    elif size != "tiny":
         torch.manual_seed(0)
         sd.unet = UNet2DConditionModel(
             sample_size=latent,
@@ -68,12 +77,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument("--variants", action="store_true", help="Also MG off with torch.compile and with CPU offload.")
     args = parser.parse_args()
     diffusers_logging.set_verbosity_error()
     device = torch.device(args.device)
     harivo, animatediff, side = build(args.size)
+    dtype = getattr(torch, args.dtype)
     for pipe in (harivo, animatediff):
-        pipe.to(device)
+        pipe.to(device, dtype)
         pipe.set_progress_bar_config(disable=True)
     call = {"prompt": "a red circle moving left", "num_frames": args.frames, "height": side, "width": side}
     call["num_inference_steps"], call["output_type"] = args.steps, "latent"
@@ -86,14 +98,30 @@ def main() -> None:
         ("HarivoPipeline, motion-path projection", harivo, {"motion_path": path, "motion_path_projection": 1.0}),
         ("HarivoPipeline, MG alpha=40, first half", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 0.5)}),
         ("HarivoPipeline, MG alpha=40, every step", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 1.0)}),
-    ]
+        ("HarivoPipeline, MG x0 gradient, every step", harivo,
+         {"mg_scale": 40.0, "mg_window": (0.0, 1.0), "mg_gradient": "x0"}),
+    ]  # fmt: skip
     print(
-        f"size={args.size} device={device} frames={args.frames} {side}x{side}px steps={args.steps} (median of {args.repeats})"
+        f"size={args.size} device={device} dtype={args.dtype} frames={args.frames} {side}x{side}px steps={args.steps}"
+        f" (median of {args.repeats})"
     )
-    print(f"{'configuration':42s} {'s/video':>9s} {'s/step':>8s} {'peak MiB':>9s}")
+    print(f"{'configuration':46s} {'s/video':>9s} {'s/step':>8s} {'peak MiB':>9s}", flush=True)
     for name, pipe, extra in rows:
         seconds, peak = measure(pipe, args.repeats, device, **call, **extra)
-        print(f"{name:42s} {seconds:9.3f} {seconds / args.steps:8.4f} {peak:9.1f}")
+        print(f"{name:46s} {seconds:9.3f} {seconds / args.steps:8.4f} {peak:9.1f}", flush=True)
+    if args.variants and device.type == "cuda":
+        compiled = HarivoPipeline.from_pipe(harivo)
+        compiled.unet = torch.compile(harivo.unet)
+        seconds, peak = measure(compiled, args.repeats, device, **call, mg_scale=0.0)
+        print(
+            f"{'HarivoPipeline, MG off, torch.compile(unet)':46s} {seconds:9.3f} {seconds / args.steps:8.4f} {peak:9.1f}"
+        )
+        offloaded = HarivoPipeline.from_pipe(harivo)
+        offloaded.enable_model_cpu_offload(device=device)
+        seconds, peak = measure(offloaded, args.repeats, device, **call, mg_scale=0.0)
+        print(
+            f"{'HarivoPipeline, MG off, model CPU offload':46s} {seconds:9.3f} {seconds / args.steps:8.4f} {peak:9.1f}"
+        )
 
 
 if __name__ == "__main__":

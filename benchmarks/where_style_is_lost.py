@@ -15,7 +15,8 @@ in `--output` (a rerun continues); `--rescore` scores the cached clips again.
 import argparse
 import hashlib
 import json
-from dataclasses import asdict
+import time
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from harivo.evaluation.suite import (
     render_reference_clips,
     score_clips,
 )
-from harivo.schedulers import default_guidance_rescale
+from harivo.schedulers import default_guidance_rescale, make_scheduler
 
 # Every row states its windows, whatever the adapter recommends (the embedded one: the last two rows' settings)
 ALWAYS = {"temporal_window": (0.0, 1.0), "motion_path_window": (0.0, 0.5)}
@@ -58,11 +59,19 @@ METRICS = {
 }
 
 
-def run_row(pipe, name: str, prompts: list[str], settings: EvalSettings) -> dict:
-    options = dict(ROWS[name])
+def run_row(pipe, options: dict, prompts: list[str], settings: EvalSettings) -> dict:
+    """The clips of one row: `options` are `EvalSettings` fields or pipeline keywords (`frame_by_frame`: the
+    temporal layers bypassed)."""
+    options = dict(options)
     frame_by_frame = options.pop("frame_by_frame", False)
-    fields = {key: options.pop(key) for key in ("motion_path_projection", "mg_scale") if key in options}
-    row_settings = EvalSettings(**{**asdict(settings), **fields, "extra": options})
+    sampler = options.pop("scheduler", None)
+    names = {item.name for item in fields(EvalSettings)} - {"extra"}
+    chosen = {key: options.pop(key) for key in list(options) if key in names}
+    row_settings = EvalSettings(**{**asdict(settings), **chosen, "extra": options})
+    if sampler is not None:  # a pipeline of its own over the same components, with this sampler
+        pipe = type(pipe).from_pipe(pipe)
+        pipe.scheduler = make_scheduler(sampler, pipe.scheduler)
+        pipe.set_progress_bar_config(disable=True)
     if frame_by_frame:
         with pipe.video_unet.temporal_layers_disabled():
             return generate_clips(pipe, prompts, row_settings)
@@ -85,14 +94,22 @@ def model_fingerprint(base_model: str | None, adapter: str | None) -> str:
     return digest.hexdigest()
 
 
-def cache_key(name: str, settings: EvalSettings, prompts: list[str], model: str) -> str:
+def cache_key(options: dict, settings: EvalSettings, prompts: list[str], model: str) -> str:
     """What a cached row depends on: its options, the sampling settings, the prompts and the model."""
-    fields = {"row": repr(ROWS[name]), "settings": asdict(settings), "prompts": prompts, "model": model}
+    fields = {"row": repr(options), "settings": asdict(settings), "prompts": prompts, "model": model}
     return hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(
+    argv: list[str] | None = None,
+    rows: dict[str, dict] = ROWS,
+    output: str = "outputs/where_style_is_lost",
+    metrics: dict[str, str] = METRICS,
+    description: str = __doc__,
+) -> dict:
+    """Sample, score and tabulate `rows` (each cached in `--output`; `seconds_per_clip` is each row's sampling time
+    over its clips)."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--base-model")
     parser.add_argument("--adapter")
     parser.add_argument("--prompts-per-group", type=int, default=6)
@@ -100,9 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="1 prompt per group, 4 frames, 3 steps, 1 seed.")
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--rows", nargs="+", choices=list(rows), default=list(rows))
     parser.add_argument("--rescore", action="store_true", help="Score the cached clips again.")
-    parser.add_argument("--output", default="outputs/where_style_is_lost")
+    parser.add_argument("--output", default=output)
     args = parser.parse_args(argv)
     if args.quick:
         args.prompts_per_group, args.num_frames, args.steps, args.seeds = 1, 4, 3, [0, 1]
@@ -121,31 +138,36 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = [p for group in groups.values() for p in group]
     reference = render_reference_clips(prompts, settings.seeds, settings.num_frames, offset=1000)
     model = model_fingerprint(args.base_model, args.adapter)
-    rows = {}
+    options, rows = rows, {}
     for index, name in enumerate(args.rows):
         clips_file, scores_file = output / f"row-{index}.npz", output / f"row-{index}.json"
-        key = cache_key(name, settings, prompts, model)
+        key = cache_key(options[name], settings, prompts, model)
         if clips_file.is_file() and scores_file.is_file() and json.loads(scores_file.read_text()).get("key") == key:
             stored = np.load(clips_file)
             clips = {int(seed): list(stored[seed]) for seed in stored.files}
-            rows[name] = json.loads(scores_file.read_text())["scores"]
+            cached = json.loads(scores_file.read_text())
+            rows[name], seconds = cached["scores"], cached.get("seconds_per_clip", float("nan"))
             if not args.rescore:
                 continue
         else:
             print(f"== {name}", flush=True)
-            clips = run_row(pipe, name, prompts, settings)
+            start = time.perf_counter()
+            clips = run_row(pipe, options[name], prompts, settings)
+            seconds = (time.perf_counter() - start) / sum(len(videos) for videos in clips.values())
             np.savez_compressed(clips_file, **{str(seed): np.stack(videos) for seed, videos in clips.items()})
         rows[name] = score_clips(clips, groups, reference=reference)
-        scores_file.write_text(
-            json.dumps({"name": name, "options": repr(ROWS[name]), "key": key, "scores": rows[name]})
-        )
+        for values in rows[name].values():
+            values["seconds_per_clip"] = {"mean": seconds, "std": 0.0}
+        record = {"name": name, "options": repr(options[name]), "key": key, "scores": rows[name]}
+        scores_file.write_text(json.dumps({**record, "seconds_per_clip": seconds}))
     base = rows.get("T2I frame by frame")
     for scores in rows.values():
         for group, values in scores.items():
             if base is not None:
                 ratio = values["fidelity"]["mean"] / max(base[group]["fidelity"]["mean"], 1e-9)
                 values["vs T2I"] = {"mean": ratio, "std": 0.0}
-    table = format_table(rows, {"vs T2I": "higher", **METRICS})
+    ratio = {"vs T2I": "higher"} if base is not None else {}
+    table = format_table(rows, {**ratio, **metrics, "seconds_per_clip": "lower"})
     (output / "table.md").write_text(table + "\n")
     (output / "results.json").write_text(json.dumps({"rows": rows, "prompts": groups, "settings": asdict(settings)}))
     print(table)

@@ -76,6 +76,7 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--steps", "0"], "positive integer"),
         (["--motion-path-projection", "2"], "motion_path_projection"),
         (["--mg-energy", "motion_path", "--mg-scale", "40"], "need a path"),
+        (["--mg-gradient", "x0", "--mg-energy", "attention", "--mg-scale", "10"], "energy of the clean latents"),
         (["--motion", "1", "0", "--motion-subject", "zebra"], "not in the prompt"),
         (["--temporal-window", "0.8", "0.2"], "temporal_window"),
         (["--guidance-scale", "nan"], "guidance_scale"),

@@ -99,6 +99,31 @@ def test_regularization_is_zero_at_initialisation_and_positive_once_trained(make
     assert (TemporalRegularizationLoss()(model, step) > 1e-6).all()
 
 
+def test_regularization_on_a_frame_subset_is_exact_for_those_frames(make_model, text_embeds):
+    """`reg_frames`: the image model treats frames on their own, so the subset's loss is those frames' share of the
+    all-frames loss, and the all-frames loss is its average over subsets."""
+    model = make_model(num_frame_tokens=2)
+    randomize_temporal_layers(model.adapter)
+    latents = torch.randn(2, 4, NUM_FRAMES, 8, 8)
+    with torch.no_grad():
+        step = make_step(
+            model_output=model(latents, 5, text_embeds), noisy_latents=latents, encoder_hidden_states=text_embeds
+        )
+        step.timesteps = torch.tensor([5, 5])
+        with model.temporal_layers_disabled():
+            image = model(latents, step.timesteps, text_embeds)
+    per_frame = (step.model_output - image).pow(2).mean(dim=(1, 3, 4))  # (B, F)
+    torch.testing.assert_close(TemporalRegularizationLoss()(model, step), per_frame.mean(dim=1))
+    torch.testing.assert_close(TemporalRegularizationLoss(NUM_FRAMES)(model, step), per_frame.mean(dim=1))
+    torch.manual_seed(7)
+    chosen = torch.randperm(NUM_FRAMES)[:2].sort().values
+    torch.manual_seed(7)
+    subset = TemporalRegularizationLoss(2)(model, step)
+    torch.testing.assert_close(subset, per_frame[:, chosen].mean(dim=1), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="num_frames"):
+        TemporalRegularizationLoss(-1)
+
+
 def test_total_loss_logs_each_term_and_skips_zero_weights(make_model, text_embeds, monkeypatch):
     model = make_model(num_frame_tokens=2)
     scheduler = DDPMScheduler(num_train_timesteps=1000)

@@ -237,6 +237,32 @@ def guide_noise_prediction(
     return noise_pred + shift.to(noise_pred.dtype)
 
 
+MG_GRADIENTS = ("full", "x0")
+
+
+def check_gradient(gradient: str, energy: str) -> None:
+    """Raise a `ValueError` unless `gradient` is one of `MG_GRADIENTS` and can be taken for `energy`."""
+    if gradient not in MG_GRADIENTS:
+        raise ValueError(f"`mg_gradient` must be one of {MG_GRADIENTS}, got {gradient!r}.")
+    if gradient == "x0" and energy == "attention":
+        raise ValueError(
+            "`mg_gradient='x0'` needs an energy of the clean latents; the attention energy's gradient runs through"
+            " the U-Net: use mg_gradient='full' or mg_energy='frame_difference'."
+        )
+
+
+def energy_gradient(original: torch.Tensor, energy: str, path: torch.Tensor | None = None) -> torch.Tensor:
+    """`grad E(x0_hat)` at `original` (`(B, C, F, h, w)`), for the energies of the clean latents: cheap, no model
+    call (`frame_difference`: the temporal second difference, `motion_path`: the same along the path)."""
+    with torch.enable_grad():
+        original = original.detach().requires_grad_(True)
+        value = (
+            frame_difference_energy(original) if energy == "frame_difference" else motion_path_energy(original, path)
+        )
+        (grad,) = torch.autograd.grad(value, original)
+    return grad
+
+
 def check_window(name: str, window: tuple[float, float]) -> None:
     """Raise a `ValueError` unless `window` is a fraction window `(start, end)` with `0 <= start <= end <= 1`."""
     try:

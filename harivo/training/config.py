@@ -76,6 +76,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "harivo.dc_temperature": (0, None, True),
     "harivo.dc_queue_size": (1, None, False),
     "harivo.timestep_bias": (0, None, False),
+    "harivo.reg_frames": (0, None, False),
     "harivo.caption_dropout": (0, 1, False),
     "harivo.validation_num_frames": (1, None, False),
     "harivo.validation_steps": (1, None, False),
@@ -208,6 +209,9 @@ class HarivoStageConfig:
     dc_temperature: float = 0.1
     dc_queue_size: int = 4096
     timestep_bias: float = 0.0  # training-timestep density ∝ (t/T)^bias: 0 uniform, > 0 more high-noise steps
+    reg_frames: int = (
+        0  # L_reg on this many random frames per clip (0: all): its extra forward costs that share [ours]
+    )
     caption_dropout: float = 0.1
     # Recommended sampling with this adapter, saved in it (HarivoAdapter.sampling_defaults): the fraction of the
     # schedule in which the temporal layers run (None: all of it) [ours].

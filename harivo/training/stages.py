@@ -479,6 +479,7 @@ class HarivoStage(Stage):
             dc_queue_size=settings.dc_queue_size,
             embedding_dim=settings.projection_dim,
             timestep_bias=settings.timestep_bias,
+            reg_frames=settings.reg_frames,
         ).to(self.device)
 
     @staticmethod

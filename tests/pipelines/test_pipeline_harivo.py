@@ -98,6 +98,40 @@ def test_mg_reduces_the_temporal_energy_of_the_first_prediction(pipe):
     assert roughness(guided) < roughness(plain)
 
 
+def test_x0_gradient_is_the_full_gradient_of_a_constant_model_output_and_runs_no_backward(pipe, monkeypatch):
+    """`mg_gradient="x0"` is MG's gradient with the model output held constant; it never needs autograd through the
+    U-Net, and guides the video down the same energy."""
+    grad_modes = []
+    hook = pipe.video_unet.register_forward_pre_hook(lambda module, args: grad_modes.append(torch.is_grad_enabled()))
+    try:
+        plain = run(pipe, output_type="latent", num_inference_steps=4)
+        full = run(pipe, output_type="latent", num_inference_steps=4, mg_scale=100.0, mg_window=(0, 1))
+        assert any(grad_modes)
+        grad_modes.clear()
+        cheap = run(pipe, output_type="latent", num_inference_steps=4, mg_scale=100.0, mg_window=(0, 1),
+                    mg_gradient="x0")  # fmt: skip
+        assert grad_modes and not any(grad_modes)
+    finally:
+        hook.remove()
+
+    def roughness(latents):
+        return (latents[:, :, 1:] - latents[:, :, :-1]).pow(2).mean().item()
+
+    assert roughness(cheap) < roughness(plain) and not torch.equal(cheap, full)
+    # With a model output that does not depend on z_t the two gradients are the same direction: equal videos
+    latents = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    constant = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(pipe, "_predict_noise", lambda *args, **kwargs: constant.clone())
+    pipe.scheduler.set_timesteps(4)
+    t = pipe.scheduler.timesteps[1]
+    guided = {
+        gradient: pipe._mg_guided_noise(latents, t, None, 100.0, "frame_difference", None, gradient=gradient)
+        for gradient in ("full", "x0")
+    }
+    torch.testing.assert_close(guided["x0"], guided["full"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(guided["x0"], constant)
+
+
 @pytest.mark.parametrize("energy", ["frame_difference", "attention"])
 def test_mg_energies_run(pipe, energy):
     assert run(pipe, output_type="pt", mg_scale=40.0, mg_energy=energy).shape == (1, 4, 3, 16, 16)
@@ -162,6 +196,8 @@ def test_callback_can_replace_latents(pipe):
         ({"mg_scale": -1.0}, "mg_scale"),
         ({"mg_window": (0.6, 0.2)}, "mg_window"),
         ({"mg_energy": "flow"}, "mg_energy"),
+        ({"mg_gradient": "half"}, "mg_gradient"),
+        ({"mg_gradient": "x0", "mg_energy": "attention"}, "needs an energy of the clean latents"),
         ({"output_type": "gif"}, "output_type"),
         ({"prompt": None}, "exactly one of"),
         ({"latents": torch.randn(1, 4, 3, 8, 8)}, "latents"),
