@@ -15,6 +15,7 @@ from diffusers.utils import logging as diffusers_logging
 from harivo import HarivoAdapter, HarivoPipeline
 from harivo.utils.tiny import tiny_stable_diffusion, tiny_text_encoder
 
+FULL = {"mg_gradient": "full"}  # the paper's MG gradient, through the U-Net
 SIZES = {  # U-Net channels, latent side
     "tiny": ((16, 32), 8),
     "small": ((64, 128, 256), 32),
@@ -96,8 +97,8 @@ def main() -> None:
         ("diffusers AnimateDiffPipeline", animatediff, {}),
         ("HarivoPipeline, MG off (alpha=0)", harivo, {"mg_scale": 0.0}),
         ("HarivoPipeline, motion-path projection", harivo, {"motion_path": path, "motion_path_projection": 1.0}),
-        ("HarivoPipeline, MG alpha=40, first half", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 0.5)}),
-        ("HarivoPipeline, MG alpha=40, every step", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 1.0)}),
+        ("HarivoPipeline, MG alpha=40, first half", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 0.5), **FULL}),
+        ("HarivoPipeline, MG alpha=40, every step", harivo, {"mg_scale": 40.0, "mg_window": (0.0, 1.0), **FULL}),
         ("HarivoPipeline, MG x0 gradient, every step", harivo,
          {"mg_scale": 40.0, "mg_window": (0.0, 1.0), "mg_gradient": "x0"}),
     ]  # fmt: skip

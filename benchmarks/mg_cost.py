@@ -21,8 +21,8 @@ import where_style_is_lost
 EVERY_STEP = (0.0, 1.0)
 ROWS = {
     "MG off": {},
-    "full gradient, alpha 10, first half (the paper's form)": {"mg_scale": 10.0},
-    "full gradient, alpha 10, every step": {"mg_scale": 10.0, "mg_window": EVERY_STEP},
+    "full gradient, alpha 10, first half (the paper's form)": {"mg_scale": 10.0, "mg_gradient": "full"},
+    "full gradient, alpha 10, every step": {"mg_scale": 10.0, "mg_window": EVERY_STEP, "mg_gradient": "full"},
     "x0 gradient, alpha 10, every step": {"mg_scale": 10.0, "mg_window": EVERY_STEP, "mg_gradient": "x0"},
     "x0 gradient, alpha 40, every step": {"mg_scale": 40.0, "mg_window": EVERY_STEP, "mg_gradient": "x0"},
     "x0 gradient, alpha 100, every step": {"mg_scale": 100.0, "mg_window": EVERY_STEP, "mg_gradient": "x0"},

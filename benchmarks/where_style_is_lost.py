@@ -43,7 +43,7 @@ ROWS = {
     "+ projection, subject only": {**ALWAYS, "motion_path_mask": "subject"},
     "+ temporal layers in the first half": {**ALWAYS, "motion_path_mask": "subject", "temporal_window": (0.0, 0.5)},
     "+ projection on 80 % of the steps": SHIPPED,
-    "+ MG alpha 10": {**SHIPPED, "mg_scale": 10.0},
+    "+ MG alpha 10": {**SHIPPED, "mg_scale": 10.0, "mg_gradient": "full"},
 }
 METRICS = {
     "fidelity": "higher",

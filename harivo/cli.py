@@ -44,6 +44,7 @@ NOISE = (
     "LOAD REPORT",  # transformers lists a text encoder's other LoRAs as "missing" when it loads one more
     "Already found a `peft_config` attribute",  # peft, on a second LoRA: that is what --lora asks for
     "No LoRA keys associated to CLIPTextModel",  # a U-Net-only LoRA (e.g. harivo dreambooth --lora-rank)
+    "__array__ implementation doesn't accept a copy keyword",  # numpy 2 on torch tensors inside diffusers' DPM-Solver
 )
 
 PROJECTION_HELP = (
@@ -59,8 +60,8 @@ TEMPORAL_WINDOW_HELP = (
 PATH_WINDOW_HELP = "Fraction of the schedule with the motion-path projection (default: the adapter's, else 0 0.5)."
 GUIDANCE_RESCALE_HELP = "Rescale of the guided output, 0-1 (default: 0.7 for zero-terminal-SNR models, else 0)."
 MG_GRADIENT_HELP = (
-    "full: MG's gradient through the U-Net (the paper's; a guided step costs ~3 plain ones); x0: the model output held"
-    " constant, no backward (a guided step costs ~1)."
+    "x0 (default): MG's gradient with the model output held constant, no backward (a guided step costs a plain one);"
+    " full: through the U-Net, the paper's (~3 plain steps; the default for --mg-energy attention)."
 )
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -126,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     gen.add_argument("--height", type=int, default=None, help="Height in pixels (default: the model's).")
     gen.add_argument("--width", type=int, default=None, help="Width in pixels (default: the model's).")
-    gen.add_argument("--steps", type=int, default=25, help="Denoising steps (default: 25).")
+    gen.add_argument(
+        "--steps", type=int, default=None,
+        help="Denoising steps (default: what the adapter recommends, 15 with the embedded model; else 25).",
+    )  # fmt: skip
     gen.add_argument("--guidance-scale", type=float, default=7.5, help="Classifier-free guidance (default: 7.5).")
     gen.add_argument("--guidance-rescale", type=float, default=None, help=GUIDANCE_RESCALE_HELP)
     gen.add_argument("--mg-scale", "--alpha", type=float, default=0.0, help="MG guidance alpha; 0 is off (paper: 40).")
@@ -135,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--mg-energy", choices=("frame_difference", "attention", "motion_path"), default="frame_difference"
     )
-    gen.add_argument("--mg-gradient", choices=("full", "x0"), default="full", help=MG_GRADIENT_HELP)
+    gen.add_argument("--mg-gradient", choices=("full", "x0"), default=None, help=MG_GRADIENT_HELP)
     gen.add_argument("--motion-path-projection", type=float, default=None, help=PROJECTION_HELP)
     gen.add_argument("--motion-path-mask", choices=("subject", "frame"), default=None, help=MASK_HELP)
     gen.add_argument(
@@ -192,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--guidance-rescale", type=float, default=None, help=GUIDANCE_RESCALE_HELP)
     evaluate.add_argument("--mg-scale", "--alpha", type=float, default=0.0)
     evaluate.add_argument("--mg-window", type=float, nargs=2, default=(0.0, 0.5), metavar=("START", "END"))
-    evaluate.add_argument("--mg-gradient", choices=("full", "x0"), default="full", help=MG_GRADIENT_HELP)
+    evaluate.add_argument("--mg-gradient", choices=("full", "x0"), default=None, help=MG_GRADIENT_HELP)
     evaluate.add_argument("--motion-path-projection", type=float, default=None, help=PROJECTION_HELP)
     evaluate.add_argument("--motion-path-mask", choices=("subject", "frame"), default=None, help=MASK_HELP)
     evaluate.add_argument("--temporal-window", type=float, nargs=2, default=None, metavar=("START", "END"),
@@ -365,8 +369,10 @@ def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scheduler", default=None, help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (default: the model's)."
-    )
+        "--scheduler", default=None,
+        help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (default for generate: what the adapter recommends, dpm-solver++"
+        " with the embedded model; else the model's).",
+    )  # fmt: skip
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cuda if available).")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="Default: float16 on GPU, float32 on CPU.")
 
@@ -401,11 +407,11 @@ def _runtime(args: argparse.Namespace) -> tuple["torch.device", "torch.dtype"]:
     return device, dtype
 
 
-def _prepare_pipeline(pipe, args: argparse.Namespace, device: "torch.device"):
+def _prepare_pipeline(pipe, scheduler: str | None, device: "torch.device"):
     from .schedulers import make_scheduler
 
-    if args.scheduler:
-        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler)
+    if scheduler:
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler)
     return pipe.to(device)
 
 
@@ -550,7 +556,10 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
     device, dtype = _runtime(args)
     parse_loras(args.lora)
     loaded = (model or LoadedModel()).get(args, dtype)
-    pipe = _prepare_pipeline(_workflow_pipeline(loaded, workflow), args, device)
+    recommended = loaded.adapter.sampling_defaults  # the sampler and steps the adapter was measured best with
+    steps = args.steps if args.steps is not None else recommended.get("num_inference_steps", 25)
+    scheduler = args.scheduler or recommended.get("scheduler")
+    pipe = _prepare_pipeline(_workflow_pipeline(loaded, workflow), scheduler, device)
     prompt = workflow.pop("prompt")
     for text in prompt.values() if isinstance(prompt, dict) else [prompt]:
         warn_truncated(pipe.tokenizer, text)
@@ -579,7 +588,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
         num_frames=num_frames,
         height=args.height,
         width=args.width,
-        num_inference_steps=args.steps,
+        num_inference_steps=steps,
         guidance_scale=args.guidance_scale,
         guidance_rescale=guidance_rescale,
         mg_scale=args.mg_scale,
@@ -596,7 +605,8 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
     seconds = time.perf_counter() - start
     resolved = {
         "video": str(Path(output).resolve()), "frames": len(frames), "height": frames[0].height,
-        "width": frames[0].width, "scheduler": type(pipe.scheduler).__name__, "guidance_rescale": guidance_rescale,
+        "width": frames[0].width, "steps": steps, "scheduler": type(pipe.scheduler).__name__,
+        "guidance_rescale": guidance_rescale,
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "sampling_seconds": round(seconds, 2),
         "harivo": __version__, "torch": torch.__version__,
     }  # fmt: skip
@@ -795,7 +805,7 @@ def evaluate(args: argparse.Namespace) -> None:
             args.base_model, args.adapter, None, args.base_config, allow_pickle=args.allow_pickle, torch_dtype=dtype
         )
         apply_loras(pipe, loras)
-        pipe = _prepare_pipeline(pipe, args, device)
+        pipe = _prepare_pipeline(pipe, args.scheduler, device)
         label = args.adapter or "embedded default model"
         settings.guidance_rescale = _guidance_rescale(args.guidance_rescale, pipe.scheduler)
         if args.frame_by_frame:

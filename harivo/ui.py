@@ -139,7 +139,9 @@ def build_app(studio: Studio):
                     steps = gr.Slider(1, 100, value=25, step=1, label="Steps", elem_id="steps")
                 with gr.Row():
                     guidance = gr.Slider(1, 20, value=7.5, step=0.5, label="Guidance scale")
-                    mg = gr.Slider(0, 100, value=0, step=5, label="MG alpha (0: off; the paper's 40)")
+                    mg = gr.Slider(
+                        0, 100, value=0, step=5, label="MG alpha (0: off; 10 measured best; the paper's 40)"
+                    )
                 with gr.Row():
                     height = gr.Number(0, precision=0, label="Height (0: the model's)", minimum=0)
                     width = gr.Number(0, precision=0, label="Width (0: the model's)", minimum=0)

@@ -106,3 +106,14 @@ def test_the_cli_names_every_sampler():
     from harivo.schedulers import SCHEDULERS
 
     assert tuple(SCHEDULERS) == SCHEDULER_NAMES
+
+
+def test_generate_samples_as_the_adapter_recommends_unless_told(tmp_path):
+    """The embedded adapter recommends DPM-Solver++ in 15 steps (model card, "Fewer steps"); options override it."""
+    main(["generate", "a large red circle moving right", "-o", str(tmp_path / "a.gif"), "--num-frames", "2"])
+    resolved = json.loads(settings_path(tmp_path / "a.gif").read_text())["resolved"]
+    assert (resolved["scheduler"], resolved["steps"]) == ("DPMSolverMultistepScheduler", 15)
+    main(["generate", "a large red circle moving right", "-o", str(tmp_path / "b.gif"), "--num-frames", "2",
+          "--steps", "3", "--scheduler", "ddim"])  # fmt: skip
+    resolved = json.loads(settings_path(tmp_path / "b.gif").read_text())["resolved"]
+    assert (resolved["scheduler"], resolved["steps"]) == ("DDIMScheduler", 3)

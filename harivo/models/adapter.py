@@ -75,27 +75,40 @@ def _add_motion_condition(module: nn.Linear, _args: tuple, output: torch.Tensor)
 
 
 # Pipeline settings an adapter may recommend (`HarivoAdapter.sampling_defaults`): name -> what a value must be.
+# The windows are read by `HarivoPipeline` where a call leaves them unset; the sampler and its number of steps by
+# `harivo generate` / `harivo ui` where the command leaves them unset (a pipeline call keeps diffusers' meaning).
 SAMPLING_DEFAULTS = {
     "temporal_window": "a fraction window [start, end] with 0 <= start <= end <= 1",
     "motion_path_window": "a fraction window [start, end] with 0 <= start <= end <= 1",
+    "scheduler": "a sampler name harivo offers (harivo.schedulers.SCHEDULERS)",
+    "num_inference_steps": "a positive whole number of steps",
 }
 
 
-def check_sampling_defaults(defaults: Any) -> dict[str, tuple]:
-    """`defaults` as `{name: tuple}`, or a one-line `ValueError` naming what is wrong."""
+def check_sampling_defaults(defaults: Any) -> dict[str, Any]:
+    """`defaults` checked (windows as tuples), or a one-line `ValueError` naming what is wrong."""
     if not isinstance(defaults, dict):
         raise ValueError(f"`sampling_defaults` must be an object of {sorted(SAMPLING_DEFAULTS)}, got {defaults!r}.")
     checked = {}
     for name, value in defaults.items():
         if name not in SAMPLING_DEFAULTS:
             raise ValueError(f"Unknown sampling default {name!r}; known: {sorted(SAMPLING_DEFAULTS)}.")
-        try:
-            start, end = (float(v) for v in value)
-        except (TypeError, ValueError):
-            start = end = float("nan")
-        if not 0.0 <= start <= end <= 1.0:
-            raise ValueError(f"Sampling default {name!r} must be {SAMPLING_DEFAULTS[name]}, got {value!r}.")
-        checked[name] = (start, end)
+        if name == "scheduler":
+            from ..schedulers import SCHEDULERS
+
+            valid = value in SCHEDULERS
+        elif name == "num_inference_steps":
+            valid = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        else:
+            try:
+                start, end = (float(v) for v in value)
+            except (TypeError, ValueError):
+                start = end = float("nan")
+            valid = 0.0 <= start <= end <= 1.0
+            value = (start, end)
+        if not valid:
+            raise ValueError(f"Sampling default {name!r} must be {SAMPLING_DEFAULTS[name]}, got {defaults[name]!r}.")
+        checked[name] = value
     return checked
 
 
@@ -384,7 +397,10 @@ class HarivoAdapter(ModelMixin):
         if kwargs.get("variant"):
             manifest["variant"] = kwargs["variant"]
         if self.sampling_defaults:
-            manifest["sampling_defaults"] = {key: list(value) for key, value in self.sampling_defaults.items()}
+            manifest["sampling_defaults"] = {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in self.sampling_defaults.items()
+            }
         (save_directory / ADAPTER_CONFIG_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @classmethod

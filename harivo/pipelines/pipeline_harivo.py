@@ -629,7 +629,7 @@ class HarivoPipeline(
         mg_scale: float = 0.0,
         mg_window: tuple[float, float] = (0.0, 0.5),
         mg_energy: str = "frame_difference",
-        mg_gradient: str = "full",
+        mg_gradient: str | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         cross_attention_kwargs: dict[str, Any] | None = None,
@@ -702,11 +702,12 @@ class HarivoPipeline(
                 the predicted clean latents), `"attention"` (the `L_trsa` distance of self-attention maps) or
                 `"motion_path"` (the adjacent-frame difference after moving each frame along the motion path: MG
                 that keeps content consistent *while it travels* the prompt's path; needs a path) [ours].
-            mg_gradient (`str`, defaults to `"full"`): How the energy's gradient is taken. `"full"` (the paper's):
-                through the U-Net, a forward with gradients and a backward per guided step (about 3 plain steps).
-                `"x0"` [ours]: with the model output held constant, `x0_hat` is linear in `z_t`, so the gradient is
-                the energy's gradient at `x0_hat` (scaled, which the normalisation removes): no backward, a guided
-                step costs a plain one. Not for `mg_energy="attention"`.
+            mg_gradient (`str`, *optional*): How the energy's gradient is taken. `"full"` (the paper's): through
+                the U-Net, a forward with gradients and a backward per guided step (about 3 plain steps). `"x0"`
+                [ours]: with the model output held constant, `x0_hat` is linear in `z_t`, so the gradient is the
+                energy's gradient at `x0_hat` (scaled, which the normalisation removes): no backward, a guided step
+                costs a plain one; measured as steady as `"full"` (README). Defaults to `"x0"`, and to `"full"` for
+                `mg_energy="attention"` (whose maps come from inside the U-Net).
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
             return_dict (`bool`, defaults to `True`): Return an `AnimateDiffPipelineOutput` rather than a tuple.
             cross_attention_kwargs (`dict`, *optional*): Passed to the attention processors (e.g. LoRA `scale`).
@@ -807,6 +808,8 @@ class HarivoPipeline(
             motion_path = prompt_travel.predicted_path(
                 predictor, prompt_embeds[-num_videos:].to(predictor.dtype), num_frames
             ).float()
+        if mg_gradient is None:
+            mg_gradient = "full" if mg_energy == "attention" else "x0"
         mg_sampling.check_gradient(mg_gradient, mg_energy)
         mg_sampling.check_window("temporal_window", temporal_window)
         mg_sampling.check_window("prompt_travel_window", prompt_travel_window)

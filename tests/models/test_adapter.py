@@ -102,13 +102,18 @@ def test_sampling_defaults_are_saved_loaded_and_checked(make_adapter, tmp_path):
     assert adapter.sampling_defaults == {}
     adapter.save_pretrained(tmp_path / "plain")
     assert "sampling_defaults" not in json.loads((tmp_path / "plain" / "harivo_adapter.json").read_text())
-    adapter.sampling_defaults = {"temporal_window": (0.0, 0.5), "motion_path_window": (0.0, 0.8)}
+    adapter.sampling_defaults = {
+        "temporal_window": (0.0, 0.5), "motion_path_window": (0.0, 0.8), "scheduler": "dpm-solver++",
+        "num_inference_steps": 15,
+    }  # fmt: skip
     adapter.save_pretrained(tmp_path / "windowed")
     assert HarivoAdapter.from_pretrained(tmp_path / "windowed").sampling_defaults == adapter.sampling_defaults
     manifest_path = tmp_path / "windowed" / "harivo_adapter.json"
     manifest = json.loads(manifest_path.read_text())
     for bad, message in (({"temporal_window": [0.7, 0.2]}, "fraction window"), ({"guidance": 3}, "Unknown"),
-                         ([1, 2], "must be an object")):  # fmt: skip
+                         ([1, 2], "must be an object"), ({"scheduler": "lms"}, "sampler name"),
+                         ({"num_inference_steps": 0}, "positive whole number"),
+                         ({"num_inference_steps": 2.5}, "positive whole number")):  # fmt: skip
         manifest_path.write_text(json.dumps({**manifest, "sampling_defaults": bad}))
         with pytest.raises(HarivoLoadError, match=message) as error:
             HarivoAdapter.from_pretrained(tmp_path / "windowed")
