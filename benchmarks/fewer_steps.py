@@ -1,4 +1,4 @@
-"""The embedded default model in fewer steps: samplers and step counts against the shipped DDIM 25, side by side.
+"""The embedded default model in fewer steps: samplers and step counts against DDIM in 25 steps, side by side.
 
     python benchmarks/fewer_steps.py            # the embedded default model, 4 prompts per group, 2 seeds (~15 min)
     python benchmarks/fewer_steps.py --quick    # tiny settings, a minute
@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import where_style_is_lost
 
 ROWS = {
-    "ddim, 25 steps (shipped)": {},
+    "ddim, 25 steps (the previous default)": {},
     "ddim, 15 steps": {"num_inference_steps": 15},
-    "dpm-solver++, 15 steps": {"scheduler": "dpm-solver++", "num_inference_steps": 15},
+    "dpm-solver++, 15 steps (the adapter's recommendation)": {"scheduler": "dpm-solver++", "num_inference_steps": 15},
     "dpm-solver++, 10 steps": {"scheduler": "dpm-solver++", "num_inference_steps": 10},
     "unipc, 10 steps": {"scheduler": "unipc", "num_inference_steps": 10},
     "dpm-solver++, 8 steps": {"scheduler": "dpm-solver++", "num_inference_steps": 8},
@@ -36,11 +36,9 @@ METRICS = {
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--quick" not in argv:
-        argv = [*argv, *(["--prompts-per-group", "4"] if "--prompts-per-group" not in argv else [])]
-        argv = [*argv, *(["--seeds", "0", "1"] if "--seeds" not in argv else [])]
-    return where_style_is_lost.main(argv, ROWS, "outputs/fewer_steps", METRICS, __doc__)
+    return where_style_is_lost.main(
+        argv, ROWS, "outputs/fewer_steps", METRICS, __doc__, prompts_per_group=4, seeds=(0, 1)
+    )
 
 
 if __name__ == "__main__":

@@ -106,14 +106,16 @@ def main(
     output: str = "outputs/where_style_is_lost",
     metrics: dict[str, str] = METRICS,
     description: str = __doc__,
+    prompts_per_group: int = 6,
+    seeds: tuple[int, ...] = (0, 1, 2),
 ) -> dict:
     """Sample, score and tabulate `rows` (each cached in `--output`; `seconds_per_clip` is each row's sampling time
     over its clips)."""
     parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--base-model")
     parser.add_argument("--adapter")
-    parser.add_argument("--prompts-per-group", type=int, default=6)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--prompts-per-group", type=int, default=prompts_per_group)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="1 prompt per group, 4 frames, 3 steps, 1 seed.")
