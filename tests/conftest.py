@@ -14,6 +14,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers 
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps one global state per process, and a test that trains leaves it set (e.g. without mixed
+    precision); the parallel workers run tests of every module in any order, so each test ends by clearing it."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd():
     return tiny_stable_diffusion()

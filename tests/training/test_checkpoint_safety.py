@@ -5,17 +5,10 @@ import pickle
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 
 from harivo.errors import CheckpointFileError
 from harivo.training import Trainer
 from tests.training.test_trainer import TINY, read_log, tiny_config
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 class Payload:

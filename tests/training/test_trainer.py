@@ -48,13 +48,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """Accelerate keeps one global state per process; tests that change mixed precision need a fresh one."""
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def tiny_config(stage, output_dir, *overrides):
     common = [f"output_dir={output_dir}", "max_steps=2", "batch_size=2", "checkpoint_every=1", "log_every=1"]
     return load_config(None, [*TINY[stage], *common, "optim.lr_warmup_steps=0", *overrides])
