@@ -251,15 +251,17 @@ def check_gradient(gradient: str, energy: str) -> None:
         )
 
 
+def clean_latent_energy(original: torch.Tensor, energy: str, path: torch.Tensor | None = None) -> torch.Tensor:
+    """`E(x0_hat)` for the energies of the clean latents (`frame_difference`, `motion_path`)."""
+    return frame_difference_energy(original) if energy == "frame_difference" else motion_path_energy(original, path)
+
+
 def energy_gradient(original: torch.Tensor, energy: str, path: torch.Tensor | None = None) -> torch.Tensor:
     """`grad E(x0_hat)` at `original` (`(B, C, F, h, w)`), for the energies of the clean latents: cheap, no model
     call (`frame_difference`: the temporal second difference, `motion_path`: the same along the path)."""
     with torch.enable_grad():
         original = original.detach().requires_grad_(True)
-        value = (
-            frame_difference_energy(original) if energy == "frame_difference" else motion_path_energy(original, path)
-        )
-        (grad,) = torch.autograd.grad(value, original)
+        (grad,) = torch.autograd.grad(clean_latent_energy(original, energy, path), original)
     return grad
 
 

@@ -590,12 +590,11 @@ class HarivoPipeline(
                 output = self._predict_noise(latents_in, t, prompt_embeds, cross_attention_kwargs)
             sample = self.scheduler.scale_model_input(latents_in, t)  # variance-preserving z_t
             epsilon = mg_sampling.epsilon_from_output(output, sample, alpha_bar, prediction_type)
-            if mg_energy == "frame_difference":
-                energy = mg_sampling.frame_difference_energy(mg_sampling.predict_original(sample, epsilon, alpha_bar))
-            elif mg_energy == "motion_path":
-                energy = mg_sampling.motion_path_energy(mg_sampling.predict_original(sample, epsilon, alpha_bar), path)
-            else:
+            if mg_energy == "attention":
                 energy = mg_sampling.attention_energy(capture.attention_maps, latents.shape[2])
+            else:
+                original = mg_sampling.predict_original(sample, epsilon, alpha_bar)
+                energy = mg_sampling.clean_latent_energy(original, mg_energy, path)
             (grad,) = torch.autograd.grad(energy, latents_in)
         guided = mg_sampling.guide_noise_prediction(epsilon.detach(), grad, alpha_bar, mg_scale)
         return mg_sampling.output_from_epsilon(guided, sample.detach(), alpha_bar, prediction_type)
