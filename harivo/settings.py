@@ -56,10 +56,11 @@ def record(options: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def _absolute_lora(value: str) -> str:
-    path, _, scale = value.rpartition(":")
-    if path and Path(path).expanduser().exists():
-        return f"{_absolute(path)}:{scale}"
-    return _absolute(value)
+    """A `--lora PATH[:SCALE]` value with its path made absolute (split as the CLI splits it)."""
+    from .cli import parse_loras
+
+    ((path, scale),) = parse_loras([value])
+    return f"{_absolute(path)}:{scale}"
 
 
 def write_settings(video: str | os.PathLike, settings: dict[str, Any]) -> Path:

@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .cli import SCHEDULER_NAMES, USER_ERRORS, LoadedModel, build_parser, generate, quiet_libraries
+from .cli import SCHEDULER_NAMES, USER_ERRORS, LoadedModel, _runtime, build_parser, generate, quiet_libraries
 from .settings import settings_path
 
 MODEL_DEFAULT = "the model's"
@@ -198,16 +198,11 @@ def launch(args: argparse.Namespace, block: bool = True):
     studio = Studio(args)
     studio.output_dir.mkdir(parents=True, exist_ok=True)
     print("Loading the model ...", flush=True)
-    studio.model.get(studio.parse(["-", *studio.model_argv()]), _dtype(args))
+    launch_options = studio.parse(["-", *studio.model_argv()])  # what every click's command line carries
+    studio.model.get(launch_options, _runtime(launch_options)[1])
     app = build_app(studio)
     app.launch(
         server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=not block,
         allowed_paths=[str(studio.output_dir)], ssr_mode=False, footer_links=[],
     )  # fmt: skip
     return app
-
-
-def _dtype(args: argparse.Namespace):
-    from .cli import _runtime
-
-    return _runtime(argparse.Namespace(device=args.device, dtype=args.dtype))[1]
