@@ -38,3 +38,11 @@ def test_a_changed_recipe_never_reuses_cached_adapters_or_rows(tmp_path, monkeyp
     assert comparison_table.recipe_fingerprint(training) != fingerprint
     edited.write_text(text + "\n# a comment changes nothing that trains\n")
     assert comparison_table.recipe_fingerprint(training) == fingerprint
+
+
+def test_a_setting_added_later_at_its_neutral_value_keeps_the_cache():
+    training = {"max_steps": 4, "batch_size": 2}
+    fingerprint = comparison_table.recipe_fingerprint(training)
+    for key, neutral in comparison_table.NEUTRAL_SINCE_CACHE.items():
+        assert comparison_table.recipe_fingerprint({**training, key: neutral}) == fingerprint
+        assert comparison_table.recipe_fingerprint({**training, key: neutral + 2}) != fingerprint  # it trains apart
