@@ -13,7 +13,8 @@ prompts and seeds:
    `L_dc`, MG sampling), and plus our motion path;
 4. full HARIVO (every component of the paper);
 5. the shipped recipe (`configs/shapes/harivo.yaml`, then its path predictor refit by `path_predictor.yaml`), with
-   the motion-path projection moving the whole frame and, the default, moving only the prompt's subject;
+   the motion-path projection moving the whole frame, moving what the subject's words attend to, and, the default,
+   moving what they attend to more than the scene's words;
 6. rendered clips (the upper bound).
 
 Key rows are trained with three seeds (`TRAINING_SEEDS`): their spread is over training and sampling seeds
@@ -82,7 +83,13 @@ SHIPPED = {}  # configs/shapes/harivo.yaml as it is
 NEUTRAL_SINCE_CACHE = {"harivo.reg_frames": 0}  # L_reg on every frame, no random frame choice
 MG_ALPHAS = (0.0, 10.0, 40.0, 150.0)
 TRAINING_SEEDS = (0, 1, 2)
-KEY_ROWS = ("AnimateDiff recipe", "T2I frame by frame", "shipped recipe", "shipped recipe, whole-frame projection")
+KEY_ROWS = (
+    "AnimateDiff recipe",
+    "T2I frame by frame",
+    "shipped recipe",
+    "shipped recipe, whole-frame projection",
+    "shipped recipe, subject mask without the scene",
+)
 
 
 @dataclass
@@ -108,6 +115,10 @@ def build_rows() -> list[Row]:
     rows.append(
         Row("shipped recipe, whole-frame projection", SHIPPED, training_seeds=TRAINING_SEEDS,
             sampling={"motion_path_mask": "frame"})
+    )  # fmt: skip
+    rows.append(
+        Row("shipped recipe, subject mask without the scene", SHIPPED, training_seeds=TRAINING_SEEDS,
+            sampling={"motion_path_mask": "subject", "motion_scene": ""})
     )  # fmt: skip
     rows.append(
         Row("shipped recipe", SHIPPED, training_seeds=TRAINING_SEEDS, sampling={"motion_path_mask": "subject"})

@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--motion-subject", default=None, help="The prompt's words naming what moves (default: before the verb)."
     )
+    gen.add_argument(
+        "--motion-scene",
+        default=None,
+        help="The prompt's words naming what stands still ('' for none; default: after 'on', 'in', ...).",
+    )
     gen.add_argument("--temporal-window", type=float, nargs=2, default=None, metavar=("START", "END"),
                      help=TEMPORAL_WINDOW_HELP)  # fmt: skip
     gen.add_argument("--motion-path-window", type=float, nargs=2, default=None, metavar=("START", "END"),
@@ -598,6 +603,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
         motion_path_projection=args.motion_path_projection,
         **_motion_options(args),
         motion_subject=args.motion_subject,
+        motion_scene=args.motion_scene,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
         **control,
         **workflow,

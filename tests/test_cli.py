@@ -38,8 +38,11 @@ def test_generate_along_a_given_motion(base_dir, adapter_path, tmp_path):
     options = ["--motion", "1", "0", "--motion-path-mask", "frame", "--temporal-window", "0", "0.5"]
     main([*common, "-o", str(tmp_path / "pan.gif"), *options])
     main([*common, "-o", str(tmp_path / "circle.gif"), "--motion", "1", "0", "--motion-subject", "red circle"])
-    pan, circle = (iio.imread(tmp_path / name, index=None) for name in ("pan.gif", "circle.gif"))
+    main([*common, "-o", str(tmp_path / "scene.gif"), "--motion", "1", "0", "--motion-subject", "small",
+          "--motion-scene", "red circle"])  # fmt: skip
+    pan, circle, scene = (iio.imread(tmp_path / name, index=None) for name in ("pan.gif", "circle.gif", "scene.gif"))
     assert not np.array_equal(pan, moving) and not np.array_equal(circle, moving)
+    assert not np.array_equal(scene, moving) and not np.array_equal(scene, circle)
 
 
 def test_generate_with_the_embedded_default_model(tmp_path, capsys):
@@ -78,6 +81,7 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--mg-energy", "motion_path", "--mg-scale", "40"], "need a path"),
         (["--mg-gradient", "x0", "--mg-energy", "attention", "--mg-scale", "10"], "energy of the clean latents"),
         (["--motion", "1", "0", "--motion-subject", "zebra"], "not in the prompt"),
+        (["--motion", "1", "0", "--motion-scene", "zebra"], "motion scene 'zebra' is not in the prompt"),
         (["--temporal-window", "0.8", "0.2"], "temporal_window"),
         (["--guidance-scale", "nan"], "guidance_scale"),
         (["--guidance-scale", "inf"], "guidance_scale"),

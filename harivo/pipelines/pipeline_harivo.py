@@ -61,6 +61,15 @@ EXAMPLE_DOC_STRING = """
 """
 
 
+def _per_prompt(name: str, words: str | list[str] | None, num_prompts: int) -> list[str] | None:
+    """`motion_subject` / `motion_scene` as one string per prompt (`None`: each prompt's own words)."""
+    if words is None or isinstance(words, str):
+        return None if words is None else [words] * num_prompts
+    if len(words) != num_prompts:
+        raise ValueError(f"`{name}` has {len(words)} entries for {num_prompts} prompts; give one each.")
+    return list(words)
+
+
 class HarivoPipeline(
     HarivoFreeInitMixin,
     HarivoFreeNoiseMixin,
@@ -439,10 +448,10 @@ class HarivoPipeline(
             noise = latents.to(device=device, dtype=dtype)
         return self.adapter.mapping_network(noise) * self.scheduler.init_noise_sigma  # (B, C, F, h, w)
 
-    def _subject_token_weights(self, prompt, mask_mode, subject, num_videos_per_prompt, device, num_frames):
-        """`(videos in the U-Net batch, L)` weights of the subject's tokens for `motion_path_mask="subject"`
-        (negative prompts weigh 0; keyframe prompts' tokens weighed by the share of frames they hold), or `None` for
-        the whole frame."""
+    def _subject_token_weights(self, prompt, mask_mode, subject, scene, num_videos_per_prompt, device, num_frames):
+        """`(videos in the U-Net batch, L)` token weights for `motion_path_mask="subject"`: the subject's tokens 1,
+        the scene's -1 (negative prompts weigh 0; keyframe prompts' tokens weighed by the share of frames they hold),
+        or `None` for the whole frame."""
         mask_mode = mask_mode if mask_mode is not None else ("subject" if prompt is not None else "frame")
         if mask_mode not in ("subject", "frame"):
             raise ValueError(f"`motion_path_mask` must be 'subject' or 'frame', got {mask_mode!r}.")
@@ -454,24 +463,22 @@ class HarivoPipeline(
                 " pass `prompt`, or use `motion_path_mask='frame'`."
             )
         if isinstance(prompt, dict):  # prompt travel: the keyframes' subject tokens, weighed by their frames' share
-            if subject is not None and not isinstance(subject, str):
-                raise ValueError("With keyframe prompts give `motion_subject` as one string (or leave it unset).")
+            for name, words in (("motion_subject", subject), ("motion_scene", scene)):
+                if words is not None and not isinstance(words, str):
+                    raise ValueError(f"With keyframe prompts give `{name}` as one string (or leave it unset).")
             keyframes = sorted(prompt)
             subjects = None if subject is None else [subject] * len(keyframes)
-            keyed = subject_token_weights(self.tokenizer, [prompt[k] for k in keyframes], subjects)  # (K, L)
+            scenes = None if scene is None else [scene] * len(keyframes)
+            keyed = subject_token_weights(self.tokenizer, [prompt[k] for k in keyframes], subjects, scenes)  # (K, L)
             share = prompt_travel.interpolation_weights(keyframes, num_frames).mean(dim=0)  # (K,)
             weights = (share @ keyed.float())[None].repeat(num_videos_per_prompt, 1)  # (videos, L)
         else:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            if isinstance(subject, str) or subject is None:
-                subjects = None if subject is None else [subject] * len(prompts)
-            elif len(subject) != len(prompts):
-                raise ValueError(
-                    f"`motion_subject` has {len(subject)} entries for {len(prompts)} prompts; give one each."
-                )
-            else:
-                subjects = list(subject)
-            weights = subject_token_weights(self.tokenizer, prompts, subjects)
+            subjects, scenes = (
+                _per_prompt(name, words, len(prompts))
+                for name, words in (("motion_subject", subject), ("motion_scene", scene))
+            )
+            weights = subject_token_weights(self.tokenizer, prompts, subjects, scenes)
             weights = weights.repeat_interleave(num_videos_per_prompt, 0)
         if self.do_classifier_free_guidance:
             weights = torch.cat([torch.zeros_like(weights), weights])
@@ -623,6 +630,7 @@ class HarivoPipeline(
         motion_path_window: tuple[float, float] | None = None,
         motion_path_mask: str | None = None,
         motion_subject: str | list[str] | None = None,
+        motion_scene: str | list[str] | None = None,
         temporal_window: tuple[float, float] | None = None,
         prompt_travel_window: tuple[float, float] = (0.5, 1.0),
         mg_scale: float = 0.0,
@@ -682,6 +690,11 @@ class HarivoPipeline(
             motion_subject (`str` or `list[str]`, *optional*): The words of the prompt that name what moves, one
                 string for every prompt or one per prompt (e.g. `"red circle"`). Defaults to the words before the
                 prompt's first verb or preposition (`harivo.utils.text.subject_words`).
+            motion_scene (`str` or `list[str]`, *optional*): The words of the prompt that name what stands still,
+                one string for every prompt or one per prompt (e.g. `"striped background"`; `""` for none): where
+                they are attended to counts against the subject's mask, so a textured background that the subject's
+                words also attend to stays still [ours]. Defaults to the words after the first place preposition
+                (`harivo.utils.text.scene_words`).
             temporal_window (`tuple[float, float]`, *optional*): Fraction of the schedule, `[start, end)`, in which
                 the temporal layers (with the frame tokens and the motion conditioner) run [ours]; outside it each
                 frame is denoised by the frozen image model alone, which keeps the image model's fine detail
@@ -817,7 +830,7 @@ class HarivoPipeline(
         token_weights = None
         if motion_path_projection > 0 and motion_path_window[0] < motion_path_window[1]:
             token_weights = self._subject_token_weights(
-                prompt, motion_path_mask, motion_subject, num_videos_per_prompt, device, num_frames
+                prompt, motion_path_mask, motion_subject, motion_scene, num_videos_per_prompt, device, num_frames
             )
         if motion_path is not None:
             if not uses_path:

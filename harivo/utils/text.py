@@ -61,42 +61,75 @@ def subject_words(prompt: str) -> list[str]:
     return subject or [word for word in words if word not in _ARTICLES]
 
 
+# Prepositions that say where the subject is: the words after the first of them name the scene.
+_PLACE = frozenset("on in at over under across through along near above below beside behind against".split())
+
+
+def scene_words(prompt: str) -> list[str]:
+    """The words naming where the subject is: those after the first place preposition that follows the subject,
+    articles and verbs left out ("a red circle moving left on a striped black background" -> `["striped", "black",
+    "background"]`); `[]` when the prompt names no place."""
+    words = prompt.replace(",", " , ").replace(".", " . ").lower().split()
+    start = next((i for i, word in enumerate(words) if i > 0 and word in _PLACE), len(words))
+    return [word for word in words[start + 1 :] if word not in _ARTICLES and word not in _SUBJECT_END]
+
+
+def _mark(tokenizer, ids: torch.Tensor, weights: torch.Tensor, row: int, words: list[str], value: float) -> list[str]:
+    """Set `weights[row]` to `value` on each word's first tokens after the previous word's (skipping tokens already
+    marked: "red" of "a red car on a red road" is the car's, then the road's); the words not found."""
+    cursor, missing = 1, []
+    for word in words:
+        pieces = tokenizer(word, add_special_tokens=False).input_ids
+        starts = [
+            start
+            for start in range(cursor, ids.shape[1] - len(pieces) + 1)
+            if ids[row, start : start + len(pieces)].tolist() == pieces
+            and not weights[row, start : start + len(pieces)].any()
+        ]
+        if not starts:
+            missing.append(word)
+            continue
+        weights[row, starts[0] : starts[0] + len(pieces)] = value
+        cursor = starts[0] + len(pieces)
+    return missing
+
+
 def subject_token_weights(
-    tokenizer: CLIPTokenizer, prompts: list[str], subjects: list[str] | None = None
+    tokenizer: CLIPTokenizer,
+    prompts: list[str],
+    subjects: list[str] | None = None,
+    scenes: list[str] | None = None,
 ) -> torch.Tensor:
     """
-    `(B, L)` weights of each prompt's tokens: 1 on the tokens of its subject, 0 elsewhere (start, end and padding
-    tokens included), `L` the tokenizer's length.
+    `(B, L)` weights of each prompt's tokens: 1 on the tokens of its subject, -1 on those of its scene, 0 elsewhere
+    (start, end and padding tokens included), `L` the tokenizer's length. The attention paid to these weights is
+    where the subject is, less where the scene is: a textured background that the subject's words also attend to
+    ("small", "green" on stripes) does not count as the subject [ours].
 
     Args:
         tokenizer (`CLIPTokenizer`): The tokenizer the prompts are encoded with.
         prompts (`list[str]`): The prompts.
         subjects (`list[str]`, *optional*): Per prompt, the words naming what moves (e.g. `"red circle"`); each
             must occur in its prompt. Default: `subject_words(prompt)`.
+        scenes (`list[str]`, *optional*): Per prompt, the words naming what stands still (e.g. `"striped
+            background"`), each in its prompt after the subject's, or `""` for none. Default: `scene_words(prompt)`.
 
     Raises:
-        `ValueError`: A given subject does not occur in its prompt's tokens.
+        `ValueError`: A given subject or scene does not occur in its prompt's tokens.
     """
     ids = tokenize_captions(tokenizer, prompts)
     weights = torch.zeros(ids.shape, dtype=torch.float32)
     for row, prompt in enumerate(prompts):
         words = subject_words(prompt) if subjects is None else subjects[row].lower().split()
-        cursor, missing = 1, []  # each word's first occurrence after the previous one's: "red" of "a red car on a
-        for word in words:  # red road" is the car's
-            pieces = tokenizer(word, add_special_tokens=False).input_ids
-            starts = [
-                start
-                for start in range(cursor, ids.shape[1] - len(pieces) + 1)
-                if ids[row, start : start + len(pieces)].tolist() == pieces
-            ]
-            if not starts:
-                missing.append(word)
-                continue
-            weights[row, starts[0] : starts[0] + len(pieces)] = 1.0
-            cursor = starts[0] + len(pieces)
-        if missing or not words:
+        if _mark(tokenizer, ids, weights, row, words, 1.0) or not words:
             raise ValueError(
                 f"The motion subject {' '.join(words)!r} is not in the prompt {prompt!r} (in order); name words of the"
                 ' prompt, e.g. `motion_subject="red circle"`.'
+            )
+        scene = scene_words(prompt) if scenes is None else scenes[row].lower().split()
+        if _mark(tokenizer, ids, weights, row, scene, -1.0):
+            raise ValueError(
+                f"The motion scene {' '.join(scene)!r} is not in the prompt {prompt!r} apart from its subject (in"
+                ' order); name words of the prompt, e.g. `motion_scene="striped background"`, or `""` for none.'
             )
     return weights

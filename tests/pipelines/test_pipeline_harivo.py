@@ -338,6 +338,19 @@ def test_subject_projection_moves_the_subject_and_leaves_no_processor_behind(pip
     assert batch.shape == (4, 4, 4, 8, 8)
 
 
+def test_the_scene_of_the_prompt_counts_against_the_subject_mask(pipe):
+    path = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=-1)
+    projected = {"output_type": "latent", "motion_path": path, "motion_path_window": (0.0, 1.0)}
+    prompt = "a small red circle moving left on a plain background"
+    contrasted = run(pipe, prompt=prompt, **projected)
+    torch.testing.assert_close(run(pipe, prompt=prompt, **projected, motion_scene="plain background"), contrasted)
+    subject_only = run(pipe, prompt=prompt, **projected, motion_scene="")
+    assert (contrasted - subject_only).abs().max() > 1e-4
+    travel = run(pipe, prompt={0: prompt, 3: "a small red circle moving left on a blue background"}, **projected,
+                 motion_scene="background")  # fmt: skip
+    assert travel.shape == (1, 4, 4, 8, 8)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -354,6 +367,9 @@ def test_subject_projection_moves_the_subject_and_leaves_no_processor_behind(pip
         ({"motion_path_mask": "Subject", "motion_path_window": (0.0, 0.0)}, "'subject' or 'frame'"),
         ({"motion_subject": "zebra"}, "not in the prompt"),
         ({"motion_subject": ["red", "circle"]}, "one each"),
+        ({"motion_scene": "zebra"}, "motion scene 'zebra' is not in the prompt"),
+        ({"motion_scene": ["", ""]}, "`motion_scene` has 2 entries"),
+        ({"prompt": {0: "a red circle", 2: "a blue circle"}, "motion_scene": [""]}, "`motion_scene` as one string"),
         ({"prompt": None, "prompt_embeds": torch.zeros(1, 77, 32), "motion_path_mask": "subject"}, "as text"),
         ({"temporal_window": (0.6, 0.2)}, "temporal_window"),
     ],

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from harivo.utils.text import subject_token_weights, subject_words, substitute_tokens, tokenize_captions
+from harivo.utils.text import (
+    scene_words,
+    subject_token_weights,
+    subject_words,
+    substitute_tokens,
+    tokenize_captions,
+)
 from harivo.utils.tokenizer import build_clip_tokenizer
 
 
@@ -10,6 +16,17 @@ def test_subject_words_are_the_noun_phrase_before_the_verb_or_preposition():
     assert subject_words("A dog, running on the beach") == ["dog"]
     assert subject_words("the red car") == ["red", "car"]
     assert subject_words("on a plain background") == ["plain", "background"]  # no noun phrase first: the rest
+
+
+def test_scene_words_follow_the_first_place_preposition():
+    assert scene_words("a large red circle moving left on a striped black background") == [
+        "striped",
+        "black",
+        "background",
+    ]
+    assert scene_words("A dog, running on the beach") == ["beach"]
+    assert scene_words("a car driving through a city at night") == ["city", "night"]
+    assert scene_words("the red car") == [] and scene_words("on a plain background") == []
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +40,14 @@ def test_subject_tokens_are_marked_once_each(tokenizer):
     weights = subject_token_weights(tokenizer, prompts)
     assert weights.shape == (2, tokenizer.model_max_length)
     tokens = tokenizer.convert_ids_to_tokens(tokenizer(prompts[0]).input_ids)
-    marked = [token for token, weight in zip(tokens, weights[0]) if weight]
+    marked = [token for token, weight in zip(tokens, weights[0]) if weight > 0]
     assert marked == ["large</w>", "red</w>", "circle</w>"]  # the background's "red" is not the subject's
+    scene = [token for token, weight in zip(tokens, weights[0]) if weight < 0]
+    assert scene == ["red</w>", "background</w>"]  # it is the scene's
     spelled = len(tokenizer("zebra", add_special_tokens=False).input_ids)
     assert weights[1].sum() == 1 + spelled  # "red" and every piece of the spelled-out "zebra"
     given = subject_token_weights(tokenizer, prompts[:1], ["circle"])
-    assert given[0].nonzero().flatten().tolist() == [4]
+    assert (given[0] > 0).nonzero().flatten().tolist() == [4]
 
 
 @pytest.mark.parametrize("subject", ["square", "circle red", ""])
@@ -57,3 +76,17 @@ def test_token_substitution_replaces_only_words_at_the_given_rate(tokenizer):
 def test_token_substitution_probability_is_checked(tokenizer, probability):
     with pytest.raises(ValueError, match=r"`probability` must be in \[0, 1\]"):
         substitute_tokens(tokenizer, tokenize_captions(tokenizer, ["a red circle"]), probability)
+
+
+def test_the_scene_counts_against_the_subject_unless_given_empty(tokenizer):
+    prompt = ["a large red circle moving left on a blue background"]
+    default = subject_token_weights(tokenizer, prompt)
+    assert torch.equal(subject_token_weights(tokenizer, prompt, scenes=["blue background"]), default)
+    without = subject_token_weights(tokenizer, prompt, scenes=[""])
+    assert torch.equal(without, default.clamp_min(0)) and (default < 0).sum() == 2
+    only_blue = subject_token_weights(tokenizer, prompt, scenes=["blue"])
+    assert (only_blue < 0).sum() == 1
+    for scene in ("green background", "circle"):  # not in the prompt; the subject's own word
+        with pytest.raises(ValueError, match=r"motion scene .* not in the prompt") as error:
+            subject_token_weights(tokenizer, prompt, scenes=[scene])
+        assert "\n" not in str(error.value)
