@@ -8,9 +8,10 @@ time: the frozen T2I model frame by frame (the adapter's noise, temporal layers 
 the motion-path projection moving the whole frame, moving only the subject, the temporal layers only in the first
 half of the steps, the projection on 80 % of them, the scene's words counted against the subject's mask (the
 embedded adapter's defaults), and MG on the 80 % row. No training: each row differs from the one above in one
-setting (the last from the 80 % row). Scored with `harivo.evaluation` in three groups (inside the video data, outside it, textured backgrounds); the `vs T2I` column
-is the row's fidelity over the frame-by-frame row's, the issue's "95 % of the image model" bar. Each row is cached
-in `--output` (a rerun continues); `--rescore` scores the cached clips again.
+setting (the last from the 80 % row). Scored with `harivo.evaluation` in three groups (inside the video data,
+outside it, textured backgrounds); the `vs T2I` column is the row's fidelity over the frame-by-frame row's, the
+issue's "95 % of the image model" bar. Each row is cached in `--output` (a rerun continues); `--rescore` scores the
+cached clips again.
 """
 
 import argparse
@@ -34,7 +35,7 @@ from harivo.evaluation.suite import (
 )
 from harivo.schedulers import default_guidance_rescale, make_scheduler
 
-# Every row states its windows, whatever the adapter recommends (the embedded one: the last two rows' settings)
+# Every row states its windows, whatever the adapter recommends (the embedded one: the rows from the 80 % one)
 ALWAYS = {"temporal_window": (0.0, 1.0), "motion_path_window": (0.0, 0.5)}
 SHIPPED = {"motion_path_mask": "subject", "temporal_window": (0.0, 0.5), "motion_path_window": (0.0, 0.8)}
 SUBJECT_ALONE = {"motion_path_mask": "subject", "motion_scene": ""}  # the mask before the scene counted against it

@@ -467,18 +467,18 @@ class HarivoPipeline(
                 if words is not None and not isinstance(words, str):
                     raise ValueError(f"With keyframe prompts give `{name}` as one string (or leave it unset).")
             keyframes = sorted(prompt)
-            subjects = None if subject is None else [subject] * len(keyframes)
-            scenes = None if scene is None else [scene] * len(keyframes)
-            keyed = subject_token_weights(self.tokenizer, [prompt[k] for k in keyframes], subjects, scenes)  # (K, L)
-            share = prompt_travel.interpolation_weights(keyframes, num_frames).mean(dim=0)  # (K,)
-            weights = (share @ keyed.float())[None].repeat(num_videos_per_prompt, 1)  # (videos, L)
+            texts = [prompt[k] for k in keyframes]
         else:
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            subjects, scenes = (
-                _per_prompt(name, words, len(prompts))
-                for name, words in (("motion_subject", subject), ("motion_scene", scene))
-            )
-            weights = subject_token_weights(self.tokenizer, prompts, subjects, scenes)
+            texts = [prompt] if isinstance(prompt, str) else list(prompt)
+        subjects, scenes = (
+            _per_prompt(name, words, len(texts))
+            for name, words in (("motion_subject", subject), ("motion_scene", scene))
+        )
+        weights = subject_token_weights(self.tokenizer, texts, subjects, scenes)  # (prompts or keyframes, L)
+        if isinstance(prompt, dict):
+            share = prompt_travel.interpolation_weights(keyframes, num_frames).mean(dim=0)  # (K,)
+            weights = (share @ weights)[None].repeat(num_videos_per_prompt, 1)  # (videos, L)
+        else:
             weights = weights.repeat_interleave(num_videos_per_prompt, 0)
         if self.do_classifier_free_guidance:
             weights = torch.cat([torch.zeros_like(weights), weights])

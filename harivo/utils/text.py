@@ -52,10 +52,15 @@ _SUBJECT_END = frozenset(
 _ARTICLES = frozenset({"a", "an", "the"})
 
 
+def _words(prompt: str) -> list[str]:
+    """A prompt's lower-case words, with commas and full stops as words of their own."""
+    return prompt.replace(",", " , ").replace(".", " . ").lower().split()
+
+
 def subject_words(prompt: str) -> list[str]:
     """The words naming what a prompt is about: the words before its first verb or preposition, articles left out
     ("a large red circle moving left on a striped background" -> `["large", "red", "circle"]`)."""
-    words = prompt.replace(",", " , ").replace(".", " . ").lower().split()
+    words = _words(prompt)
     end = next((i for i, word in enumerate(words) if i > 0 and word in _SUBJECT_END), len(words))
     subject = [word for word in words[:end] if word not in _ARTICLES and word not in _SUBJECT_END]
     return subject or [word for word in words if word not in _ARTICLES]
@@ -69,7 +74,7 @@ def scene_words(prompt: str) -> list[str]:
     """The words naming where the subject is: those after the first place preposition that follows the subject,
     articles and verbs left out ("a red circle moving left on a striped black background" -> `["striped", "black",
     "background"]`); `[]` when the prompt names no place."""
-    words = prompt.replace(",", " , ").replace(".", " . ").lower().split()
+    words = _words(prompt)
     start = next((i for i, word in enumerate(words) if i > 0 and word in _PLACE), len(words))
     return [word for word in words[start + 1 :] if word not in _ARTICLES and word not in _SUBJECT_END]
 
