@@ -331,7 +331,7 @@ def report(rows, training_seeds, groups, prompts, reference, settings, training,
     starts = np.cumsum([0] + [len(group) for group in groups.values()])[:-1]  # first prompt of each group
     videos = [samples[name][i] for i in starts for name in samples]
     labels = [f"{name}: {prompts[i]}" for i in starts for name in samples]
-    contact_sheet(videos, labels, scale=1, max_frames=8).save(folder / "samples.png")
+    contact_sheet(videos, labels, scale=1, max_frames=8, long_exposure=True).save(folder / "samples.png")
     plot_mg_sweep(results, folder / "mg_sweep.png")
     print(format_table(results), flush=True)
     print(f"Wrote {folder}/results.json, table.md, samples.png and mg_sweep.png", flush=True)

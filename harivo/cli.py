@@ -827,7 +827,7 @@ def evaluate(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     folder = write_results(args.output_dir, rows, {"prompts": groups, "settings": vars(settings), "seconds": seconds})
     first = settings.seeds[0]
-    contact_sheet(clips[first], prompts, scale=2, max_frames=8).save(folder / "samples.png")
+    contact_sheet(clips[first], prompts, scale=2, max_frames=8, long_exposure=True).save(folder / "samples.png")
     print(format_table(rows))
     print(f"Wrote {folder}/results.json, table.md and samples.png ({seconds:.0f} s).")
 

@@ -184,7 +184,11 @@ def read_frames(path: str | os.PathLike) -> list[PIL.Image.Image]:
 
 
 def contact_sheet(
-    videos: list[FrameInput], labels: list[str] | None = None, scale: int = 1, max_frames: int | None = None
+    videos: list[FrameInput],
+    labels: list[str] | None = None,
+    scale: int = 1,
+    max_frames: int | None = None,
+    long_exposure: bool = False,
 ) -> PIL.Image.Image:
     """
     One row per video, its frames side by side, each row under an optional caption: a picture to look at.
@@ -194,22 +198,32 @@ def contact_sheet(
         labels (`list[str]`, *optional*): A caption per row.
         scale (`int`, defaults to 1): Nearest-neighbour enlargement (Shapes-world frames are 64 pixels).
         max_frames (`int`, *optional*): Show at most this many frames per row, evenly spaced.
+        long_exposure (`bool`, defaults to `False`): End each row with the mean of all its frames, after a gap: a
+            moving object leaves a streak along its path, a still background stays sharp, a flickering one blurs.
     """
     if not videos:
         raise ValueError("contact_sheet needs at least one video.")
     rows = [to_numpy_frames(video) for video in videos]
     if max_frames is not None:
-        rows = [row[np.linspace(0, len(row) - 1, min(max_frames, len(row))).round().astype(int)] for row in rows]
+        shown = [row[np.linspace(0, len(row) - 1, min(max_frames, len(row))).round().astype(int)] for row in rows]
+    else:
+        shown = rows
     height, width = rows[0].shape[1:3]
+    gap = width // 4 if long_exposure else 0
     label_height = 12 if labels else 0
-    columns = max(len(row) for row in rows)
-    sheet = PIL.Image.new("RGB", (columns * width * scale, len(rows) * (height * scale + label_height)), "white")
+    columns = max(len(row) for row in shown) + long_exposure
+    size = ((columns * width + gap) * scale, len(rows) * (height * scale + label_height))
+    sheet = PIL.Image.new("RGB", size, "white")
     draw = PIL.ImageDraw.Draw(sheet)
-    for r, row in enumerate(rows):
+    for r, (row, frames) in enumerate(zip(rows, shown)):
         top = r * (height * scale + label_height)
         if labels:
             draw.text((2, top), labels[r], fill="black")
-        for c, frame in enumerate(row):
+        lefts = [c * width for c in range(len(frames))]
+        if long_exposure:  # the mean of every frame, not only the shown ones
+            frames = [*frames, row.astype(np.float64).mean(axis=0).round().astype(np.uint8)]
+            lefts.append(len(lefts) * width + gap)
+        for left, frame in zip(lefts, frames):
             image = PIL.Image.fromarray(frame).resize((width * scale, height * scale), PIL.Image.Resampling.NEAREST)
-            sheet.paste(image, (c * width * scale, top + label_height))
+            sheet.paste(image, (left * scale, top + label_height))
     return sheet

@@ -129,7 +129,7 @@ def main() -> None:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
     if args.figure:
-        contact_sheet(clips[0], prompts, scale=1, max_frames=8).save(args.figure)
+        contact_sheet(clips[0], prompts, scale=1, max_frames=8, long_exposure=True).save(args.figure)
         print(f"Wrote {args.figure}")
 
 

@@ -4,7 +4,7 @@ import PIL.Image
 import pytest
 import torch
 
-from harivo.video_io import save_video, to_numpy_frames, to_pil_frames, to_tensor_frames
+from harivo.video_io import contact_sheet, save_video, to_numpy_frames, to_pil_frames, to_tensor_frames
 
 
 @pytest.fixture
@@ -45,3 +45,19 @@ def test_bad_inputs(frames, tmp_path):
         to_numpy_frames(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="PIL"):
         to_numpy_frames([])
+
+
+def test_contact_sheet_long_exposure_is_the_mean_of_every_frame():
+    video = np.zeros((6, 8, 8, 3), np.uint8)
+    for f in range(6):
+        video[f, 2:4, f : f + 2] = 240  # a square moving right one pixel a frame
+    plain = contact_sheet([video], max_frames=3)
+    sheet = contact_sheet([video], max_frames=3, long_exposure=True)
+    assert plain.size == (3 * 8, 8)
+    assert sheet.size == (4 * 8 + 2, 8)  # a quarter-frame gap, then the exposure
+    pixels = np.asarray(sheet)
+    assert (pixels[:, 24:26] == 255).all()  # the gap is white
+    np.testing.assert_array_equal(pixels[:, 26:], video.astype(float).mean(0).round().astype(np.uint8))
+    np.testing.assert_array_equal(pixels[:, :24], np.asarray(plain))  # the frames shown are unchanged
+    # the streak: the path's pixels are lit in the exposure, partly, and the rows above it are not
+    assert pixels[2, 26 + 3].max() == 80 and pixels[0, 26:].max() == 0
