@@ -15,7 +15,8 @@ prompts and seeds:
 5. the shipped recipe (`configs/shapes/harivo.yaml`, then its path predictor refit by `path_predictor.yaml`), with
    the motion-path projection moving the whole frame, moving what the subject's words attend to, and, the default,
    moving what they attend to more than the scene's words;
-6. rendered clips (the upper bound).
+6. rendered clips through the base model's VAE (the floor of flicker and background change a latent video model
+   with this VAE can reach), and rendered clips themselves (the upper bound).
 
 Key rows are trained with three seeds (`TRAINING_SEEDS`): their spread is over training and sampling seeds
 together. Plus the MG alpha sweep (0 / 10 / 40 / 150) on full HARIVO. Everything lands in `--output`:
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.state import AcceleratorState
+from diffusers import AutoencoderKL
 
 from harivo import HarivoPipeline
 from harivo.defaults import DEFAULT_MODEL_DIR
@@ -47,6 +49,7 @@ from harivo.evaluation.suite import (
     generate_clips,
     render_reference_clips,
     score_clips,
+    through_vae,
     write_results,
 )
 from harivo.schedulers import default_guidance_rescale
@@ -99,6 +102,7 @@ class Row:
     mg_scale: float = 0.0
     frame_by_frame: bool = False
     real: bool = False
+    through_vae: bool = False  # with `real`: the rendered clips encoded and decoded by the base model's VAE
     training_seeds: tuple[int, ...] = (0,)
     sampling: dict = field(default_factory=dict)  # other pipeline keywords
 
@@ -123,6 +127,7 @@ def build_rows() -> list[Row]:
     rows.append(
         Row("shipped recipe", SHIPPED, training_seeds=TRAINING_SEEDS, sampling={"motion_path_mask": "subject"})
     )
+    rows.append(Row("rendered clips through the VAE", real=True, through_vae=True))  # a latent model's floor
     rows.append(Row("rendered clips", real=True))
     return rows
 
@@ -181,7 +186,10 @@ def compute_run(
     """`({sampling seed: [clip per prompt]}, cost)` of one row's adapter trained with `training_seed`."""
     cost = {"train_s": 0.0}
     if row.real:
-        return render_reference_clips(prompts, settings.seeds, settings.num_frames), cost
+        clips = render_reference_clips(prompts, settings.seeds, settings.num_frames)
+        if row.through_vae:
+            clips = through_vae(clips, AutoencoderKL.from_pretrained(args.base_model, subfolder="vae").eval())
+        return clips, cost
     overrides = {**(row.training if row.training is not None else ANIMATEDIFF), "seed": training_seed}
     start = time.perf_counter()
     if row.training == SHIPPED and training_seed == 0 and is_shipped_recipe(training, args):
@@ -293,7 +301,10 @@ def main() -> None:
 
 def row_slug(row: Row, recipe: str, settings: EvalSettings) -> str:
     """The cache folder of a row: its settings, the recipe it trains on and the sampling it is scored with."""
-    return slug({**asdict(row), "recipe": recipe, "sampling": asdict(settings)})
+    fields = asdict(row)
+    if not fields["through_vae"]:  # added after the cache began: the other rows keep their folders
+        del fields["through_vae"]
+    return slug({**fields, "recipe": recipe, "sampling": asdict(settings)})
 
 
 def report(rows, training_seeds, groups, prompts, reference, settings, training, output, rescore, recipe) -> None:

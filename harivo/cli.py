@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--frame-by-frame", action="store_true", help="Bypass the temporal layers: the frozen T2I model per frame."
     )
     evaluate.add_argument("--real", action="store_true", help="Score rendered clips instead (the upper bound).")
+    evaluate.add_argument(
+        "--through-vae", action="store_true",
+        help="With --real: encode and decode the rendered clips with the base model's VAE first, the floor of the"
+        " consistency metrics (flicker, background change) a latent video model with this VAE can reach.",
+    )  # fmt: skip
     _add_runtime_arguments(evaluate)
 
     real = commands.add_parser(
@@ -778,6 +783,7 @@ def evaluate(args: argparse.Namespace) -> None:
         generate_clips,
         render_reference_clips,
         score_clips,
+        through_vae,
         write_results,
     )
     from .video_io import contact_sheet
@@ -789,6 +795,8 @@ def evaluate(args: argparse.Namespace) -> None:
         )
     for seed in args.seeds:
         check_seed(seed)
+    if args.through_vae and not args.real:
+        raise ValueError("--through-vae scores rendered clips through the VAE: pass it with --real.")
     groups = evaluation_prompts(args.prompts_per_group)
     prompts = [p for group in groups.values() for p in group]
     settings = EvalSettings(
@@ -802,7 +810,7 @@ def evaluate(args: argparse.Namespace) -> None:
         extra={**_motion_options(args), "mg_gradient": args.mg_gradient},
     )
     start = time.perf_counter()
-    if args.real:
+    if args.real and not args.through_vae:
         clips, label = render_reference_clips(prompts, settings.seeds, settings.num_frames), "rendered clips"
     else:
         device, dtype = _runtime(args)
@@ -812,6 +820,10 @@ def evaluate(args: argparse.Namespace) -> None:
         )
         apply_loras(pipe, loras)
         pipe = _prepare_pipeline(pipe, args.scheduler, device)
+    if args.through_vae:
+        clips = through_vae(render_reference_clips(prompts, settings.seeds, settings.num_frames), pipe.vae)
+        label = "rendered clips through the VAE"
+    elif not args.real:
         label = args.adapter or "embedded default model"
         settings.guidance_rescale = _guidance_rescale(args.guidance_rescale, pipe.scheduler)
         if args.frame_by_frame:

@@ -229,6 +229,17 @@ def test_eval_of_rendered_clips_is_perfect(tmp_path):
     main(["eval", "--real", "-o", str(tmp_path), "--seeds", "0", "--prompts-per-group", "4", "--num-frames", "8"])
     row = json.loads((tmp_path / "results.json").read_text())["rows"]["rendered clips"]
     assert all(row[g]["fidelity"]["mean"] == 1.0 and row[g]["motion_correct"]["mean"] == 1.0 for g in row)
+    assert all(row[g]["background_flicker"]["mean"] == 0.0 for g in row)
+    floor = tmp_path / "floor"
+    main(["eval", "--real", "--through-vae", "-o", str(floor), "--seeds", "0", "--prompts-per-group", "2"])
+    row = json.loads((floor / "results.json").read_text())["rows"]["rendered clips through the VAE"]
+    assert all(row[g]["motion_correct"]["mean"] == 1.0 and row[g]["background_flicker"]["mean"] > 0 for g in row)
+
+
+def test_through_vae_needs_real(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--through-vae", "-o", str(tmp_path)])
+    assert "pass it with --real" in capsys.readouterr().err
 
 
 def test_eval_videos_needs_something_to_compute(tmp_path, capsys):

@@ -139,6 +139,35 @@ def render_reference_clips(
     return clips
 
 
+@torch.no_grad()
+def through_vae(clips: dict, vae, batch_size: int = 16) -> dict:
+    """
+    `clips` (the layout of `generate_clips`) encoded and decoded by `vae`: what a latent video model whose latents
+    were exactly right would show. Rendered clips through it are the floor of the consistency metrics a model with
+    this VAE can reach (the VAE redraws edges and textures a little differently as the object moves).
+
+    Args:
+        clips (`dict`): Seed -> list of `(F, H, W, 3)` uint8 clips.
+        vae: A diffusers autoencoder (`AutoencoderKL`, or one whose `encode` returns `latents`).
+        batch_size (`int`, defaults to 16): Frames per VAE call.
+    """
+    parameter = next(vae.parameters())
+    result = {}
+    for seed, videos in clips.items():
+        result[seed] = []
+        for video in videos:
+            frames = torch.from_numpy(np.asarray(video)).permute(0, 3, 1, 2)
+            decoded = []
+            for chunk in frames.split(batch_size):
+                pixels = (chunk.to(parameter.device, parameter.dtype) / 127.5) - 1
+                encoded = vae.encode(pixels)
+                latents = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
+                decoded.append(vae.decode(latents).sample.float().clamp(-1, 1).cpu())
+            pixels = ((torch.cat(decoded) + 1) * 127.5).round().to(torch.uint8)
+            result[seed].append(pixels.permute(0, 2, 3, 1).numpy())
+    return result
+
+
 def diversity(clips_per_seed: Sequence[np.ndarray]) -> float:
     """Mean pairwise distance (pixels) between the first-frame object centres of one prompt's clips across seeds."""
     centers = [d.center for d in (detect_clip(clip[:1])[0] for clip in clips_per_seed) if d.found]

@@ -16,6 +16,8 @@ def test_quick_table_has_every_row_and_writes_its_files(tmp_path, monkeypatch):
     names = [row.name for row in comparison_table.build_rows()]
     assert list(results["rows"]) == names
     assert results["rows"]["rendered clips"]["in video distribution"]["fidelity"]["mean"] == 1.0
+    flicker = {name: results["rows"][name]["textured backgrounds"]["background_flicker"]["mean"] for name in names}
+    assert flicker["rendered clips"] == 0 < flicker["rendered clips through the VAE"]  # the VAE's floor
     assert all((out / name).is_file() for name in ("table.md", "samples.png", "mg_sweep.png"))
     assert results["partial_rows"] == {} and results["rows"]["shipped recipe"]["textured backgrounds"]["fidelity"]
     # a rerun reuses every cached row: no training, no sampling
@@ -46,3 +48,13 @@ def test_a_setting_added_later_at_its_neutral_value_keeps_the_cache():
     for key, neutral in comparison_table.NEUTRAL_SINCE_CACHE.items():
         assert comparison_table.recipe_fingerprint({**training, key: neutral}) == fingerprint
         assert comparison_table.recipe_fingerprint({**training, key: neutral + 2}) != fingerprint  # it trains apart
+
+
+def test_rows_keep_their_cache_folders_when_the_through_vae_field_came():
+    from dataclasses import asdict
+
+    settings = comparison_table.EvalSettings()
+    for row in comparison_table.build_rows():
+        before = {k: v for k, v in asdict(row).items() if k != "through_vae"}  # the Row of before the field
+        expected = comparison_table.slug({**before, "recipe": "r", "sampling": asdict(settings)})
+        assert (comparison_table.row_slug(row, "r", settings) == expected) == (not row.through_vae)

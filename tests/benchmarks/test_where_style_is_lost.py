@@ -15,9 +15,12 @@ def test_every_row_is_scored_cached_and_compared_with_the_image_model(tmp_path, 
         "--rows",
         "T2I frame by frame",
         "+ temporal layers in the first half",
+        "rendered clips through the VAE (the floor)",
     ]
     rows = where_style_is_lost.main(argv)
-    assert list(rows) == ["T2I frame by frame", "+ temporal layers in the first half"]
+    assert list(rows) == argv[4:]
+    floor = rows["rendered clips through the VAE (the floor)"]["in video distribution"]
+    assert floor["motion_correct"]["mean"] == 1.0 and floor["background_flicker"]["mean"] > 0
     assert rows["T2I frame by frame"]["textured backgrounds"]["vs T2I"]["mean"] == 1.0
     assert "texture_contrast" in rows["+ temporal layers in the first half"]["textured backgrounds"]
     cached = {path: path.stat().st_mtime_ns for path in tmp_path.glob("row-*")}

@@ -18,6 +18,7 @@ from harivo.evaluation.suite import (
     generate_clips,
     render_reference_clips,
     score_clips,
+    through_vae,
     write_results,
 )
 
@@ -70,6 +71,27 @@ def test_real_clips_score_at_the_top_and_broken_ones_lower(groups, real):
         assert broken[group]["fvd"]["mean"] > scores[group]["fvd"]["mean"]
         assert collapsed[group]["diversity"]["mean"] == 0.0
         assert collapsed[group]["fidelity"]["std"] == 0.0
+
+
+def test_rendered_clips_through_the_vae_are_the_floor_of_a_latent_model(groups, real):
+    from diffusers import AutoencoderKL
+
+    from harivo.defaults import default_model_paths
+
+    vae = AutoencoderKL.from_pretrained(default_model_paths()[0], subfolder="vae").eval()
+    textured = {seed: clips[-2:] for seed, clips in real.items()}  # a striped and a checkered clip per seed
+    decoded = through_vae(textured, vae, batch_size=5)  # chunks that do not divide the 12 frames
+    assert list(decoded) == list(textured)
+    assert all(d.shape == r.shape and d.dtype == np.uint8 for s in real for d, r in zip(decoded[s], textured[s]))
+    group = {TEXTURED: groups[TEXTURED][-2:]}
+    scores = score_clips(decoded, group)[TEXTURED]
+    assert scores["fidelity"]["mean"] > 0.9 and scores["motion_correct"]["mean"] == 1.0
+    # the VAE redraws the background around the moving object a little differently in every frame ...
+    assert 0.3 < scores["background_change"]["mean"] < 6.0 and scores["background_flicker"]["mean"] > 0.3
+    # ... but a still clip stays exactly still: the latents are the distribution's mode, not a draw
+    still = {0: [np.repeat(textured[0][0][:1], 4, axis=0)]}
+    frames = through_vae(still, vae)[0][0]
+    assert (frames == frames[:1]).all() and not (frames == still[0][0]).all()
 
 
 def test_diversity_is_the_spread_of_start_positions():
