@@ -58,6 +58,10 @@ TEMPORAL_WINDOW_HELP = (
     " adapter's, else 0 1)."
 )
 PATH_WINDOW_HELP = "Fraction of the schedule with the motion-path projection (default: the adapter's, else 0 0.5)."
+CORE_WINDOW_HELP = (
+    "Fraction of the schedule in which the subject projection moves only what is near the subject's core, so that"
+    " a texture the subject's mask also covers stands still (default: the adapter's, else off; measured: 0.4 1)."
+)
 GUIDANCE_RESCALE_HELP = "Rescale of the guided output, 0-1 (default: 0.7 for zero-terminal-SNR models, else 0)."
 MG_GRADIENT_HELP = (
     "x0 (default): MG's gradient with the model output held constant, no backward (a guided step costs a plain one);"
@@ -154,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=TEMPORAL_WINDOW_HELP)  # fmt: skip
     gen.add_argument("--motion-path-window", type=float, nargs=2, default=None, metavar=("START", "END"),
                      help=PATH_WINDOW_HELP)  # fmt: skip
+    gen.add_argument("--motion-path-core-window", type=float, nargs=2, default=None, metavar=("START", "END"),
+                     help=CORE_WINDOW_HELP)  # fmt: skip
     gen.add_argument(
         "--motion", type=float, nargs=2, default=None, metavar=("DX", "DY"),
         help="Make the content travel DX, DY latent pixels per frame (x right, y down) instead of the path the adapter"
@@ -208,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help=TEMPORAL_WINDOW_HELP)  # fmt: skip
     evaluate.add_argument("--motion-path-window", type=float, nargs=2, default=None, metavar=("START", "END"),
                           help=PATH_WINDOW_HELP)  # fmt: skip
+    evaluate.add_argument("--motion-path-core-window", type=float, nargs=2, default=None, metavar=("START", "END"),
+                          help=CORE_WINDOW_HELP)  # fmt: skip
     evaluate.add_argument(
         "--frame-by-frame", action="store_true", help="Bypass the temporal layers: the frozen T2I model per frame."
     )
@@ -769,7 +777,7 @@ def _controlnets(args: argparse.Namespace) -> list[str] | None:
 def _motion_options(args: argparse.Namespace) -> dict:
     """The pipeline's motion-path mask and windows, where given (else the adapter's or pipeline's defaults)."""
     options = {"motion_path_mask": args.motion_path_mask}
-    for name in ("temporal_window", "motion_path_window"):
+    for name in ("temporal_window", "motion_path_window", "motion_path_core_window"):
         if getattr(args, name) is not None:
             options[name] = tuple(getattr(args, name))
     return options

@@ -40,9 +40,15 @@ def test_generate_along_a_given_motion(base_dir, adapter_path, tmp_path):
     main([*common, "-o", str(tmp_path / "circle.gif"), "--motion", "1", "0", "--motion-subject", "red circle"])
     main([*common, "-o", str(tmp_path / "scene.gif"), "--motion", "1", "0", "--motion-subject", "small",
           "--motion-scene", "red circle"])  # fmt: skip
-    pan, circle, scene = (iio.imread(tmp_path / name, index=None) for name in ("pan.gif", "circle.gif", "scene.gif"))
+    every_step = ["--motion", "1", "0", "--motion-path-window", "0", "1"]
+    main([*common, "-o", str(tmp_path / "union.gif"), *every_step])
+    main([*common, "-o", str(tmp_path / "core.gif"), *every_step, "--motion-path-core-window", "0", "1"])
+    pan, circle, scene, union, core = (
+        iio.imread(tmp_path / f"{name}.gif", index=None) for name in ("pan", "circle", "scene", "union", "core")
+    )
     assert not np.array_equal(pan, moving) and not np.array_equal(circle, moving)
     assert not np.array_equal(scene, moving) and not np.array_equal(scene, circle)
+    assert not np.array_equal(core, union)
 
 
 def test_generate_with_the_embedded_default_model(tmp_path, capsys):
@@ -83,6 +89,7 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--motion", "1", "0", "--motion-subject", "zebra"], "not in the prompt"),
         (["--motion", "1", "0", "--motion-scene", "zebra"], "motion scene 'zebra' is not in the prompt"),
         (["--temporal-window", "0.8", "0.2"], "temporal_window"),
+        (["--motion-path-core-window", "0.8", "0.2"], "motion_path_core_window"),
         (["--guidance-scale", "nan"], "guidance_scale"),
         (["--guidance-scale", "inf"], "guidance_scale"),
         (["--mg-scale", "nan"], "mg_scale"),

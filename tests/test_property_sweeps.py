@@ -68,6 +68,7 @@ PIPELINE_ARGUMENTS = {
     "motion_subject": st.one_of(st.none(), st.sampled_from(["red", "circle moving", "zebra", "", "Red Circle"])),
     "motion_scene": st.one_of(st.none(), st.sampled_from(["", "left", "background", "red"]), st.lists(st.just(""))),
     "temporal_window": st.one_of(st.none(), st.tuples(NUMBERS, NUMBERS)),
+    "motion_path_core_window": st.one_of(st.none(), st.tuples(NUMBERS, NUMBERS)),
     "num_videos_per_prompt": st.one_of(st.integers(-1, 2), NUMBERS),
     "decode_chunk_size": st.one_of(st.integers(-1, 3), NUMBERS),
 }

@@ -80,6 +80,7 @@ def _add_motion_condition(module: nn.Linear, _args: tuple, output: torch.Tensor)
 SAMPLING_DEFAULTS = {
     "temporal_window": "a fraction window [start, end] with 0 <= start <= end <= 1",
     "motion_path_window": "a fraction window [start, end] with 0 <= start <= end <= 1",
+    "motion_path_core_window": "a fraction window [start, end] with 0 <= start <= end <= 1",
     "scheduler": "a sampler name harivo offers (harivo.schedulers.SCHEDULERS)",
     "num_inference_steps": "a positive whole number of steps",
 }

@@ -120,8 +120,15 @@ def motion_path_energy(original: torch.Tensor, path: torch.Tensor) -> torch.Tens
     return (squared.flatten(1).sum(dim=1) / counts).sum()
 
 
+CORE_QUANTILE = 0.25  # the subject's core: shown in at least 75 % of the aligned frames
+
+
 def project_onto_path(
-    original: torch.Tensor, path: torch.Tensor, strength: float = 1.0, mask: torch.Tensor | None = None
+    original: torch.Tensor,
+    path: torch.Tensor,
+    strength: float = 1.0,
+    mask: torch.Tensor | None = None,
+    core: bool = False,
 ) -> torch.Tensor:
     """
     Pull `x0_hat` towards content that travels rigidly along a path [ours].
@@ -131,7 +138,10 @@ def project_onto_path(
     With a `mask` of what moves (the subject), only that travels and the rest stands still: the moving layer is the
     mask-weighted average of the aligned frames and covers the union of the aligned masks, moved out along the path;
     the still layer is, at each pixel, the average over the frames where the subject is not. `strength` blends the
-    result with the prediction (`1`: fully rigid, `0`: unchanged).
+    result with the prediction (`1`: fully rigid, `0`: unchanged). With `core`, the moving layer keeps only the union
+    near the subject's core: where at least three quarters of the aligned frames show the subject, grown by one
+    pixel. What travels with the path is the same in every aligned frame; a still texture that the mask also covers
+    is not (it shifts against the path), so it stays in the still layer instead of being carried along.
 
     Text2Video-Zero moves a frozen image model's latents by a global translation to make motion; here the
     translation is the prompt's predicted path and it acts on the early clean-latent predictions, where the layout
@@ -142,6 +152,7 @@ def project_onto_path(
         path (`torch.Tensor`): `(B, F, 2)` `(x, y)` offsets from the first frame, in latent pixels.
         strength (`float`, defaults to 1): Blend weight of the rigid version.
         mask (`torch.Tensor`, *optional*): `(B, 1, F, h, w)` in `[0, 1]`, where each frame shows what moves.
+        core (`bool`, defaults to `False`): With `mask`, move only the union near the mask's core.
     """
     batch_size, _, num_frames = original.shape[:3]
     frames = original.transpose(1, 2).flatten(0, 1).float()  # (B*F, C, h, w)
@@ -160,7 +171,11 @@ def project_onto_path(
             weight > 1e-3, (aligned * aligned_masks).sum(dim=1, keepdim=True) / weight.clamp_min(1e-3),
             aligned.mean(dim=1, keepdim=True),
         )  # fmt: skip
-        union = aligned_masks.amax(dim=1, keepdim=True).expand_as(aligned_masks).flatten(0, 1)
+        union = aligned_masks.amax(dim=1, keepdim=True)
+        if core:
+            shown = aligned_masks.float().quantile(CORE_QUANTILE, dim=1)  # (B, 1, h, w)
+            union = union * F.max_pool2d(shown, 3, stride=1, padding=1)[:, None]
+        union = union.expand_as(aligned_masks).flatten(0, 1)
         moving, _ = translate(template.expand_as(aligned).flatten(0, 1), offsets, padding_mode="border")
         moving_mask, _ = translate(union, offsets)
         still_weights = (1 - masks).unflatten(0, (batch_size, num_frames))

@@ -484,13 +484,13 @@ class HarivoPipeline(
             weights = torch.cat([torch.zeros_like(weights), weights])
         return weights.to(device)
 
-    def _project_onto_path(self, output, latents, t, motion_path, strength, mask=None) -> torch.Tensor:
+    def _project_onto_path(self, output, latents, t, motion_path, strength, mask=None, core=False) -> torch.Tensor:
         """The model output whose clean-latent prediction is pulled onto rigid motion along `motion_path`."""
         alpha_bar = self._alpha_bar(t).to(latents.device)
         prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         sample = self.scheduler.scale_model_input(latents, t)  # variance-preserving z_t
         original = mg_sampling.original_from_output(output.float(), sample.float(), alpha_bar, prediction_type)
-        projected = mg_sampling.project_onto_path(original, motion_path, strength, mask)
+        projected = mg_sampling.project_onto_path(original, motion_path, strength, mask, core)
         return mg_sampling.output_from_original(projected, sample.float(), alpha_bar, prediction_type).to(output.dtype)
 
     def _predict_noise(self, latents, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
@@ -631,6 +631,7 @@ class HarivoPipeline(
         motion_path_mask: str | None = None,
         motion_subject: str | list[str] | None = None,
         motion_scene: str | list[str] | None = None,
+        motion_path_core_window: tuple[float, float] | None = None,
         temporal_window: tuple[float, float] | None = None,
         prompt_travel_window: tuple[float, float] = (0.5, 1.0),
         mg_scale: float = 0.0,
@@ -695,6 +696,11 @@ class HarivoPipeline(
                 they are attended to counts against the subject's mask, so a textured background that the subject's
                 words also attend to stays still [ours]. Defaults to the words after the first place preposition
                 (`harivo.utils.text.scene_words`).
+            motion_path_core_window (`tuple[float, float]`, *optional*): Fraction of the schedule, `[start, end)`,
+                in which the subject projection moves only what is near the subject's core, where at least three
+                quarters of the frames, aligned along the path, show the subject [ours]: a texture the subject's
+                mask also covers stands still instead of travelling with the subject. Off by default (the
+                adapter's `sampling_defaults` may set it); measured with `(0.4, 1.0)` in the model card.
             temporal_window (`tuple[float, float]`, *optional*): Fraction of the schedule, `[start, end)`, in which
                 the temporal layers (with the frame tokens and the motion conditioner) run [ours]; outside it each
                 frame is denoised by the frozen image model alone, which keeps the image model's fine detail
@@ -741,6 +747,8 @@ class HarivoPipeline(
             temporal_window = self.adapter.sampling_defaults.get("temporal_window", (0.0, 1.0))
         if motion_path_window is None:
             motion_path_window = self.adapter.sampling_defaults.get("motion_path_window", (0.0, 0.5))
+        if motion_path_core_window is None:
+            motion_path_core_window = self.adapter.sampling_defaults.get("motion_path_core_window", (1.0, 1.0))
 
         # 1. Check inputs
         self.check_inputs(
@@ -824,6 +832,7 @@ class HarivoPipeline(
             mg_gradient = "full" if mg_energy == "attention" else "x0"
         mg_sampling.check_gradient(mg_gradient, mg_energy)
         mg_sampling.check_window("temporal_window", temporal_window)
+        mg_sampling.check_window("motion_path_core_window", motion_path_core_window)
         mg_sampling.check_window("prompt_travel_window", prompt_travel_window)
         if motion_path_mask not in (None, "subject", "frame"):  # also refused where no projection runs
             raise ValueError(f"`motion_path_mask` must be 'subject' or 'frame', got {motion_path_mask!r}.")
@@ -897,8 +906,9 @@ class HarivoPipeline(
                             mask = mg_sampling.subject_mask(
                                 captured.token_attention, num_videos, num_frames, tuple(latents.shape[-2:])
                             )
+                        core = mask is not None and mg_sampling.in_window(step, total, motion_path_core_window)
                         noise_pred = self._project_onto_path(
-                            noise_pred, latents, t, motion_path, motion_path_projection, mask
+                            noise_pred, latents, t, motion_path, motion_path_projection, mask, core
                         )
                     if map_step_noise:
                         noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)

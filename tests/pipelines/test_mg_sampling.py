@@ -89,6 +89,21 @@ def test_projecting_the_subject_moves_it_and_keeps_the_background_still():
     assert torch.equal(held[0, 0, :, 5:9].argmax(-1)[:, 0], torch.arange(2, 8))  # the square's left edge
 
 
+def test_the_core_keeps_a_still_texture_the_mask_covers_from_travelling():
+    path = _path(1.0, 0.0, num_frames=8)
+    clip = _scene(num_frames=8)  # the square travels right over still stripes, two periods in all
+    mask = _square_mask(num_frames=8)
+    mask[..., 12:, :] = (clip[:, :, :, 12:, :] > 0.25).float()  # the mask also covers the stripes below the square
+    union = mg_sampling.project_onto_path(clip, path, mask=mask)
+    core = mg_sampling.project_onto_path(clip, path, mask=mask, core=True)
+    assert (union[0, 0, -1, 12:] - clip[0, 0, -1, 12:]).abs().max() > 0.4  # the union carries the stripes along
+    torch.testing.assert_close(core[0, 0, :, 12:], clip[0, 0, :, 12:])  # the core leaves them where they are
+    torch.testing.assert_close(core[0, 0, :, :10], union[0, 0, :, :10])  # the square is moved as without the core
+    # a mask that covers only what travels is moved the same with or without the core
+    square = _square_mask(num_frames=8, grow=0)
+    torch.testing.assert_close(mg_sampling.project_onto_path(clip, path, mask=square, core=True), clip)
+
+
 def test_a_full_mask_is_the_whole_frame_projection_and_strength_blends():
     clip = torch.randn(2, 3, 5, 8, 8, generator=torch.Generator().manual_seed(0))
     path = torch.cumsum(torch.rand(2, 5, 2, generator=torch.Generator().manual_seed(1)) * 0.25, dim=1)  # < 1.25 px

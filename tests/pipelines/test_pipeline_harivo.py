@@ -351,9 +351,23 @@ def test_the_scene_of_the_prompt_counts_against_the_subject_mask(pipe):
     assert travel.shape == (1, 4, 4, 8, 8)
 
 
+def test_the_core_window_changes_only_its_steps(pipe):
+    path = torch.stack([torch.arange(4.0), torch.zeros(4)], dim=-1)
+    projected = {"output_type": "latent", "motion_path": path, "motion_path_window": (0.0, 1.0)}
+    prompt = "a small red circle moving left on a striped background"
+    union = run(pipe, prompt=prompt, **projected)
+    torch.testing.assert_close(run(pipe, prompt=prompt, **projected, motion_path_core_window=(0.5, 0.5)), union)
+    core = run(pipe, prompt=prompt, **projected, motion_path_core_window=(0.0, 1.0))
+    assert (core - union).abs().max() > 1e-4
+    # the whole-frame projection has no subject, so nothing to keep near: the window changes nothing
+    whole = {**projected, "motion_path_mask": "frame"}
+    torch.testing.assert_close(run(pipe, **whole, motion_path_core_window=(0.0, 1.0)), run(pipe, **whole))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"motion_path_core_window": (0.5, 0.2)}, "motion_path_core_window"),
         ({"motion_path_mask": "object"}, "'subject' or 'frame'"),
         (
             {
