@@ -14,7 +14,8 @@ prompts and seeds:
 4. full HARIVO (every component of the paper);
 5. the shipped recipe (`configs/shapes/harivo.yaml`, then its path predictor refit by `path_predictor.yaml`), with
    the motion-path projection moving the whole frame, moving what the subject's words attend to, and, the default,
-   moving what they attend to more than the scene's words;
+   moving what they attend to more than the scene's words, and that with the moving layer kept near the
+   subject's core (`motion_path_core_window`, an option);
 6. rendered clips through the base model's VAE (the floor of flicker and background change a latent video model
    with this VAE can reach), and rendered clips themselves (the upper bound).
 
@@ -92,6 +93,7 @@ KEY_ROWS = (
     "shipped recipe",
     "shipped recipe, whole-frame projection",
     "shipped recipe, subject mask without the scene",
+    "shipped recipe, moving layer near the subject's core",
 )
 
 
@@ -127,6 +129,10 @@ def build_rows() -> list[Row]:
     rows.append(
         Row("shipped recipe", SHIPPED, training_seeds=TRAINING_SEEDS, sampling={"motion_path_mask": "subject"})
     )
+    rows.append(
+        Row("shipped recipe, moving layer near the subject's core", SHIPPED, training_seeds=TRAINING_SEEDS,
+            sampling={"motion_path_mask": "subject", "motion_path_core_window": (0.4, 1.0)})
+    )  # fmt: skip
     rows.append(Row("rendered clips through the VAE", real=True, through_vae=True))  # a latent model's floor
     rows.append(Row("rendered clips", real=True))
     return rows
