@@ -85,6 +85,8 @@ SHIPPED = {}  # configs/shapes/harivo.yaml as it is
 # (same computation, same random draws): left out of the recipe's fingerprint at those values, so that adding an
 # option does not discard hours of cached adapters. Anything else that changes makes the fingerprint change.
 NEUTRAL_SINCE_CACHE = {"harivo.reg_frames": 0}  # L_reg on every frame, no random frame choice
+# The same for `Row` fields: at these values a field added later is left out of the row's cache folder name.
+ROW_FIELDS_SINCE_CACHE = {"through_vae": False}
 MG_ALPHAS = (0.0, 10.0, 40.0, 150.0)
 TRAINING_SEEDS = (0, 1, 2)
 KEY_ROWS = (
@@ -307,9 +309,8 @@ def main() -> None:
 
 def row_slug(row: Row, recipe: str, settings: EvalSettings) -> str:
     """The cache folder of a row: its settings, the recipe it trains on and the sampling it is scored with."""
-    fields = asdict(row)
-    if not fields["through_vae"]:  # added after the cache began: the other rows keep their folders
-        del fields["through_vae"]
+    neutral = ROW_FIELDS_SINCE_CACHE.items()
+    fields = {k: v for k, v in asdict(row).items() if (k, v) not in neutral}
     return slug({**fields, "recipe": recipe, "sampling": asdict(settings)})
 
 
