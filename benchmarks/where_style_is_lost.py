@@ -6,8 +6,8 @@
 Every row samples the same adapter with the same prompts, seeds and sampler, adding one sampling-time part at a
 time: the frozen T2I model frame by frame (the adapter's noise, temporal layers bypassed), the temporal layers,
 the motion-path projection moving the whole frame, moving only the subject, the temporal layers only in the first
-half of the steps, the projection on 80 % of them, the scene's words counted against the subject's mask (the
-embedded adapter's defaults), the moving layer kept near the subject's core from 40 % of the steps on, and MG on
+half of the steps, the projection on 80 % of them, the scene's words counted against the subject's mask, the moving
+layer kept near the subject's core from 40 % of the steps on (the embedded adapter's defaults), and MG on
 the 80 % row; last, rendered clips encoded and decoded by the model's VAE, the floor of flicker and background
 change for any model that samples in this VAE's latents. No training: each row differs from the one above in one
 setting (the MG row from the 80 % row). Scored with `harivo.evaluation` in three groups (inside the video data,
@@ -38,9 +38,16 @@ from harivo.evaluation.suite import (
 )
 from harivo.schedulers import default_guidance_rescale, make_scheduler
 
-# Every row states its windows, whatever the adapter recommends (the embedded one: the rows from the 80 % one)
-ALWAYS = {"temporal_window": (0.0, 1.0), "motion_path_window": (0.0, 0.5)}
-SHIPPED = {"motion_path_mask": "subject", "temporal_window": (0.0, 0.5), "motion_path_window": (0.0, 0.8)}
+# Every row states its windows, whatever the adapter recommends (the embedded one: the core row's)
+WHOLE_MASK = {"motion_path_core_window": (1.0, 1.0)}  # the moving layer wherever the subject's mask is
+ALWAYS = {"temporal_window": (0.0, 1.0), "motion_path_window": (0.0, 0.5), **WHOLE_MASK}
+# The shipped sampling before the core
+SHIPPED = {
+    "motion_path_mask": "subject",
+    "temporal_window": (0.0, 0.5),
+    "motion_path_window": (0.0, 0.8),
+    **WHOLE_MASK,
+}
 SUBJECT_ALONE = {"motion_path_mask": "subject", "motion_scene": ""}  # the mask before the scene counted against it
 ROWS = {
     "T2I frame by frame": {"frame_by_frame": True, "motion_path_projection": 0.0},
@@ -49,8 +56,8 @@ ROWS = {
     "+ projection, subject only": {**ALWAYS, **SUBJECT_ALONE},
     "+ temporal layers in the first half": {**ALWAYS, **SUBJECT_ALONE, "temporal_window": (0.0, 0.5)},
     "+ projection on 80 % of the steps": {**SHIPPED, **SUBJECT_ALONE},
-    "+ the scene's words against the subject's (shipped)": SHIPPED,
-    "+ the moving layer near the subject's core": {**SHIPPED, "motion_path_core_window": (0.4, 1.0)},
+    "+ the scene's words against the subject's": SHIPPED,
+    "+ the moving layer near the subject's core (shipped)": {**SHIPPED, "motion_path_core_window": (0.4, 1.0)},
     "projection on 80 % + MG alpha 10": {**SHIPPED, **SUBJECT_ALONE, "mg_scale": 10.0, "mg_gradient": "full"},
     "rendered clips through the VAE (the floor)": {"through_vae": True},
 }

@@ -699,8 +699,8 @@ class HarivoPipeline(
             motion_path_core_window (`tuple[float, float]`, *optional*): Fraction of the schedule, `[start, end)`,
                 in which the subject projection moves only what is near the subject's core, where at least three
                 quarters of the frames, aligned along the path, show the subject [ours]: a texture the subject's
-                mask also covers stands still instead of travelling with the subject. Off by default (the
-                adapter's `sampling_defaults` may set it); measured with `(0.4, 1.0)` in the model card.
+                mask also covers stands still instead of travelling with the subject. Defaults to the adapter's
+                `sampling_defaults` (the embedded adapter's: `(0.4, 1.0)`, measured in the model card), else off.
             temporal_window (`tuple[float, float]`, *optional*): Fraction of the schedule, `[start, end)`, in which
                 the temporal layers (with the frame tokens and the motion conditioner) run [ours]; outside it each
                 frame is denoised by the frozen image model alone, which keeps the image model's fine detail

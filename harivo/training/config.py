@@ -217,6 +217,7 @@ class HarivoStageConfig:
     # schedule in which the temporal layers run (None: all of it) [ours].
     sampling_temporal_window: tuple[float, float] | None = None
     sampling_motion_path_window: tuple[float, float] | None = None  # the steps with the motion-path projection
+    sampling_motion_path_core_window: tuple[float, float] | None = None  # the steps its moving layer keeps to the core
     validation_prompts: tuple[str, ...] = (
         "a small red circle moving left on a plain black background",
         "a large green square moving up on a plain white background",

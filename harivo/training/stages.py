@@ -444,7 +444,11 @@ class HarivoStage(Stage):
             self.adapter = self._load_adapter(settings, unet, accelerator)
         else:
             self.adapter = self._new_adapter(settings, unet, accelerator)
-        for name in ("temporal_window", "motion_path_window"):  # the recommended sampling, saved in the adapter
+        for name in (
+            "temporal_window",
+            "motion_path_window",
+            "motion_path_core_window",
+        ):  # the recommended sampling, saved in the adapter
             value = getattr(settings, f"sampling_{name}")
             if value is not None:
                 try:

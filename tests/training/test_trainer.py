@@ -219,6 +219,7 @@ def test_mapping_network_can_stay_frozen_at_identity(base_dir, tmp_path):
     config = tiny_config(
         "harivo", tmp_path, f"harivo.base_model={base_dir}", "harivo.train_mapping_network=false",
         "harivo.sampling_temporal_window=[0, 0.5]", "harivo.sampling_motion_path_window=[0, 0.8]",
+        "harivo.sampling_motion_path_core_window=[0.4, 1]",
     )  # fmt: skip
     trainer = Trainer(config)
     before = {k: v.clone() for k, v in trainer.stage.adapter.mapping_network.state_dict().items()}
@@ -229,7 +230,9 @@ def test_mapping_network_can_stay_frozen_at_identity(base_dir, tmp_path):
     assert torch.allclose(trainer.stage.adapter.mapping_network(noise), noise, atol=1e-5)
     # the recommended sampling ships in the adapter; a bad one fails before training, in one line
     defaults = HarivoAdapter.from_pretrained(tmp_path / "final").sampling_defaults
-    assert defaults == {"temporal_window": (0.0, 0.5), "motion_path_window": (0.0, 0.8)}
+    assert defaults == {
+        "temporal_window": (0.0, 0.5), "motion_path_window": (0.0, 0.8), "motion_path_core_window": (0.4, 1.0)
+    }  # fmt: skip
     bad = tiny_config("harivo", tmp_path / "bad", f"harivo.base_model={base_dir}",
                       "harivo.sampling_temporal_window=[0.9, 0.5]")  # fmt: skip
     with pytest.raises(ValueError, match=r"harivo\.sampling_temporal_window") as error:
