@@ -24,6 +24,9 @@ together. Plus the MG alpha sweep (0 / 10 / 40 / 150) on full HARIVO. Everything
 `results.json` (all numbers), `table.md`, `samples.png` (one row of frames per method) and `mg_sweep.png`.
 Finished rows are cached there (trained adapters, every clip and the scores), so a rerun after a crash continues
 where it stopped; key rows are computed first; `--rescore` scores the cached clips again (after a metric changed).
+Every scored row's numbers are also kept in `--store` (by default `benchmarks/results/comparison_rows.json`,
+committed: a few kB a row), so that a fresh clone, without the clips, reuses the rows measured before and computes
+only the missing ones (`samples.png` shows the rows whose clips are here).
 """
 
 import argparse
@@ -59,6 +62,7 @@ from harivo.training.config import STAGES
 from harivo.video_io import contact_sheet
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes" / "harivo.yaml"
+STORE = Path(__file__).resolve().parent / "results" / "comparison_rows.json"  # the full table's scored rows
 # The shipped recipe's last stage: its path predictor refit on captions with words substituted.
 REFIT_CONFIG = CONFIG.with_name("path_predictor.yaml")
 # The AnimateDiff recipe: temporal layers only, diffusion loss only.
@@ -266,11 +270,17 @@ def main() -> None:
         "--training-seeds", type=int, default=None,
         help="At most this many training seeds per row (default: all; 1 gives every row one adapter, seed 0).",
     )  # fmt: skip
+    parser.add_argument(
+        "--store", default=None,
+        help=f"JSON file of scored rows, reused where their clips are absent (default: {STORE.name} in"
+        " benchmarks/results for the full table, none with --quick; 'none' for none).",
+    )  # fmt: skip
     parser.add_argument("--rescore", action="store_true", help="Score the cached clips again.")
     args = parser.parse_args()
 
     quick = args.quick
     output = Path(args.output or ("outputs/comparison-quick" if quick else "outputs/comparison"))
+    store = None if args.store == "none" else Path(args.store) if args.store else None if quick else STORE
     steps = args.steps or (4 if quick else 600)
     num_frames = 4 if quick else 16
     training = training_settings(args.base_model, steps, quick)
@@ -300,15 +310,16 @@ def main() -> None:
     for row, training_seed in plan:
         folder = output / "rows" / row_slug(row, recipe, settings)
         clips_file = folder / f"training-seed-{training_seed}.npz"
-        if clips_file.is_file() and row.name not in (args.only or ()):
+        stored = training_seed in stored_runs(read_store(store).get(folder.name), training_seeds[row.name])
+        if (clips_file.is_file() or stored) and row.name not in (args.only or ()):
             continue
         print(f"== {row.name}, training seed {training_seed}", flush=True)
         clips, cost = compute_run(row, training_seed, args, training, settings, prompts, output, recipe)
         folder.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(clips_file, **{str(seed): np.stack(videos) for seed, videos in clips.items()})
         clips_file.with_suffix(".json").write_text(json.dumps({"name": row.name, "cost": cost}))
-        report(rows, training_seeds, groups, prompts, reference, settings, training, output, args.rescore, recipe)
-    report(rows, training_seeds, groups, prompts, reference, settings, training, output, args.rescore, recipe)
+        report(rows, training_seeds, groups, prompts, reference, settings, training, output, args, recipe, store)
+    report(rows, training_seeds, groups, prompts, reference, settings, training, output, args, recipe, store)
 
 
 def row_slug(row: Row, recipe: str, settings: EvalSettings) -> str:
@@ -318,12 +329,42 @@ def row_slug(row: Row, recipe: str, settings: EvalSettings) -> str:
     return slug({**fields, "recipe": recipe, "sampling": asdict(settings)})
 
 
-def report(rows, training_seeds, groups, prompts, reference, settings, training, output, rescore, recipe) -> None:
-    """Score every row from its cached runs (scores are cached too) and write the table and figures."""
+def read_store(store: Path | None) -> dict:
+    """The scored rows kept in `store`: {row folder name: {"name", "training_seeds", "scores", "costs"}}."""
+    return json.loads(store.read_text()) if store is not None and store.is_file() else {}
+
+
+def stored_runs(entry: dict | None, wanted) -> list[int]:
+    """The training seeds a store entry pooled, if this run wants them all (its numbers are over exactly them)."""
+    return entry["training_seeds"] if entry and set(entry["training_seeds"]) <= set(wanted) else []
+
+
+def write_store(store: Path, entries: dict) -> None:
+    """`entries` into `store`, whole or not at all (a crash mid-write leaves the previous file)."""
+    store.parent.mkdir(parents=True, exist_ok=True)
+    partial = store.with_name(store.name + ".tmp")
+    partial.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    partial.replace(store)
+
+
+def report(rows, training_seeds, groups, prompts, reference, settings, training, output, args, recipe, store) -> None:
+    """Score every row from its cached runs (scores are cached too, and kept in `store`) and write the table and
+    figures; a row whose clips are not here but whose runs `store` holds, all of them, takes its numbers from there."""
     results, samples, costs, partial = {}, {}, {}, {}
+    entries = read_store(store)
     for row in rows:
         folder = output / "rows" / row_slug(row, recipe, settings)
         runs = [seed for seed in training_seeds[row.name] if (folder / f"training-seed-{seed}.npz").is_file()]
+        kept = entries.get(folder.name)
+        seeds = stored_runs(kept, training_seeds[row.name])
+        if seeds and set(runs) <= set(seeds) and not (args.rescore and runs):
+            runs = seeds
+            results[row.name], costs[row.name] = kept["scores"], kept["costs"]
+            if len(runs) < len(training_seeds[row.name]):
+                partial[row.name] = f"{len(runs)} of {len(training_seeds[row.name])} training seeds so far"
+            if (folder / "training-seed-0.npz").is_file():
+                samples[row.name] = np.load(folder / "training-seed-0.npz")[str(settings.seeds[0])]
+            continue
         if not runs:
             continue
         clips = {}
@@ -332,7 +373,7 @@ def report(rows, training_seeds, groups, prompts, reference, settings, training,
             clips.update({f"{seed}/{sampling}": list(stored[sampling]) for sampling in stored.files})
         scores_file = folder / "scores.json"
         cached = json.loads(scores_file.read_text()) if scores_file.is_file() else {}
-        if rescore or cached.get("runs") != sorted(clips):
+        if args.rescore or cached.get("runs") != sorted(clips):
             cached = {"runs": sorted(clips), "scores": score_clips(clips, groups, reference=reference)}
             scores_file.write_text(json.dumps(cached))
         results[row.name] = cached["scores"]
@@ -340,6 +381,11 @@ def report(rows, training_seeds, groups, prompts, reference, settings, training,
         samples[row.name] = np.stack(next(iter(clips.values())))
         if len(runs) < len(training_seeds[row.name]):
             partial[row.name] = f"{len(runs)} of {len(training_seeds[row.name])} training seeds so far"
+        if store is not None and (not kept or set(kept["training_seeds"]) <= set(runs)):  # never fewer runs
+            entries[folder.name] = {
+                "name": row.name, "training_seeds": runs, "scores": results[row.name], "costs": costs[row.name]
+            }  # fmt: skip
+            write_store(store, entries)
     extra = {
         "prompts": groups,
         "eval_settings": asdict(settings),
@@ -353,7 +399,8 @@ def report(rows, training_seeds, groups, prompts, reference, settings, training,
     starts = np.cumsum([0] + [len(group) for group in groups.values()])[:-1]  # first prompt of each group
     videos = [samples[name][i] for i in starts for name in samples]
     labels = [f"{name}: {prompts[i]}" for i in starts for name in samples]
-    contact_sheet(videos, labels, scale=1, max_frames=8, long_exposure=True).save(folder / "samples.png")
+    if videos:  # none when every row came from the store
+        contact_sheet(videos, labels, scale=1, max_frames=8, long_exposure=True).save(folder / "samples.png")
     plot_mg_sweep(results, folder / "mg_sweep.png")
     print(format_table(results), flush=True)
     print(f"Wrote {folder}/results.json, table.md, samples.png and mg_sweep.png", flush=True)
@@ -385,7 +432,8 @@ def plot_mg_sweep(results: dict, path: Path) -> None:
         axis.set_xticks(np.arange(len(MG_ALPHAS)), [f"{a:g}" for a in MG_ALPHAS])
         axis.set_xlabel("MG alpha")
         axis.set_title(f"{metric} ({'↑' if HEADLINE_METRICS[metric] == 'higher' else '↓'})", fontsize=9)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

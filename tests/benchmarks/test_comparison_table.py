@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import comparison_table
 
@@ -25,6 +27,25 @@ def test_quick_table_has_every_row_and_writes_its_files(tmp_path, monkeypatch):
     comparison_table.main()
     assert {path: path.stat().st_mtime_ns for path in (out / "rows").rglob("*")} == cached
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+
+
+def test_a_fresh_clone_reuses_the_rows_kept_in_the_store(tmp_path, monkeypatch):
+    """The store (committed for the full table) stands in for a lost output folder: nothing trains or samples."""
+    store, first, fresh = tmp_path / "rows.json", tmp_path / "first", tmp_path / "fresh"
+    skip = ["--skip", *[row.name for row in comparison_table.build_rows() if row.training is not None]]
+    argv = ["comparison_table.py", "--quick", "--steps", "1", "--store", str(store), *skip]
+    monkeypatch.setattr(sys, "argv", [*argv, "--output", str(first)])
+    comparison_table.main()
+    kept = json.loads(store.read_text())
+    assert sorted(entry["name"] for entry in kept.values()) == sorted(
+        ["T2I frame by frame", "rendered clips through the VAE", "rendered clips"]
+    )
+    monkeypatch.setattr(sys, "argv", [*argv, "--output", str(fresh)])
+    monkeypatch.setattr(comparison_table, "compute_run", lambda *args: pytest.fail("a stored row was computed"))
+    comparison_table.main()
+    results = json.loads((fresh / "results.json").read_text())["rows"]
+    assert results == json.loads((first / "results.json").read_text())["rows"]
+    assert not (fresh / "rows").exists() and json.loads(store.read_text()) == kept
 
 
 def test_a_changed_recipe_never_reuses_cached_adapters_or_rows(tmp_path, monkeypatch):
