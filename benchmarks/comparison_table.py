@@ -280,7 +280,8 @@ def main() -> None:
 
     quick = args.quick
     output = Path(args.output or ("outputs/comparison-quick" if quick else "outputs/comparison"))
-    store = None if args.store == "none" else Path(args.store) if args.store else None if quick else STORE
+    store = Path(args.store) if args.store else None if quick else STORE
+    store = None if args.store == "none" else store
     steps = args.steps or (4 if quick else 600)
     num_frames = 4 if quick else 16
     training = training_settings(args.base_model, steps, quick)
@@ -307,10 +308,11 @@ def main() -> None:
         if i < len(seeds := training_seeds[row.name])
     ]
     plan += [(row, seed) for row in rows if row not in key for seed in training_seeds[row.name]]
+    kept = read_store(store)  # what this run computes lands in `output` too, so the store is read once
     for row, training_seed in plan:
         folder = output / "rows" / row_slug(row, recipe, settings)
         clips_file = folder / f"training-seed-{training_seed}.npz"
-        stored = training_seed in stored_runs(read_store(store).get(folder.name), training_seeds[row.name])
+        stored = training_seed in stored_runs(kept.get(folder.name), training_seeds[row.name])
         if (clips_file.is_file() or stored) and row.name not in (args.only or ()):
             continue
         print(f"== {row.name}, training seed {training_seed}", flush=True)

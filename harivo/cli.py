@@ -776,8 +776,10 @@ def _controlnets(args: argparse.Namespace) -> list[str] | None:
 
 def _motion_options(args: argparse.Namespace) -> dict:
     """The pipeline's motion-path mask and windows, where given (else the adapter's or pipeline's defaults)."""
+    from .models.adapter import SAMPLING_WINDOWS  # lazily, like every heavy import here
+
     options = {"motion_path_mask": args.motion_path_mask}
-    for name in ("temporal_window", "motion_path_window", "motion_path_core_window"):
+    for name in SAMPLING_WINDOWS:
         if getattr(args, name) is not None:
             options[name] = tuple(getattr(args, name))
     return options

@@ -84,6 +84,8 @@ SAMPLING_DEFAULTS = {
     "scheduler": "a sampler name harivo offers (harivo.schedulers.SCHEDULERS)",
     "num_inference_steps": "a positive whole number of steps",
 }
+# The fraction windows among them (each also a `HarivoPipeline` keyword and a training option `sampling_<name>`)
+SAMPLING_WINDOWS = ("temporal_window", "motion_path_window", "motion_path_core_window")
 
 
 def check_sampling_defaults(defaults: Any) -> dict[str, Any]:

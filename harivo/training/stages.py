@@ -38,7 +38,7 @@ from ..data import (
 from ..data.shapes import DIRECTIONS, ShapeScene
 from ..losses import HarivoLoss, LossWeights, diffusion_target
 from ..models import HarivoAdapter, HarivoUNet, estimate_displacements
-from ..models.adapter import COMPONENTS, check_sampling_defaults
+from ..models.adapter import COMPONENTS, SAMPLING_WINDOWS, check_sampling_defaults
 from ..utils.text import encode_captions, substitute_tokens, tokenize_captions
 from ..video_io import contact_sheet
 from .caption_content import CaptionContentHead
@@ -444,11 +444,7 @@ class HarivoStage(Stage):
             self.adapter = self._load_adapter(settings, unet, accelerator)
         else:
             self.adapter = self._new_adapter(settings, unet, accelerator)
-        for name in (
-            "temporal_window",
-            "motion_path_window",
-            "motion_path_core_window",
-        ):  # the recommended sampling, saved in the adapter
+        for name in SAMPLING_WINDOWS:  # the recommended sampling, saved in the adapter
             value = getattr(settings, f"sampling_{name}")
             if value is not None:
                 try:
