@@ -8,7 +8,9 @@ video world), the recipe of `configs/shapes/harivo.yaml` for steps, batch and le
 prompts and seeds:
 
 1. the T2I model frame by frame (no temporal layers);
-2. the AnimateDiff recipe: temporal layers trained with the diffusion loss only;
+2. the AnimateDiff recipe: temporal layers trained with the diffusion loss only; sampled, like every trained row,
+   with the windows the recipe saves in its adapter (temporal layers on the first half of the steps), and once with
+   its temporal layers on every step, as AnimateDiff samples;
 3. the AnimateDiff recipe plus one HARIVO component at a time (mapping network, frame tokens, `L_reg`, `L_trsa`,
    `L_dc`, MG sampling), and plus our motion path;
 4. full HARIVO (every component of the paper);
@@ -119,6 +121,10 @@ def build_rows() -> list[Row]:
     full = {**ANIMATEDIFF, **{k: v for c in COMPONENTS.values() for k, v in c.items()}}
     rows = [Row("T2I frame by frame", frame_by_frame=True)]
     rows.append(Row("AnimateDiff recipe", ANIMATEDIFF, training_seeds=TRAINING_SEEDS))
+    # Every trained row samples with the recipe's recommended windows (saved in its adapter: temporal layers on the
+    # first half of the steps); AnimateDiff itself runs its temporal layers on every step.
+    every_step = {"temporal_window": (0.0, 1.0)}
+    rows.append(Row("AnimateDiff recipe, temporal layers on every step", ANIMATEDIFF, sampling=every_step))
     rows += [Row(f"AnimateDiff + {name}", {**ANIMATEDIFF, **overrides}) for name, overrides in COMPONENTS.items()]
     paper_mg = {"mg_gradient": "full"}  # MG as the paper takes its gradient (through the U-Net)
     rows.append(Row("AnimateDiff + MG (alpha 40)", ANIMATEDIFF, mg_scale=40.0, sampling=paper_mg))
