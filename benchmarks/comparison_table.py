@@ -23,7 +23,8 @@ prompts and seeds:
 
 Key rows are trained with three seeds (`TRAINING_SEEDS`): their spread is over training and sampling seeds
 together. Plus the MG alpha sweep (0 / 10 / 40 / 150) on full HARIVO. Everything lands in `--output`:
-`results.json` (all numbers), `table.md`, `samples.png` (one row of frames per method) and `mg_sweep.png`.
+`results.json` (all numbers), `table.md`, `compact.md` (the README's one-table summary), `samples.png` (one row of
+frames per method) and `mg_sweep.png`.
 Finished rows are cached there (trained adapters, every clip and the scores), so a rerun after a crash continues
 where it stopped; key rows are computed first; `--rescore` scores the cached clips again (after a metric changed).
 Every scored row's numbers are also kept in `--store` (by default `benchmarks/results/comparison_rows.json`,
@@ -404,6 +405,7 @@ def report(rows, training_seeds, groups, prompts, reference, settings, training,
         "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
     }
     folder = write_results(output, results, extra)
+    (folder / "compact.md").write_text(compact_table(results, costs) + "\n")
     starts = np.cumsum([0] + [len(group) for group in groups.values()])[:-1]  # first prompt of each group
     videos = [samples[name][i] for i in starts for name in samples]
     labels = [f"{name}: {prompts[i]}" for i in starts for name in samples]
@@ -411,7 +413,38 @@ def report(rows, training_seeds, groups, prompts, reference, settings, training,
         contact_sheet(videos, labels, scale=1, max_frames=8, long_exposure=True).save(folder / "samples.png")
     plot_mg_sweep(results, folder / "mg_sweep.png")
     print(format_table(results), flush=True)
-    print(f"Wrote {folder}/results.json, table.md, samples.png and mg_sweep.png", flush=True)
+    print(f"Wrote {folder}/results.json, table.md, compact.md, samples.png and mg_sweep.png", flush=True)
+
+
+# The README's one-table summary: column name and decimals of each headline metric.
+COMPACT = {
+    "fidelity": ("fidelity", 2),
+    "fidelity_style": ("style", 2),
+    "background_change": ("bg change", 1),
+    "background_flicker": ("flicker", 1),
+    "motion_correct": ("motion", 2),
+    "jerk": ("jerk px", 1),
+    "identity": ("identity", 2),
+    "fvd": ("FVD-a", 0),
+}
+
+
+def compact_table(results: dict, costs: dict) -> str:
+    """Markdown: one row per method, each cell the means of every prompt group (`in / out / textured`), and the
+    mean training minutes of its adapters (`–` for rows that train nothing)."""
+    lines = ["| row | " + " | ".join(name for name, _ in COMPACT.values()) + " | train min |"]
+    lines.append("| --- |" + " ---: |" * (len(COMPACT) + 1))
+    for name, scores in results.items():
+        cells = [
+            " / ".join(
+                "–" if metric not in group else f"{group[metric]['mean']:.{digits}f}" for group in scores.values()
+            )
+            for metric, (_, digits) in COMPACT.items()
+        ]
+        minutes = np.mean([cost["train_s"] for cost in costs.get(name) or [{"train_s": 0.0}]]) / 60
+        cells.append(f"{minutes:.0f}" if minutes >= 1 else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_mg_sweep(results: dict, path: Path) -> None:

@@ -20,7 +20,10 @@ def test_quick_table_has_every_row_and_writes_its_files(tmp_path, monkeypatch):
     assert results["rows"]["rendered clips"]["in video distribution"]["fidelity"]["mean"] == 1.0
     flicker = {name: results["rows"][name]["textured backgrounds"]["background_flicker"]["mean"] for name in names}
     assert flicker["rendered clips"] == 0 < flicker["rendered clips through the VAE"]  # the VAE's floor
-    assert all((out / name).is_file() for name in ("table.md", "samples.png", "mg_sweep.png"))
+    assert all((out / name).is_file() for name in ("table.md", "compact.md", "samples.png", "mg_sweep.png"))
+    compact = (out / "compact.md").read_text().splitlines()
+    assert [line.split(" | ")[0].removeprefix("| ") for line in compact[2:]] == names  # a line per row, in order
+    assert compact[2 + names.index("rendered clips")].startswith("| rendered clips | 1.00 / 1.00 / 1.00 | ")
     assert results["partial_rows"] == {} and results["rows"]["shipped recipe"]["textured backgrounds"]["fidelity"]
     # a rerun reuses every cached row: no training, no sampling
     cached = {path: path.stat().st_mtime_ns for path in (out / "rows").rglob("*")}
