@@ -441,7 +441,7 @@ def compact_table(results: dict, costs: dict) -> str:
             )
             for metric, (_, digits) in COMPACT.items()
         ]
-        minutes = np.mean([cost["train_s"] for cost in costs.get(name) or [{"train_s": 0.0}]]) / 60
+        minutes = np.mean([cost["train_s"] for cost in costs[name]]) / 60  # `report` sets both for every row
         cells.append(f"{minutes:.0f}" if minutes >= 1 else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
