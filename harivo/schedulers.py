@@ -31,13 +31,17 @@ PER_STEP_NOISE = ("DDPMScheduler", "EulerAncestralDiscreteScheduler", "KDPM2Ance
 # Samplers whose update divides by the signal level: they cannot start at a zero-terminal-SNR schedule's pure-noise
 # step (PNDM's PLMS update is `sqrt(alpha_bar_prev / alpha_bar_t)`).
 NEEDS_NONZERO_SNR = ("PNDMScheduler",)
+# Below this signal level a step is pure noise in all but name: a zero-terminal-SNR schedule's last `alpha_bar` is 0,
+# which Euler, DPM-Solver and UniPC clamp to 2**-24 (DDIM keeps 0), and its next few are under 1e-6 as well. There the
+# clean-latent prediction `(z_t - sqrt(1 - a_t) eps) / sqrt(a_t)` multiplies any change to `eps` by over 1000.
+PURE_NOISE_ALPHA_BAR = 1e-6
 
 
 def is_zero_terminal_snr(scheduler: SchedulerMixin) -> bool:
     """Whether the schedule ends at pure noise (`alpha_bar_T` = 0, Lin et al. 2024)."""
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
     if alphas_cumprod is not None:
-        return float(alphas_cumprod[-1]) < 1e-6
+        return float(alphas_cumprod[-1]) < PURE_NOISE_ALPHA_BAR
     return bool(scheduler.config.get("rescale_betas_zero_snr", False))
 
 

@@ -40,7 +40,7 @@ from ..loading import (
 from ..models.adapter import HarivoAdapter
 from ..models.motion_path import batched_path
 from ..models.video_unet import HarivoUNet, default_trsa_layers
-from ..schedulers import adds_step_noise
+from ..schedulers import PURE_NOISE_ALPHA_BAR, adds_step_noise
 from ..utils.text import subject_token_weights
 from . import checks, mg_sampling, prompt_travel
 from .free_init import HarivoFreeInitMixin
@@ -579,7 +579,7 @@ class HarivoPipeline(
     ):
         """The model output at a guided step: MG moves it along the gradient of the temporal energy (section 6)."""
         alpha_bar = self._alpha_bar(t).to(latents.device)
-        if alpha_bar == 0:  # the pure-noise step of a zero-terminal-SNR schedule: eps = z_t, nothing to guide
+        if alpha_bar < PURE_NOISE_ALPHA_BAR:  # a zero-terminal-SNR schedule's pure-noise step: nothing to guide
             return self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
         prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         if gradient == "x0":  # the model output held constant: d x0_hat / d z_t = 1 / sqrt(a_t), a scalar

@@ -126,3 +126,55 @@ def test_subject_mask_scales_each_frame_and_ramps():
     peaked[:, 1, 2] = 1.0
     sharp = mg_sampling.subject_mask({"only": peaked}, num_videos=1, num_frames=4, size=(4, 4), threshold=(0.9, 0.95))
     assert sharp[0, 0, :, 1, 2].eq(1).all() and sharp.sum() == 4
+
+
+MG_SETTINGS = [
+    ("frame_difference", "x0"),
+    ("frame_difference", "full"),
+    ("motion_path", "x0"),
+    ("motion_path", "full"),
+    ("attention", "full"),
+]
+
+
+@pytest.fixture(scope="module")
+def default_pipeline():
+    from harivo import load_default_pipeline
+
+    pipe = load_default_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler", "dpm-solver++", "unipc"])
+def test_mg_on_every_step_draws_the_prompt_with_every_offered_sampler(default_pipeline, sampler):
+    """MG over the whole schedule, as the README recommends, must not break the clip with any sampler the CLI offers.
+
+    Euler, DPM-Solver++ and UniPC clamp the zero-terminal-SNR schedule's last `alpha_bar` from 0 to 2**-24: MG at that
+    step once multiplied its shift by 4096 and drew a blob of the wrong colour on noise."""
+    import numpy as np
+
+    from harivo.data import ShapeScene
+    from harivo.evaluation.metrics import score_clip
+    from harivo.schedulers import make_scheduler
+
+    pipe = default_pipeline
+    base = pipe.scheduler
+    prompt = "a large blue square moving up on a plain white background"
+    scene = ShapeScene.from_caption(prompt)
+    try:
+        pipe.scheduler = make_scheduler(sampler, base)
+        for energy, gradient in MG_SETTINGS:
+            for mg_scale in (40.0,):
+                frames = pipe(
+                    prompt, num_frames=8, num_inference_steps=10, mg_scale=mg_scale, mg_window=(0.0, 1.0),
+                    mg_energy=energy, mg_gradient=gradient, generator=torch.Generator().manual_seed(0),
+                    output_type="np",
+                ).frames[0]  # fmt: skip
+                scores = score_clip((np.clip(frames, 0, 1) * 255).round().astype(np.uint8), scene)
+                setting = (sampler, energy, gradient, mg_scale)
+                assert scores["found"] == 1 and scores["fidelity_colour"] == 1, (setting, scores)
+                assert scores["fidelity_background"] == 1 and scores["background_change"] < 6, (setting, scores)
+                assert scores["motion_correct"] == 1 and scores["jerk"] < 2, (setting, scores)
+    finally:
+        pipe.scheduler = base
