@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import where_style_is_lost
 
 EVERY_STEP = (0.0, 1.0)
+DPM_SOLVER = {"scheduler": "dpm-solver++", "num_inference_steps": 15}
 ROWS = {
     "MG off": {},
     "full gradient, alpha 10, first half (the paper's form)": {"mg_scale": 10.0, "mg_gradient": "full"},
@@ -26,6 +27,14 @@ ROWS = {
     "x0 gradient, alpha 10, every step": {"mg_scale": 10.0, "mg_window": EVERY_STEP, "mg_gradient": "x0"},
     "x0 gradient, alpha 40, every step": {"mg_scale": 40.0, "mg_window": EVERY_STEP, "mg_gradient": "x0"},
     "x0 gradient, alpha 100, every step": {"mg_scale": 100.0, "mg_window": EVERY_STEP, "mg_gradient": "x0"},
+    # the CLI's and the web UI's default sampler, whose schedule keeps a tiny alpha_bar at the pure-noise step
+    "MG off, dpm-solver++ 15 steps": DPM_SOLVER,
+    "x0 gradient, alpha 10, every step, dpm-solver++ 15 steps": {
+        "mg_scale": 10.0,
+        "mg_window": EVERY_STEP,
+        "mg_gradient": "x0",
+        **DPM_SOLVER,
+    },
 }
 METRICS = {
     "fidelity": "higher",

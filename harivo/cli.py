@@ -328,7 +328,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adapter",
         help="HARIVO adapter: a folder or a hub id (default: the embedded Shapes adapter, unless --base-model is a"
-        " saved HARIVO pipeline, which brings its own).",
+        " saved HARIVO pipeline, which brings its own); without --base-model, on the embedded Shapes base model.",
     )
     parser.add_argument(
         "--lora", action="append", default=None, metavar="PATH[:SCALE]",
@@ -561,7 +561,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
 
     from . import __version__
     from .settings import record, write_settings
-    from .video_io import check_output_path, save_video
+    from .video_io import check_output_path, interrupts_deferred, save_video
 
     # Everything that can be checked without the model is checked before loading it
     if not args.prompt:
@@ -569,6 +569,8 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
     output = args.output or "out.mp4"
     check_output_path(output, args.fps)
     check_seed(args.seed)
+    if args.scheduler is not None and args.scheduler.lower() not in SCHEDULER_NAMES:
+        raise ValueError(f"Unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULER_NAMES)}.")
     control = _control_options(args)
     workflow = _workflow_options(args, bool(control))
     device, dtype = _runtime(args)
@@ -630,8 +632,9 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
         "harivo": __version__, "torch": torch.__version__,
     }  # fmt: skip
     settings = record(vars(args), resolved)
-    path = save_video(frames, output, fps=args.fps, comment=json.dumps(settings))
-    write_settings(path, settings)
+    with interrupts_deferred():  # Ctrl-C now: the video and its settings are both written, then it stops
+        path = save_video(frames, output, fps=args.fps, comment=json.dumps(settings))
+        write_settings(path, settings)
     print(f"Wrote {path} and its settings ({len(frames)} frames, {seconds:.1f} s of sampling on {device}).")
     return path
 
@@ -918,15 +921,14 @@ def _load_pipeline(
     from .pipelines.pipeline_harivo import _has_component
 
     given_base, config = base_model, base_config
-    if adapter and not base_model:
-        raise ValueError("--adapter needs --base-model (the text-to-image model it was trained on).")
+    adapter_alone = bool(adapter) and not base_model  # e.g. trained on the embedded base, training's fallback
     single_file = bool(base_model) and Path(base_model).suffix in WEIGHT_SUFFIXES
     if config and not single_file:
         raise ValueError("--base-config is for a single-file --base-model (.safetensors or .ckpt).")
     embedded_base, embedded_adapter = default_model_paths()
     defaulted = not adapter and (single_file or (bool(base_model) and not _has_component(Path(base_model), "adapter")))
     if not base_model:
-        base_model, adapter = embedded_base, embedded_adapter
+        base_model, adapter = embedded_base, adapter or embedded_adapter
     elif defaulted:
         adapter = embedded_adapter
         config = config or (embedded_base if single_file else None)
@@ -938,6 +940,11 @@ def _load_pipeline(
             return cls.from_single_file(base_model, adapter=adapter, config=config, **kwargs)
         return cls.from_pretrained(base_model, adapter=adapter, **kwargs)
     except IncompatibleAdapterError as error:
+        if adapter_alone:
+            raise IncompatibleAdapterError(
+                f"--adapter {adapter} was not trained on the embedded Shapes base model ({error}): pass --base-model"
+                " (the text-to-image model it was trained on)."
+            ) from error
         if not defaulted:
             raise
         raise IncompatibleAdapterError(
@@ -1035,6 +1042,9 @@ def main(argv: list[str] | None = None) -> None:
         message = " ".join(str(error).split())  # one line, whatever the library wrote
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; what was written stays whole (videos and checkpoints)
+        print(f"error: interrupted (harivo {args.command} stopped).", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

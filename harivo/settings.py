@@ -8,6 +8,7 @@ metadata, so a video that lost its `.json` still says how it was made.
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ FORMAT = "harivo-generate/1"
 # Options that name files or folders: stored as absolute paths, so `--from` works from any folder
 PATH_OPTIONS = ("base_model", "base_config", "adapter", "video", "image", "ip_adapter", "ip_adapter_image")
 PATH_LIST_OPTIONS = ("control", "controlnet")
-# Options that say where and how to write, not what to make: not stored
-NOT_STORED = ("command", "output", "from_settings", "skip_memory_check")
+# Options that say where and how to write, not what to make, and the opt-ins to risk: not stored, and ignored in a
+# settings file (anyone can write one, or a video's metadata): they come only from the command line
+NOT_STORED = ("command", "output", "from_settings", "skip_memory_check", "allow_pickle")
 
 
 def settings_path(video: str | os.PathLike) -> Path:
@@ -77,7 +79,8 @@ def read_settings(path: str | os.PathLike, known: set[str]) -> dict[str, Any]:
     Args:
         path: `out.mp4.json`, or `out.mp4` itself.
         known: The option names the reader accepts (`harivo generate`'s); any other raises a one-line `ValueError`
-            (a file from a newer harivo, or not a settings file).
+            (a file from a newer harivo, or not a settings file). `NOT_STORED` options (the output, the opt-ins)
+            are dropped with a warning: a file must not choose where files go or take a risk the user did not.
     """
     from .video_io import VIDEO_SUFFIXES, read_video_comment
 
@@ -104,9 +107,16 @@ def read_settings(path: str | os.PathLike, known: set[str]) -> dict[str, Any]:
     ):
         raise ValueError(f"--from {path}: not a harivo generate settings file (expected format {FORMAT!r}).")
     options = settings["options"]
-    unknown = sorted(set(options) - known)
+    unknown = sorted(set(options) - known - set(NOT_STORED))
     if unknown:
         raise ValueError(
             f"--from {path}: unknown option(s) {', '.join(unknown)} (written by another harivo version?); remove them."
         )
-    return options
+    ignored = sorted(set(options) & set(NOT_STORED))
+    if ignored:
+        warnings.warn(
+            f"--from {path}: ignored {', '.join(ignored)}: where to write and the opt-ins come only from the command"
+            " line.",
+            stacklevel=2,
+        )
+    return {key: value for key, value in options.items() if key not in NOT_STORED}

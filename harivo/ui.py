@@ -10,10 +10,12 @@ import argparse
 import contextlib
 import hashlib
 import io
+import itertools
 import os
 import random
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +37,7 @@ class Studio:
         self.output_dir = Path(args.output_dir).expanduser().resolve()
         self.model = LoadedModel()
         self.parser = build_parser()
+        self._names, self._names_lock = set(), threading.Lock()  # the output paths given out
 
     def model_argv(self) -> list[str]:
         """The launch's model options, as `harivo generate` flags."""
@@ -60,11 +63,22 @@ class Studio:
             shutil.copyfile(source, kept)
         return str(kept)
 
+    def new_output(self, seed: int) -> Path:
+        """A video path no other click has or had: `<time>-<seed>.mp4`, numbered `-2`, `-3`, ... within a second."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        with self._names_lock:
+            for number in itertools.count(1):
+                path = self.output_dir / (f"{stamp}-{seed}.mp4" if number == 1 else f"{stamp}-{seed}-{number}.mp4")
+                if path not in self._names and not path.exists() and not settings_path(path).exists():
+                    self._names.add(path)
+                    return path
+
     def command(self, form: dict) -> list[str]:
         """The `harivo generate` arguments of the form's values."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        output = self.output_dir / f"{stamp}-{int(form['seed'])}.mp4"
-        argv = [form["prompt"] or "", "-o", str(output), "--seed", str(int(form["seed"]))]
+        if form["seed"] is None:  # a cleared box
+            raise ValueError("Seed is empty: give a whole number from 0, or press Random seed.")
+        seed = int(form["seed"])
+        argv = [form["prompt"] or "", "-o", str(self.new_output(seed)), "--seed", str(seed)]
         argv += ["--num-frames", str(int(form["num_frames"])), "--steps", str(int(form["steps"]))]
         argv += ["--guidance-scale", str(form["guidance_scale"]), "--mg-scale", str(form["mg_scale"])]
         for flag, name in (("--height", "height"), ("--width", "width")):

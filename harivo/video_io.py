@@ -1,7 +1,11 @@
 """Video frames in and out: conversions between PIL / numpy / torch, and mp4 / gif writing."""
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,25 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}  # else H.264 (imageio's default), which WebM cannot hold
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FrameInput = list[PIL.Image.Image] | np.ndarray | torch.Tensor
+# ffmpeg takes the metadata comment as one command-line argument, which Linux caps at 128 KiB
+MAX_COMMENT_BYTES = 100_000
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise `KeyboardInterrupt`: files written inside are written
+    whole (or removed) first. Only in the main thread, where Python delivers signals; elsewhere a plain block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
 
 
 def to_numpy_frames(frames: FrameInput) -> np.ndarray:
@@ -89,7 +112,8 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8, commen
         path (`str` or `os.PathLike`): Output file; its suffix picks the format.
         fps (`int`, defaults to 8): Frames per second.
         comment (`str`, *optional*): Text stored in the file's metadata (the container's comment tag, the GIF
-            comment), e.g. the settings that made the video; `read_video_comment` reads it back.
+            comment), e.g. the settings that made the video; `read_video_comment` reads it back. Past
+            `MAX_COMMENT_BYTES` a video other than a GIF is written without it (with a warning).
 
     Returns:
         `Path`: The written file.
@@ -101,10 +125,10 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8, commen
     handle, partial = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
     os.close(handle)
     partial = Path(partial)
-    umask = os.umask(0)
-    os.umask(umask)
-    partial.chmod(0o666 & ~umask)  # what a plain open() would give, not mkstemp's owner-only mode
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        partial.chmod(0o666 & ~umask)  # what a plain open() would give, not mkstemp's owner-only mode
         if suffix == ".gif":
             images[0].save(
                 partial, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0, optimize=False,
@@ -113,6 +137,13 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8, commen
         else:
             import imageio.v2 as imageio
 
+            if comment and len(comment.encode()) > MAX_COMMENT_BYTES:
+                warnings.warn(
+                    f"The comment ({len(comment.encode())} bytes) is longer than a video's metadata can take from"
+                    f" ffmpeg ({MAX_COMMENT_BYTES}); {path.name} is written without it.",
+                    stacklevel=2,
+                )
+                comment = None
             metadata = ["-metadata", f"comment={comment}"] if comment else None
             # macro_block_size=1 keeps the exact size (small Shapes-world frames are not multiples of 16)
             with imageio.get_writer(

@@ -58,16 +58,27 @@ def test_generate_with_the_embedded_default_model(tmp_path, capsys):
     assert iio.imread(out, index=None).shape == (4, 64, 64, 3)
 
 
-def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
+def test_an_adapter_alone_runs_on_the_embedded_base_or_says_what_to_pass(adapter_path, tmp_path, capsys):
+    """An adapter trained on the embedded base (training's fallback) needs no --base-model; one trained on another
+    base model is told to name it."""
+    from harivo.defaults import default_model_paths
+
+    out = tmp_path / "alone.gif"
+    main(["generate", "a red circle", "-o", str(out), "--adapter", str(default_model_paths()[1]), "--steps", "2",
+          "--num-frames", "4"])  # fmt: skip
+    assert iio.imread(out, index=None).shape == (4, 64, 64, 3)
+    capsys.readouterr()
     with pytest.raises(SystemExit):
-        main(["generate", "a red circle", "-o", str(tmp_path / "x.mp4"), "--adapter", str(tmp_path)])
-    assert "--adapter needs --base-model" in capsys.readouterr().err
+        main(["generate", "a red circle", "-o", str(tmp_path / "x.mp4"), "--adapter", str(adapter_path)])
+    err = capsys.readouterr().err
+    assert "was not trained on the embedded Shapes base model" in err and "pass --base-model" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--scheduler", "nope"], "Unknown scheduler"),
+        (["--scheduler", "nope"], "Unknown --scheduler"),
         (["--height", "15"], "multiple of the VAE"),
         (["--num-frames", "0"], "from 1 to 8"),
         (["--num-frames", "12", "--context-length", "9"], "--context-length must be an integer from 1 to 8"),
@@ -86,8 +97,8 @@ def test_adapter_without_base_model_says_what_to_pass(tmp_path, capsys):
         (["--motion-path-projection", "2"], "motion_path_projection"),
         (["--mg-energy", "motion_path", "--mg-scale", "40"], "need a path"),
         (["--mg-gradient", "x0", "--mg-energy", "attention", "--mg-scale", "10"], "energy of the clean latents"),
-        (["--motion", "1", "0", "--motion-subject", "zebra"], "not in the prompt"),
-        (["--motion", "1", "0", "--motion-scene", "zebra"], "motion scene 'zebra' is not in the prompt"),
+        (["--motion", "1", "0", "--motion-subject", "zebra"], "not among the first"),
+        (["--motion", "1", "0", "--motion-scene", "zebra"], "motion scene 'zebra' is not among"),
         (["--temporal-window", "0.8", "0.2"], "temporal_window"),
         (["--motion-path-core-window", "0.8", "0.2"], "motion_path_core_window"),
         (["--guidance-scale", "nan"], "guidance_scale"),

@@ -81,3 +81,12 @@ def test_a_striped_background_survives_and_holds_still_while_the_object_moves():
     ]
     assert all(s["fidelity_style"] >= 0.9 and s["texture_contrast"] >= 0.8 for s in scores), scores
     assert all(s["background_change"] < 8 and s["travel"] > 4 for s in scores), scores
+
+
+def test_sizes_whose_latents_do_not_halve_evenly_run_with_the_subject_mask():
+    """72 and 60 pixels are latents of 18 and 15, halved to 9 and 8 (rounding up): the subject's cross-attention
+    grid must follow the U-Net's own rounding."""
+    pipe = load_default_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(DEFAULT_PROMPT, num_frames=4, height=72, width=60, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (1, 4, 72, 60, 3)

@@ -117,3 +117,82 @@ def test_generate_samples_as_the_adapter_recommends_unless_told(tmp_path):
           "--steps", "3", "--scheduler", "ddim"])  # fmt: skip
     resolved = json.loads(settings_path(tmp_path / "b.gif").read_text())["resolved"]
     assert (resolved["scheduler"], resolved["steps"]) == ("DDIMScheduler", 3)
+
+
+def test_a_settings_file_never_chooses_where_to_write_or_an_opt_in(model_args, tmp_path, monkeypatch, recwarn):
+    """Anyone can write a settings file or a video's metadata: its output and opt-ins are ignored, with a warning."""
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "made" / "first.mp4"
+    main(["generate", "a small red circle", "-o", str(first), *model_args, "--num-frames", "2", "--height", "16",
+          "--width", "16", "--steps", "1"])  # fmt: skip
+    stored = json.loads(settings_path(first).read_text())
+    assert not {"output", "allow_pickle", "skip_memory_check"} & set(stored["options"])
+    outside = tmp_path / "elsewhere" / "x.mp4"
+    outside.parent.mkdir()
+    outside.write_bytes(b"precious")
+    stored["options"].update(output=str(outside), allow_pickle=True, skip_memory_check=True)
+    hostile = tmp_path / "made" / "hostile.json"
+    hostile.write_text(json.dumps(stored))
+    main(["generate", "--from", str(hostile)])
+    assert outside.read_bytes() == b"precious"
+    assert (tmp_path / "made" / "hostile-again.mp4").is_file()  # beside the file it came from
+    warned = " ".join(str(warning.message) for warning in recwarn)
+    assert "ignored allow_pickle, output, skip_memory_check" in warned
+
+
+def test_settings_too_long_for_ffmpeg_leave_the_video_without_its_comment(tmp_path):
+    comment = json.dumps({"prompt": "x" * 200_000})
+    with pytest.warns(UserWarning, match="written without it"):
+        path = save_video(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "long.mp4", comment=comment)
+    assert frames_of(path).shape == (2, 8, 8, 3) and read_video_comment(path) is None
+    gif = save_video(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "long.gif", comment=comment)
+    assert read_video_comment(gif) == comment  # a GIF takes any length
+
+
+def test_an_unknown_sampler_is_refused_before_the_model_loads(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "-o", str(tmp_path / "x.mp4"), "--base-model", str(tmp_path / "nothing"),
+              "--scheduler", "foo"])  # fmt: skip
+    assert "Unknown --scheduler 'foo'" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_generate_ends_in_one_line_and_leaves_no_file(tmp_path):
+    """SIGINT while sampling: exit 130, one line, the output that was there before untouched, no partial file."""
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the previous video")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harivo.cli", "generate", "a small red circle", "-o", str(out), "--num-frames", "8",
+         "--steps", "400"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while "1/400" not in "".join(err) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # until sampling has begun
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    reader.join(timeout=10)
+    err = "".join(err)
+    assert process.returncode == 130, err
+    assert err.rstrip().splitlines()[-1] == "error: interrupted (harivo generate stopped)." and "Traceback" not in err
+    assert out.read_bytes() == b"the previous video"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_ctrl_c_while_writing_finishes_the_write_then_stops(tmp_path):
+    import os
+    import signal
+
+    from harivo.video_io import interrupts_deferred
+
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        path = save_video(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "whole.mp4")
+    assert frames_of(path).shape == (2, 8, 8, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["whole.mp4"]

@@ -121,3 +121,21 @@ def test_the_form_becomes_the_generate_command(tmp_path):
     assert parsed.image == parsed.control[0] and parsed.image.startswith(str(kept)) and len(list(kept.iterdir())) == 1
     with pytest.raises(ValueError, match="argument --steps: invalid int value"):
         studio.parse(["a", "--steps", "many"])
+    for bad, message in (({"keyframes": "six x"}, "write FRAME: PROMPT"), ({"seed": None}, "Seed is empty")):
+        with pytest.raises(ValueError, match=message):
+            studio.command({**form, **bad})
+
+
+def test_clicks_in_one_second_with_one_seed_get_their_own_files(tmp_path):
+    """Four users pressing Generate with seed 7 in the same second: four outputs, none over another or an old one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harivo.cli import build_parser
+    from harivo.ui import Studio
+
+    studio = Studio(build_parser().parse_args(["ui", "-o", str(tmp_path)]))
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: studio.new_output(7), range(4)))
+    assert len(set(paths)) == 4 and all(path.parent == tmp_path for path in paths)
+    paths[0].write_bytes(b"made")
+    assert studio.new_output(7) not in paths

@@ -109,7 +109,7 @@ class TokenAttentionProcessor(_ExplicitAttentionProcessor):
         self.name = name
         self.capture = capture
         self.token_weights = token_weights
-        self.size = size  # (height, width) of the latents: the query grid is this size divided by a power of 2
+        self.size = size  # (height, width) of the latents: the query grid is this size halved, rounding up, k times
         self.original = original  # the layer's own processor
 
     def __call__(
@@ -126,8 +126,9 @@ class TokenAttentionProcessor(_ExplicitAttentionProcessor):
         weights = weights.repeat_interleave(batch_size // videos, dim=0)  # (B*F, L)
         weights = torch.nn.functional.pad(weights, (0, probs.shape[-1] - text_length))  # frame tokens: 0
         mass = (probs.unflatten(0, (batch_size, attn.heads)) * weights[:, None, None]).sum(-1).mean(1)
-        scale = round((self.size[0] * self.size[1] / sequence_length) ** 0.5)
-        grid = (self.size[0] // scale, self.size[1] // scale)
+        grid = self.size
+        while grid[0] * grid[1] > sequence_length:  # each down-sampling halves the grid, rounding up
+            grid = (-(-grid[0] // 2), -(-grid[1] // 2))
         self.capture.token_attention[self.name] = mass.detach().reshape(batch_size, *grid)
 
 

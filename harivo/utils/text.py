@@ -115,26 +115,33 @@ def subject_token_weights(
         tokenizer (`CLIPTokenizer`): The tokenizer the prompts are encoded with.
         prompts (`list[str]`): The prompts.
         subjects (`list[str]`, *optional*): Per prompt, the words naming what moves (e.g. `"red circle"`); each
-            must occur in its prompt. Default: `subject_words(prompt)`.
+            must occur in its prompt's tokens (the first `tokenizer.model_max_length - 2`, the words the text
+            encoder reads). Default: `subject_words(prompt)`, those of its words that the text encoder reads.
         scenes (`list[str]`, *optional*): Per prompt, the words naming what stands still (e.g. `"striped
-            background"`), each in its prompt after the subject's, or `""` for none. Default: `scene_words(prompt)`.
+            background"`), each in its prompt after the subject's, or `""` for none. Default: `scene_words(prompt)`,
+            those of its words that the text encoder reads.
 
     Raises:
-        `ValueError`: A given subject or scene does not occur in its prompt's tokens.
+        `ValueError`: A given subject or scene does not occur in its prompt's tokens, or the text encoder reads none
+            of the default subject's words.
     """
     ids = tokenize_captions(tokenizer, prompts)
     weights = torch.zeros(ids.shape, dtype=torch.float32)
     for row, prompt in enumerate(prompts):
+        # words found by default may lie past the text encoder's length, which cuts the prompt: those name nothing
         words = subject_words(prompt) if subjects is None else subjects[row].lower().split()
-        if _mark(tokenizer, ids, weights, row, words, 1.0) or not words:
+        missing = _mark(tokenizer, ids, weights, row, words, 1.0)
+        if (missing and subjects is not None) or len(missing) == len(words):
             raise ValueError(
-                f"The motion subject {' '.join(words)!r} is not in the prompt {prompt!r} (in order); name words of the"
-                ' prompt, e.g. `motion_subject="red circle"`.'
+                f"The motion subject {' '.join(words)!r} is not among the first {ids.shape[1] - 2} tokens of the"
+                f" prompt {prompt!r} (in order), which the text encoder reads; name words of the prompt as the motion"
+                ' subject, e.g. "red circle".'
             )
         scene = scene_words(prompt) if scenes is None else scenes[row].lower().split()
-        if _mark(tokenizer, ids, weights, row, scene, -1.0):
+        if _mark(tokenizer, ids, weights, row, scene, -1.0) and scenes is not None:
             raise ValueError(
-                f"The motion scene {' '.join(scene)!r} is not in the prompt {prompt!r} apart from its subject (in"
-                ' order); name words of the prompt, e.g. `motion_scene="striped background"`, or `""` for none.'
+                f"The motion scene {' '.join(scene)!r} is not among the first {ids.shape[1] - 2} tokens of the prompt"
+                f" {prompt!r} apart from its subject (in order), which the text encoder reads; name words of the"
+                ' prompt as the motion scene, e.g. "striped background", or "" for none.'
             )
     return weights

@@ -52,9 +52,25 @@ def test_subject_tokens_are_marked_once_each(tokenizer):
 
 @pytest.mark.parametrize("subject", ["square", "circle red", ""])
 def test_a_subject_not_in_the_prompt_is_refused_in_one_line(tokenizer, subject):
-    with pytest.raises(ValueError, match="not in the prompt") as error:
+    with pytest.raises(ValueError, match="not among the first") as error:
         subject_token_weights(tokenizer, ["a red circle moving left"], [subject])
     assert "\n" not in str(error.value)
+
+
+def test_default_words_past_the_text_encoders_length_are_left_out(tokenizer):
+    """Words the truncated prompt lacks name nothing: a default subject or scene keeps those the encoder reads."""
+    length = tokenizer.model_max_length - 2
+    tail = "on a red background today " + "blue " * length + "\N{PARTY POPPER}"
+    weights = subject_token_weights(tokenizer, ["a large red circle moving left " + tail])
+    tokens = tokenizer.convert_ids_to_tokens(
+        tokenize_captions(tokenizer, ["a large red circle moving left " + tail])[0]
+    )
+    assert [token for token, weight in zip(tokens, weights[0]) if weight > 0] == ["large</w>", "red</w>", "circle</w>"]
+    assert [token for token, weight in zip(tokens, weights[0]) if weight < 0][:2] == ["red</w>", "background</w>"]
+    adjectives = "a " + "large blue " * length + "circle"  # no verb, preposition or comma: every word is the subject
+    assert (subject_token_weights(tokenizer, [adjectives])[0] > 0).sum() == length - 1  # all but "a"
+    with pytest.raises(ValueError, match="not among the first"):  # words the user names must be read
+        subject_token_weights(tokenizer, [adjectives], ["circle"])
 
 
 def test_token_substitution_replaces_only_words_at_the_given_rate(tokenizer):
@@ -87,6 +103,6 @@ def test_the_scene_counts_against_the_subject_unless_given_empty(tokenizer):
     only_blue = subject_token_weights(tokenizer, prompt, scenes=["blue"])
     assert (only_blue < 0).sum() == 1
     for scene in ("green background", "circle"):  # not in the prompt; the subject's own word
-        with pytest.raises(ValueError, match=r"motion scene .* not in the prompt") as error:
+        with pytest.raises(ValueError, match=r"motion scene .* not among the first") as error:
             subject_token_weights(tokenizer, prompt, scenes=[scene])
         assert "\n" not in str(error.value)
