@@ -340,6 +340,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_LORA_SCALE = 10.0  # past it a LoRA only makes noise
+
+
 def parse_loras(values: list[str] | None) -> list[tuple[str, float]]:
     """`--lora PATH[:SCALE]` values as `(path, scale)`, checked before any model loads."""
     from .loading import looks_like_local_path
@@ -353,11 +356,16 @@ def parse_loras(values: list[str] | None) -> list[tuple[str, float]]:
             scale = None
         if scale is None:
             path, scale = value, 1.0
-        if not math.isfinite(scale):
-            raise ValueError(f"--lora {value}: the scale must be a finite number, e.g. {path}:0.8.")
+        if not math.isfinite(scale) or abs(scale) > MAX_LORA_SCALE:
+            value = value if value.isprintable() else repr(value)
+            raise ValueError(
+                f"--lora {value}: the scale must be a number from -{MAX_LORA_SCALE:g} to {MAX_LORA_SCALE:g} (usually"
+                f" 0 to 1; below 0 inverts the LoRA), e.g. {path}:0.8."
+            )
         missing = not path.strip() or not Path(path).expanduser().exists()
         if missing and (looks_like_local_path(path) or Path(path).suffix in WEIGHT_SUFFIXES or not _is_hub_id(path)):
-            raise FileNotFoundError(f"--lora {path}: no such file or folder (nor a hub id, org/name).")
+            shown = path if path.isprintable() else repr(path)  # a line break in it must not break the message
+            raise FileNotFoundError(f"--lora {shown}: no such file or folder (nor a hub id, org/name).")
         loras.append((path, scale))
     return loras
 
@@ -642,8 +650,9 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
 def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
     """The prompt (a keyframe dict with --prompt-at), the frame count and the --video / --image inputs of the call,
     read and checked before any model loads."""
-    from .video_io import read_frames, read_image
+    from .video_io import input_budget, read_frames, read_image
 
+    budget = input_budget(not args.skip_memory_check)
     if args.strength is not None and not (args.video or args.image):
         raise ValueError("--strength needs --video or --image (the input it re-generates).")
     if args.video_motion and not args.video:
@@ -662,7 +671,7 @@ def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
     if args.prompt_at:
         keyframes = {0: args.prompt}
         for frame, text in args.prompt_at:
-            if not re.fullmatch(r"\d+", frame):
+            if not re.fullmatch(r"[0-9]+", frame):
                 raise ValueError(f"--prompt-at FRAME must be a frame number (0, 1, ...), got {frame!r}.")
             if int(frame) in keyframes:
                 what = "the positional prompt's" if int(frame) == 0 else "given twice"
@@ -671,13 +680,13 @@ def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
         options["prompt"] = keyframes
     num_frames = args.num_frames
     if args.video:
-        video = read_frames(args.video)
+        video = read_frames(args.video, budget)
         options.update(video=video, strength=0.8 if args.strength is None else args.strength)
         if args.video_motion:
             options["motion_path"] = "video"
         num_frames = len(video) if num_frames is None else num_frames
     if args.image:
-        options.update(image=read_image(args.image), strength=0.8 if args.strength is None else args.strength)
+        options.update(image=read_image(args.image, budget), strength=0.8 if args.strength is None else args.strength)
     if bool(args.ip_adapter) != bool(args.ip_adapter_image):
         raise ValueError("--ip-adapter and --ip-adapter-image go together: give the IP-Adapter file and the image.")
     if args.ip_adapter_scale is not None and not args.ip_adapter:
@@ -689,7 +698,7 @@ def _workflow_options(args: argparse.Namespace, controlled: bool) -> dict:
                 f"--ip-adapter {weights} must be a weight file in a folder that also holds image_encoder/ (the"
                 " h94/IP-Adapter layout, e.g. models/ip-adapter_sd15.safetensors)."
             )
-        options["ip_adapter_image"] = read_image(args.ip_adapter_image)
+        options["ip_adapter_image"] = read_image(args.ip_adapter_image, budget)
     options["num_frames"] = 16 if num_frames is None else num_frames
     return options
 
@@ -726,7 +735,7 @@ def _long_videos(pipe, num_frames: int, context_length: int | None, context_stri
 
 def _control_options(args: argparse.Namespace) -> dict:
     """The ControlNet arguments of the pipeline call, read and checked before any model loads."""
-    from .video_io import read_frames
+    from .video_io import input_budget, read_frames
 
     if not args.control:
         for flag, value in (("--controlnet", args.controlnet), ("--control-frames", args.control_frames),
@@ -744,7 +753,8 @@ def _control_options(args: argparse.Namespace) -> dict:
         raise ValueError(
             f"Got {len(args.control)} --control for {nets} ControlNet(s); give one --control per --controlnet."
         )
-    frames = [read_frames(path) for path in args.control]
+    budget = input_budget(not args.skip_memory_check)
+    frames = [read_frames(path, budget) for path in args.control]
     options = {"conditioning_frames": frames if nets > 1 else frames[0]}
     if args.control_frames is not None:
         try:
@@ -998,11 +1008,11 @@ USER_ERRORS = (
 
 def parse_generate(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace):
     """`harivo generate --from SETTINGS ...`: the file's options, overridden by those given on the command line."""
-    from .settings import read_settings
+    from .settings import check_options, read_settings
 
     command = parser.subcommands["generate"]
-    known = {action.dest for action in command._actions} - {"help"}
-    options = read_settings(args.from_settings, known)
+    actions = {action.dest: action for action in command._actions if action.dest != "help"}
+    options = check_options(read_settings(args.from_settings, set(actions)), actions, args.from_settings)
     command.set_defaults(**options)
     try:
         args = parser.parse_args(argv)

@@ -5,6 +5,10 @@ class HarivoLoadError(OSError):
     """A model folder, hub id or weight file could not be loaded."""
 
 
+class MissingVariantError(HarivoLoadError, ValueError):
+    """No weight files of the asked `variant` (a `ValueError`, as diffusers raises it, and a `HarivoLoadError`)."""
+
+
 class IncompatibleAdapterError(ValueError):
     """A HARIVO adapter was built for a base model of another architecture."""
 

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import HarivoLoadError
+from .errors import HarivoLoadError, MissingVariantError
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
@@ -31,6 +31,17 @@ def dtype_argument(kwargs: dict) -> dict:
     if dtype is not None:
         kwargs[dtype_argument_name()] = dtype
     return kwargs
+
+
+def component_dtype(dtype: Any, name: str) -> Any:
+    """The dtype for component `name` of a `torch_dtype` argument: the dtype itself, or from a per-component dict
+    (`{"adapter": torch.float16, "default": torch.float32}`) the component's entry, else `"default"`'s, else
+    float32, as diffusers reads it."""
+    if not isinstance(dtype, dict):
+        return dtype
+    import torch
+
+    return dtype.get(name, dtype.get("default", torch.float32))
 
 
 def pickle_files(path: str | os.PathLike) -> list[Path]:
@@ -121,6 +132,8 @@ def describe_load_error(what: str, path: str | os.PathLike, error: BaseException
             " tensors (loading them would run code). Use safetensors weights from a source you trust."
         )
     message = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+    if isinstance(error, ValueError) and "variant" in message:
+        return MissingVariantError(f"Could not load the {what} from {str(path)!r}: {message}.")
     return HarivoLoadError(
         f"Could not load the {what} from {str(path)!r}: {message}. Check that the folder is complete (config.json "
         "and weights) and that its weight files are not truncated or corrupt."

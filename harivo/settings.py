@@ -6,6 +6,7 @@ the run resolved (the sampler, the device, the harivo and torch versions); the s
 metadata, so a video that lost its `.json` still says how it was made.
 """
 
+import argparse
 import json
 import os
 import warnings
@@ -95,11 +96,16 @@ def read_settings(path: str | os.PathLike, known: set[str]) -> dict[str, Any]:
                 f"--from {path}: the video has no {beside.name} beside it and no settings in its metadata."
             )
     else:
-        text = file.read_text()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"--from {path}: not a settings file (not UTF-8 text: {error.reason}).") from None
     try:
         settings = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"--from {path}: not a settings file ({error.msg} at line {error.lineno}).") from None
+    except RecursionError:
+        raise ValueError(f"--from {path}: not a settings file (its JSON is nested too deeply).") from None
     if (
         not isinstance(settings, dict)
         or settings.get("format") != FORMAT
@@ -120,3 +126,61 @@ def read_settings(path: str | os.PathLike, known: set[str]) -> dict[str, Any]:
             stacklevel=2,
         )
     return {key: value for key, value in options.items() if key not in NOT_STORED}
+
+
+def check_options(options: dict[str, Any], actions: dict[str, argparse.Action], path: str | os.PathLike) -> dict:
+    """
+    The options of a settings file checked against the command's arguments (`dest` -> argparse action), as if they
+    had been typed: each value of the type, count and choices its flag takes, converted like argparse converts it.
+
+    Raises:
+        `ValueError`: One line naming the option, its flag and what it takes.
+    """
+    checked = {}
+    for name, value in options.items():
+        action = actions[name]
+        flag = action.option_strings[-1] if action.option_strings else name
+        try:
+            checked[name] = _checked_value(action, value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ValueError(f"--from {path}: {name} is {shown}, which {flag} does not take ({error}).") from None
+    return checked
+
+
+def _checked_value(action: argparse.Action, value: Any) -> Any:
+    if value is None or value == action.default:
+        return value
+    if action.nargs == 0:  # a switch: true or false
+        if not isinstance(value, bool):
+            raise TypeError("expected true or false")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        if not isinstance(value, list):
+            raise TypeError("expected a list, one entry per use of the flag")
+        return [_checked_entry(action, item) for item in value]
+    return _checked_entry(action, value)
+
+
+def _checked_entry(action: argparse.Action, value: Any) -> Any:
+    if isinstance(action.nargs, int):
+        if not isinstance(value, list) or len(value) != action.nargs:
+            raise TypeError(f"expected a list of {action.nargs} values")
+        return [_checked_scalar(action, item) for item in value]
+    if action.nargs in ("+", "*"):
+        if not isinstance(value, list):
+            raise TypeError("expected a list")
+        return [_checked_scalar(action, item) for item in value]
+    return _checked_scalar(action, value)
+
+
+def _checked_scalar(action: argparse.Action, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise TypeError("expected a number or a string")
+    if isinstance(value, float) and action.type is int:
+        raise TypeError("expected a whole number")
+    converted = action.type(str(value)) if callable(action.type) else str(value)
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"expected one of {', '.join(map(str, action.choices))}")
+    return converted

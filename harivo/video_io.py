@@ -172,25 +172,70 @@ def read_video_comment(path: str | os.PathLike) -> str | None:
     return tags.get("comment") or None
 
 
-def read_image(path: str | os.PathLike) -> PIL.Image.Image:
-    """An RGB image from a file (e.g. the first frame of image-to-video), or a one-line error naming what is wrong."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist: give an image file (.png, .jpg, ...).")
+# Bytes a decoded input pixel takes: its 8-bit RGB frame and the float copy the pipelines work on
+INPUT_BYTES_PER_PIXEL = 3 + 3 * 4
+
+
+def input_budget(check_memory: bool = True) -> int | None:
+    """The bytes decoded inputs (videos, images) may take: a quarter of the free RAM; `None` (no limit) without the
+    memory check or where the free memory is unknown."""
+    if not check_memory:
+        return None
+    from .pipelines.checks import free_memory
+
+    available = free_memory(torch.device("cpu"))
+    return None if available is None else available // 4
+
+
+def check_input_size(path: Path, frames: int, width: int, height: int, budget: int | None) -> None:
+    """Raise a one-line `MemoryError` when `frames` decoded frames of `width` x `height` do not fit `budget` bytes."""
+    needed = frames * width * height * INPUT_BYTES_PER_PIXEL
+    if budget is not None and needed > budget:
+        raise MemoryError(
+            f"{path}: {frames} frame(s) of {width}x{height} take about {_size(needed)} to read, more than the"
+            f" {_size(budget)} inputs may take (a quarter of the free memory): use fewer or smaller frames"
+            " (--skip-memory-check reads it anyway)."
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def _regular_file(path: Path, what: str) -> Path:
+    """`path` if it is a regular file; else a one-line error that says what it is (missing, a folder, a pipe ...)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give {what}.")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give {what}.")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a pipe or a device?): give {what}.")
+    return path
+
+
+def read_image(path: str | os.PathLike, budget: int | None = None) -> PIL.Image.Image:
+    """An RGB image from a file (e.g. the first frame of image-to-video), or a one-line error naming what is wrong;
+    its size is checked against `budget` bytes (`input_budget`) before it is decoded."""
+    file = _regular_file(Path(path).expanduser(), "an image file (.png, .jpg, ...)")
     try:
         with PIL.Image.open(file) as image:
+            check_input_size(file, 1, *image.size, budget)
             return image.convert("RGB")
+    except PIL.Image.DecompressionBombError as error:
+        raise ValueError(f"{file} is too large an image to read safely ({error}).") from None
     except (OSError, PIL.UnidentifiedImageError) as error:
         raise ValueError(f"{file} is not a readable image ({error}).") from None
 
 
-def read_frames(path: str | os.PathLike) -> list[PIL.Image.Image]:
+def read_frames(path: str | os.PathLike, budget: int | None = None) -> list[PIL.Image.Image]:
     """
     Frames from a folder of images (sorted by file name) or from a video file (every frame), e.g. the condition
-    images of a ControlNet; a GIF is read as a video.
+    images of a ControlNet; a GIF is read as a video. Sizes are checked against `budget` bytes (`input_budget`)
+    from the container's header before decoding, and again frame by frame while decoding (a header may lie).
 
     Raises:
         `FileNotFoundError` / `ValueError`: One line naming what is missing or unreadable.
+        `MemoryError`: The decoded frames would take more than `budget`.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -199,14 +244,26 @@ def read_frames(path: str | os.PathLike) -> list[PIL.Image.Image]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); put one image per frame in it.")
-        return [read_image(file) for file in files]
+        frames = []
+        for file in files:
+            frames.append(read_image(file, budget))
+            if budget is not None:
+                budget -= frames[-1].width * frames[-1].height * INPUT_BYTES_PER_PIXEL
+        return frames
+    _regular_file(path, "a folder of images or a video file")
     if path.suffix.lower() not in (*VIDEO_SUFFIXES, ".gif"):
         raise ValueError(f"{path} is neither a folder of images nor a video ({', '.join(VIDEO_SUFFIXES)}, .gif).")
     import av
 
+    frames = []
     try:
         with av.open(str(path)) as container:
-            frames = [frame.to_image().convert("RGB") for frame in container.decode(video=0)]
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            check_input_size(path, max(stream.frames, 1), width, height, budget)
+            for frame in container.decode(stream):
+                check_input_size(path, len(frames) + 1, frame.width, frame.height, budget)
+                frames.append(frame.to_image().convert("RGB"))
     except (av.error.FFmpegError, IndexError) as error:
         raise ValueError(f"{path} is not a readable video ({error}).") from None
     if not frames:

@@ -470,7 +470,7 @@ def test_a_single_file_of_the_embedded_base_uses_the_embedded_adapter(tmp_path):
     ("extra", "message"),
     [
         (["--lora", "missing/style.safetensors"], "--lora missing/style.safetensors: no such file or folder"),
-        (["--lora", "style.safetensors:inf"], "--lora style.safetensors:inf: the scale must be a finite number"),
+        (["--lora", "style.safetensors:inf"], "--lora style.safetensors:inf: the scale must be a number from -10 to 10"),
         (["--base-config", "somewhere"], "--base-config is for a single-file --base-model"),
         (["--base-model", "missing/model.safetensors"], "The single-file checkpoint 'missing/model.safetensors' does not exist"),
     ],

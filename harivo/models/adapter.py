@@ -367,7 +367,12 @@ class HarivoAdapter(ModelMixin):
             )
 
     def save_pretrained(
-        self, save_directory: str | os.PathLike, include_projection_head: bool = True, **kwargs: Any
+        self,
+        save_directory: str | os.PathLike,
+        include_projection_head: bool = True,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        **kwargs: Any,
     ) -> None:
         """
         Save every component into its own sub-folder (safetensors) plus `harivo_adapter.json`.
@@ -375,8 +380,12 @@ class HarivoAdapter(ModelMixin):
         Args:
             save_directory (`str` or `os.PathLike`): Folder to write (created if needed).
             include_projection_head (`bool`, defaults to `True`): Also save the training-only projection head.
-            kwargs: Passed to each component's `save_pretrained` (e.g. `variant`).
+            safe_serialization (`bool`, defaults to `True`): safetensors files (`False`: pickle `.bin` files).
+            variant (`str`, *optional*): Write the weights as `diffusion_pytorch_model.<variant>.safetensors`, beside
+                the default files (a `DiffusionPipeline.save_pretrained(..., variant=...)` passes it here).
+            kwargs: Passed to each component's `save_pretrained`.
         """
+        kwargs.update(safe_serialization=safe_serialization, variant=variant)
         injected = sorted({key.split(".lora_")[0] for key in self.state_dict() if ".lora_" in key})
         if injected or any(".base_layer." in key for key in self.state_dict()):
             raise ValueError(
@@ -386,7 +395,6 @@ class HarivoAdapter(ModelMixin):
             )
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("safe_serialization", True)
         saved = []
         for name in COMPONENTS:
             component = getattr(self, name)
@@ -397,8 +405,8 @@ class HarivoAdapter(ModelMixin):
         from .. import __version__
 
         manifest = {"_class_name": type(self).__name__, "_harivo_version": __version__, "components": saved}
-        if kwargs.get("variant"):
-            manifest["variant"] = kwargs["variant"]
+        if variant:
+            manifest["variant"] = variant
         if self.sampling_defaults:
             manifest["sampling_defaults"] = {
                 key: list(value) if isinstance(value, tuple) else value
@@ -425,8 +433,9 @@ class HarivoAdapter(ModelMixin):
             allow_pickle (`bool`, defaults to `False`): Accept pickle weight files (they can run code when loaded).
             torch_dtype (`torch.dtype`, *optional*): Load the weights in this dtype (`dtype=` is read too).
             variant (`str`, *optional*): Load the weight files of this variant (e.g. `"fp16"`), as
-                `save_pretrained(variant=...)` wrote them; by default the variant the folder was saved with. A
-                component without files of that variant loads its default files.
+                `save_pretrained(variant=...)` wrote them; by default the default files, or the variant the folder
+                was saved with where it has no default files. A component without files of that variant loads its
+                default files.
             kwargs: `revision`, `cache_dir`, `token`, ... for hub downloads; other diffusers loading arguments
                 (from a `DiffusionPipeline.from_pretrained` call) are ignored.
         """
@@ -456,7 +465,6 @@ class HarivoAdapter(ModelMixin):
             raise HarivoLoadError(
                 f"{manifest_path} is not a HARIVO adapter manifest (expected a JSON object with a `components` list)."
             )
-        variant = variant or manifest.get("variant")
         components = {}
         for name, component_cls in COMPONENTS.items():
             folder = path / name
@@ -466,7 +474,10 @@ class HarivoAdapter(ModelMixin):
             if not folder.is_dir():
                 raise HarivoLoadError(f"The HARIVO adapter at {str(path)!r} is missing its {name!r} sub-folder.")
             components[name] = _load_component(
-                component_cls, folder, name.replace("_", " "), {**load_kwargs, "variant": _variant_in(folder, variant)}
+                component_cls,
+                folder,
+                name.replace("_", " "),
+                {**load_kwargs, "variant": _variant_in(folder, variant, manifest.get("variant"))},
             )
         try:
             return cls(**components, sampling_defaults=manifest.get("sampling_defaults"))
@@ -485,11 +496,17 @@ class HarivoAdapter(ModelMixin):
         )
 
 
-def _variant_in(folder: Path, variant: str | None) -> str | None:
-    """`variant` if `folder` has weight files of it, else `None` (its default files)."""
-    if variant is None or not folder.is_dir():
+def _variant_in(folder: Path, variant: str | None, saved: str | None = None) -> str | None:
+    """The variant of `folder`'s weight files to load: `variant` where it has files of it, else `None` (its default
+    files); without `variant`, its default files, or the `saved` variant where it has no default files."""
+    if not folder.is_dir():
         return None
-    return variant if any(f".{variant}." in p.name for p in folder.iterdir()) else None
+    weights = [p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+    if variant is None:
+        if saved is None or any(len(p.suffixes) == 1 for p in weights):
+            return None
+        variant = saved
+    return variant if any(f".{variant}." in p.name for p in weights) else None
 
 
 def _is_motion_adapter_folder(path: Path) -> bool:

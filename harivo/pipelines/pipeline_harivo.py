@@ -32,6 +32,7 @@ from ..loading import (
     PICKLE_SUFFIXES,
     WEIGHT_SUFFIXES,
     check_weight_format,
+    component_dtype,
     describe_load_error,
     dtype_argument,
     dtype_argument_name,
@@ -196,7 +197,7 @@ class HarivoPipeline(
             adapter = HarivoAdapter.from_pretrained(
                 adapter,
                 allow_pickle=allow_pickle,
-                torch_dtype=kwargs.get(dtype_argument_name()),
+                torch_dtype=component_dtype(kwargs.get(dtype_argument_name()), "adapter"),
                 variant=kwargs.get("variant"),
             )
         if adapter is not None:
@@ -291,7 +292,9 @@ class HarivoPipeline(
         dtype_argument(kwargs)
         if isinstance(adapter, str | os.PathLike):
             adapter = HarivoAdapter.from_pretrained(
-                adapter, allow_pickle=allow_pickle, torch_dtype=kwargs.get(dtype_argument_name())
+                adapter,
+                allow_pickle=allow_pickle,
+                torch_dtype=component_dtype(kwargs.get(dtype_argument_name()), "adapter"),
             )
         kwargs.setdefault("local_files_only", True)  # `config` is local by now
         try:
@@ -942,6 +945,25 @@ class HarivoPipeline(
         if not return_dict:
             return (video,)
         return AnimateDiffPipelineOutput(frames=video)
+
+
+def extends_call(base_call: Callable) -> Callable[[Callable], Callable]:
+    """
+    Decorate a task pipeline's `__call__(self, *args, <its own keywords>, **kwargs)`, which passes `args` and
+    `kwargs` on to `base_call`: `inspect.signature` then shows `base_call`'s parameters followed by its own, as
+    diffusers' pipelines show theirs (tools and diffusers' tests read it to find `prompt`, `guidance_scale`,
+    `callback_on_step_end`, ...).
+    """
+
+    def decorate(call: Callable) -> Callable:
+        own = [p for p in inspect.signature(call).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        base = inspect.signature(base_call)
+        names = {p.name for p in own}
+        inherited = [p for p in base.parameters.values() if p.name not in names]
+        call.__signature__ = base.replace(parameters=[*inherited, *own])
+        return call
+
+    return decorate
 
 
 def _has_component(folder: Path, name: str) -> bool:

@@ -16,7 +16,7 @@ from ..errors import HarivoLoadError
 from ..loading import check_weight_format, describe_load_error, looks_like_local_path
 from ..models.adapter import HarivoAdapter
 from . import controlnet as control
-from .pipeline_harivo import HarivoPipeline, _has_component
+from .pipeline_harivo import HarivoPipeline, _has_component, extends_call
 
 
 class HarivoControlNetPipeline(HarivoPipeline):
@@ -118,6 +118,7 @@ class HarivoControlNetPipeline(HarivoPipeline):
     def _reads_predicted_path(self) -> bool:
         return self._control is None
 
+    @extends_call(HarivoPipeline.__call__)
     @torch.no_grad()
     def __call__(
         self,

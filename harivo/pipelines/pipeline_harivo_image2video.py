@@ -7,7 +7,7 @@ import torch
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 
 from .frames import frames_of
-from .pipeline_harivo import HarivoPipeline
+from .pipeline_harivo import HarivoPipeline, extends_call
 from .pipeline_harivo_video2video import HarivoVideoToVideoPipeline, _VideoInput, check_strength
 
 
@@ -50,6 +50,7 @@ class HarivoImageToVideoPipeline(HarivoVideoToVideoPipeline):
         latents[:, :, :1] = self._pinned(timesteps[step + 1] if step + 1 < len(timesteps) else None)
         return latents
 
+    @extends_call(HarivoPipeline.__call__)
     @torch.no_grad()
     def __call__(
         self, *args: Any, image: Any = None, strength: float = 0.8, **kwargs: Any
@@ -79,7 +80,7 @@ class HarivoImageToVideoPipeline(HarivoVideoToVideoPipeline):
                 "FreeInit restarts from noise and would drop the input: call `pipe.disable_free_init()` (it is for"
                 " text-to-video)."
             )
-        self._video = _VideoInput(frames, float(strength), bound.arguments["num_inference_steps"])
+        self._video = _VideoInput([frames], float(strength), bound.arguments["num_inference_steps"])
         try:
             return HarivoPipeline.__call__(self, *bound.args[1:], **bound.kwargs)
         finally:

@@ -4,17 +4,18 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 
 from ..models.motion_path import estimate_displacements
 from .frames import fit_frames, frames_of
-from .pipeline_harivo import HarivoPipeline
+from .pipeline_harivo import HarivoPipeline, extends_call
 
 
 @dataclass
 class _VideoInput:
-    frames: torch.Tensor  # (F, 3, H, W) in [0, 1]; one frame is a still video
+    frames: list[torch.Tensor]  # one video, or one per prompt: (F, 3, H, W) in [0, 1]; one frame is a still video
     strength: float
     num_inference_steps: int
     latents: torch.Tensor | None = None  # (B, C, F, h, w), the frames' VAE latents, once encoded
@@ -50,12 +51,15 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
         if self._video is None:
             return latents
         num_frames, height, width = latents.shape[2], *(n * self.vae_scale_factor for n in latents.shape[-2:])
-        frames = fit_frames(self._video.frames[:num_frames], height, width, "video")
-        video = self.encode_frames(frames).to(latents.device, latents.dtype).expand_as(latents)
+        videos = self._video.frames
+        encoded = torch.stack([self.encode_frames(fit_frames(f[:num_frames], height, width, "video")) for f in videos])
+        video = encoded.to(latents.device, latents.dtype).repeat_interleave(latents.shape[0] // len(videos), 0)
+        video = video.expand_as(latents)  # a still image's one frame stands for every frame
         self._video.latents = video
         noise = latents / self.scheduler.init_noise_sigma  # the mapped noise m(eps)
         return self.scheduler.add_noise(video, noise, timesteps[:1].repeat(latents.shape[0]))
 
+    @extends_call(HarivoPipeline.__call__)
     @torch.no_grad()
     def __call__(
         self, *args: Any, video: Any = None, strength: float = 0.8, **kwargs: Any
@@ -66,9 +70,13 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
 
         Args:
             video: The input video: a list of PIL images, an array `(frames, H, W, 3)` or a tensor
-                `(frames, 3, H, W)` in [0, 1]. Frames of the output size's aspect ratio but another size are resized;
-                another aspect ratio is refused. `num_frames` defaults to its length; a shorter `num_frames` uses
-                its first frames.
+                `(frames, 3, H, W)` in [0, 1]; or one per prompt (a list of such videos, or an array / tensor with a
+                batch dimension first), as diffusers takes them. Frames of the output size's aspect ratio but
+                another size are resized; another aspect ratio is refused. `num_frames` defaults to its length (the
+                shortest's); a shorter `num_frames` uses its first frames.
+            latents (`torch.Tensor`, *optional*): As in [`HarivoPipeline.__call__`]: the initial noise, which the
+                input is noised with (through the mapping network). Unlike diffusers' video-to-video, not a noisy
+                starting point that replaces `video`: `video` is always needed.
             strength (`float`, defaults to 0.8): How far into the schedule the input is noised, in (0, 1]: the last
                 `int(num_inference_steps * strength)` steps run.
             motion_path (`torch.Tensor` or `"video"`, *optional*): As in [`HarivoPipeline.__call__`], or `"video"`:
@@ -79,16 +87,22 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
         bound.apply_defaults()
         call = bound.arguments
         if video is None:
+            latents = " (`latents` here is the initial noise, as in text-to-video, not a noisy starting point)"
             raise ValueError(
-                "Pass `video`: the input video to re-generate (frames as PIL images, an array or a tensor)."
+                "Pass `video`: the input video to re-generate (frames as PIL images, an array or a tensor)"
+                f"{latents if call['latents'] is not None else ''}."
             )
-        frames = frames_of(video, "video")
+        videos = videos_of(video, "video")
+        prompts = _num_prompts(call["prompt"], call["prompt_embeds"])
+        if len(videos) not in (1, prompts):
+            raise ValueError(f"`video` holds {len(videos)} videos for {prompts} prompts: pass one, or one per prompt.")
+        shortest = min(len(frames) for frames in videos)
         if num_frames is None:
-            num_frames = call["num_frames"] = len(frames)
-        elif isinstance(num_frames, int) and num_frames > len(frames):
+            num_frames = call["num_frames"] = shortest
+        elif isinstance(num_frames, int) and num_frames > shortest:
             raise ValueError(
-                f"`video` has {len(frames)} frames but `num_frames` is {num_frames}: pass a longer video or"
-                f" num_frames <= {len(frames)}."
+                f"`video` has {shortest} frames but `num_frames` is {num_frames}: pass a longer video or"
+                f" num_frames <= {shortest}."
             )
         steps = call["num_inference_steps"]
         check_strength(strength, steps)
@@ -100,13 +114,37 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
         if isinstance(call["motion_path"], str):
             if call["motion_path"] != "video":
                 raise ValueError(f"`motion_path` must be a tensor or 'video', got {call['motion_path']!r}.")
-            count = num_frames if isinstance(num_frames, int) and num_frames >= 1 else len(frames)
-            call["motion_path"] = video_motion_path(frames[:count]) / self.vae_scale_factor
-        self._video = _VideoInput(frames, float(strength), steps)
+            count = num_frames if isinstance(num_frames, int) and num_frames >= 1 else shortest
+            paths = torch.stack([video_motion_path(frames[:count]) for frames in videos]) / self.vae_scale_factor
+            per_prompt = call["num_videos_per_prompt"] if isinstance(call["num_videos_per_prompt"], int) else 1
+            call["motion_path"] = paths[0] if len(videos) == 1 else paths.repeat_interleave(per_prompt, 0)
+        self._video = _VideoInput(videos, float(strength), steps)
         try:
             return super().__call__(*bound.args[1:], **bound.kwargs)
         finally:
             self._video = None
+
+
+def videos_of(video: Any, name: str) -> list[torch.Tensor]:
+    """One video, or several (one per prompt, as diffusers takes them: a list of frame lists, of arrays `(F, H, W,
+    3)` or of tensors `(F, 3, H, W)`, or one array / tensor of 5 dimensions), as `frames_of` tensors."""
+    several = isinstance(video, np.ndarray | torch.Tensor) and video.ndim == 5
+    several = several or (
+        isinstance(video, list | tuple)
+        and bool(video)
+        and all(
+            isinstance(v, list | tuple) or (isinstance(v, np.ndarray | torch.Tensor) and v.ndim == 4) for v in video
+        )
+    )
+    return [frames_of(v, name) for v in video] if several else [frames_of(video, name)]
+
+
+def _num_prompts(prompt: Any, prompt_embeds: torch.Tensor | None) -> int:
+    if isinstance(prompt, list):
+        return len(prompt)
+    if prompt is None and isinstance(prompt_embeds, torch.Tensor):
+        return prompt_embeds.shape[0]
+    return 1
 
 
 def video_motion_path(frames: torch.Tensor) -> torch.Tensor:

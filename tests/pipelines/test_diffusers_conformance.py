@@ -115,3 +115,83 @@ def test_a_component_config_that_is_not_an_object_is_one_line(pipe, tmp_path):
     with pytest.raises(HarivoLoadError, match="Could not load the mapping network") as error:
         HarivoAdapter.from_pretrained(tmp_path / "adapter")
     assert "\n" not in str(error.value)
+
+
+# What diffusers' AnimateDiff pipelines take that harivo's counterparts do not, and why: video-to-video's custom
+# schedules (not yet); image-to-video stands for SparseCtrl, whose image ControlNet is here the first frame itself
+NOT_TAKEN = {
+    "HarivoVideoToVideoPipeline": {"timesteps", "sigmas", "enforce_inference_steps"},
+    "HarivoImageToVideoPipeline": {
+        "conditioning_frames",
+        "controlnet_conditioning_scale",
+        "controlnet_frame_indices",
+        "guess_mode",
+    },
+}
+
+
+def test_every_task_pipeline_shows_diffusers_arguments_in_its_signature():
+    """Tools and diffusers' tests read `inspect.signature(pipe.__call__)` (prompt, guidance_scale, callbacks,
+    IP-Adapter ...): the task pipelines show the text-to-video arguments they pass on, and their own."""
+    import inspect
+
+    from diffusers import (
+        AnimateDiffControlNetPipeline,
+        AnimateDiffPipeline,
+        AnimateDiffSparseControlNetPipeline,
+        AnimateDiffVideoToVideoPipeline,
+    )
+
+    from harivo.pipelines import HarivoControlNetPipeline, HarivoImageToVideoPipeline, HarivoVideoToVideoPipeline
+
+    base = set(inspect.signature(HarivoPipeline.__call__).parameters)
+    for ours, theirs, own in (
+        (HarivoPipeline, AnimateDiffPipeline, set()),
+        (HarivoControlNetPipeline, AnimateDiffControlNetPipeline, {"conditioning_frames", "guess_mode"}),
+        (HarivoVideoToVideoPipeline, AnimateDiffVideoToVideoPipeline, {"video", "strength"}),
+        (HarivoImageToVideoPipeline, AnimateDiffSparseControlNetPipeline, {"image", "strength"}),
+    ):
+        parameters = inspect.signature(ours.__call__).parameters
+        assert base | own <= set(parameters), ours.__name__
+        assert not [name for name, p in parameters.items() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        lacking = set(inspect.signature(theirs.__call__).parameters) - set(parameters) - {"kwargs"}
+        assert lacking == NOT_TAKEN.get(ours.__name__, set()), (ours.__name__, lacking)
+
+
+def test_a_variant_save_keeps_the_default_weights(pipe, tmp_path):
+    """diffusers' `save_pretrained(variant="fp16")` writes the variant beside the default files, never over them."""
+    pipe.save_pretrained(tmp_path / "both")
+    default = {k: v.clone() for k, v in pipe.adapter.state_dict().items()}
+    fresh = HarivoPipeline.from_pretrained(tmp_path / "both")  # its own weights: the fixture's are shared
+    fresh.to(torch.float16).save_pretrained(tmp_path / "both", variant="fp16")
+    folder = tmp_path / "both" / "adapter" / "mapping_network"
+    assert {p.name for p in folder.glob("*.safetensors")} == {
+        "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+    }  # fmt: skip
+    plain = HarivoAdapter.from_pretrained(tmp_path / "both" / "adapter")
+    assert all(v.dtype == torch.float32 and torch.equal(v, default[k]) for k, v in plain.state_dict().items())
+    from safetensors.torch import load_file
+
+    assert {v.dtype for v in load_file(folder / "diffusion_pytorch_model.fp16.safetensors").values()} == {
+        torch.float16
+    }
+    half = HarivoAdapter.from_pretrained(tmp_path / "both" / "adapter", variant="fp16", torch_dtype=torch.float16)
+    assert all(torch.equal(v, default[k].half()) for k, v in half.state_dict().items())
+
+
+def test_a_per_component_dtype_reaches_the_adapter(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "saved")
+    for dtype, expected in (
+        ({"adapter": torch.float16, "default": torch.float32}, torch.float16),
+        ({"default": torch.bfloat16}, torch.bfloat16),
+        ({"unet": torch.float16}, torch.float32),
+    ):
+        loaded = HarivoPipeline.from_pretrained(tmp_path / "saved", torch_dtype=dtype)
+        assert {v.dtype for v in loaded.adapter.state_dict().values()} == {expected}, dtype
+
+
+def test_a_missing_variant_is_a_value_error_as_in_diffusers(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="variant=fp16") as error:
+        HarivoPipeline.from_pretrained(tmp_path / "plain", variant="fp16")
+    assert isinstance(error.value, HarivoLoadError) and "\n" not in str(error.value)

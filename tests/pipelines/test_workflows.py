@@ -251,6 +251,8 @@ def test_video_to_video_follows_the_input_path_on_request(video2video, clip):
         ({"strength": 0.1}, "runs no step"),
         ({"num_frames": 9}, "has 8 frames but `num_frames` is 9"),
         ({"video": None}, "Pass `video`"),
+        ({"video": None, "latents": torch.zeros(1, 4, 6, 4, 4)}, "`latents` here is the initial noise"),
+        ({"video": [np.zeros((8, 16, 16, 3), np.uint8)] * 2}, "holds 2 videos for 1 prompts"),
         ({"video": np.zeros((8, 16, 24, 3), np.uint8)}, "another aspect ratio"),
         ({"video": "clip.mp4"}, "`video` must be PIL images"),
     ],
@@ -260,6 +262,35 @@ def test_bad_video_to_video_inputs_are_refused_in_one_line(video2video, clip, kw
     with pytest.raises(ValueError, match=match) as error:
         run(video2video, **kwargs)
     assert "\n" not in str(error.value)
+
+
+def test_video_to_video_takes_one_video_per_prompt_as_diffusers_does(video2video, clip):
+    """A list of videos (or a batch array) is one per prompt: each prompt's output starts from its own video."""
+    frames = np.asarray(clip[0])
+    other = frames[:, :, ::-1].copy()  # mirrored: the object travels the other way
+    prompts = ["a large red circle moving right", "a large red circle moving left"]
+    call = {"prompt": prompts, "strength": 0.5, "num_frames": 8, "num_videos_per_prompt": 2}
+    encoded = []
+    original = video2video._initial_latents
+
+    def record(latents, timesteps):  # the real hook; the input latents it noised kept
+        start = original(latents, timesteps)
+        encoded.append(video2video._video.latents)
+        return start
+
+    video2video._initial_latents = record
+    try:
+        batch = run(video2video, video=[list(frames), other], **call)
+    finally:
+        del video2video._initial_latents
+    assert batch.shape == (4, 8, 3, 16, 16)
+    with torch.no_grad():
+        expected = [video2video.encode_frames(to_tensor_frames(video)) for video in (frames, frames, other, other)]
+    torch.testing.assert_close(encoded[0], torch.stack(expected))
+    as_array = run(video2video, video=np.stack([frames, other]), **call)
+    torch.testing.assert_close(as_array, batch)
+    paths = run(video2video, video=[frames, other], **call, motion_path="video")
+    assert paths.shape == (4, 8, 3, 16, 16)
 
 
 def test_video_to_video_resizes_a_video_of_the_same_aspect_ratio(video2video, clip):
