@@ -1,9 +1,11 @@
 """Command line: `harivo generate`, `ui`, `train`, `dreambooth`, `eval` and `eval-videos`."""
 
 import argparse
+import errno
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -483,6 +485,15 @@ def dreambooth(args: argparse.Namespace) -> None:
     from .training import Trainer, load_config
 
     base = args.base_model or str(default_model_paths()[0])
+    if Path(base).suffix in WEIGHT_SUFFIXES:
+        raise ValueError(
+            f"--base-model {base} is a single file; DreamBooth trains a diffusers folder or hub id: convert it once"
+            " with diffusers (StableDiffusionPipeline.from_single_file(FILE).save_pretrained(FOLDER))."
+        )
+    if args.resolution is not None and args.resolution < 8:
+        raise ValueError(f"--resolution must be at least 8 pixels, got {args.resolution}.")
+    if args.learning_rate is not None and not 0 < args.learning_rate <= 1:
+        raise ValueError(f"--learning-rate must be in (0, 1], got {args.learning_rate}.")
     settings = {
         "stage": "dreambooth",
         "output_dir": args.output_dir,
@@ -490,8 +501,12 @@ def dreambooth(args: argparse.Namespace) -> None:
         "batch_size": args.batch_size,
         "checkpoint_every": max(args.max_steps // 4, 1),
         "validate_every": 0,
-        "data.resolution": args.resolution or base_resolution(base),
-        "optim.learning_rate": args.learning_rate or (1e-3 if args.lora_rank else 1e-4),
+        "data.resolution": args.resolution if args.resolution is not None else base_resolution(base),
+        "optim.learning_rate": args.learning_rate
+        if args.learning_rate is not None
+        else 1e-3
+        if args.lora_rank
+        else 1e-4,
         "optim.lr_warmup_steps": min(20, args.max_steps // 10),
         "dreambooth.base_model": base,
         "dreambooth.instance_data": args.instance_data,
@@ -820,6 +835,7 @@ def evaluate(args: argparse.Namespace) -> None:
         check_seed(seed)
     if args.through_vae and not args.real:
         raise ValueError("--through-vae scores rendered clips through the VAE: pass it with --real.")
+    check_output_folder(args.output_dir)
     groups = evaluation_prompts(args.prompts_per_group)
     prompts = [p for group in groups.values() for p in group]
     settings = EvalSettings(
@@ -999,6 +1015,7 @@ USER_ERRORS = (
     FileNotFoundError,
     FileExistsError,
     IsADirectoryError,
+    NotADirectoryError,
     PermissionError,
     TrainingDivergedError,
     SamplingDivergedError,
@@ -1026,6 +1043,27 @@ def parse_generate(parser: argparse.ArgumentParser, argv: list[str] | None, args
     return args
 
 
+def check_output_folder(folder: str | os.PathLike) -> None:
+    """Before any work: a one-line error when `folder`, or a folder above it, is a file (the results could not be
+    written after the work)."""
+    path = Path(folder).expanduser().absolute()
+    file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if file is not None:
+        raise FileExistsError(errno.EEXIST, "File exists", str(file))
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a user error: its message on one line; an operating-system error on a path said plainly (a
+    folder that is a file, `[Errno 17] File exists` from `mkdir`, says so)."""
+    if isinstance(error, FileExistsError | NotADirectoryError) and error.filename is not None:
+        file = next((p for p in (Path(error.filename), *Path(error.filename).parents) if p.is_file()), None)
+        if file is not None:
+            return f"{file} is a file, not a folder: choose another output folder."
+    if isinstance(error, OSError) and error.errno is not None and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}."
+    return " ".join(str(error).split())  # one line, whatever the library wrote
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1049,8 +1087,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "eval-videos":
             evaluate_videos(args)
     except USER_ERRORS as error:
-        message = " ".join(str(error).split())  # one line, whatever the library wrote
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {describe_error(error)}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:  # Ctrl-C: no traceback; what was written stays whole (videos and checkpoints)
         print(f"error: interrupted (harivo {args.command} stopped).", file=sys.stderr)

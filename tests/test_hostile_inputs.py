@@ -144,3 +144,23 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_an_output_folder_that_is_a_file_is_said_plainly(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    err = one_line_error(
+        capsys, ["train", "--config", "configs/shapes/vae.yaml", f"output_dir={taken}", "max_steps=1"]
+    )
+    assert f"{taken} is a file, not a folder" in err
+    err = one_line_error(capsys, ["eval", "--real", "--prompts-per-group", "2", "--seeds", "0", "--output-dir",
+                                  str(taken / "sub")])  # fmt: skip
+    assert f"{taken} is a file, not a folder" in err
+
+
+def test_dreambooth_on_a_single_file_says_to_convert_it(tmp_path, capsys):
+    single = tmp_path / "model.safetensors"
+    single.write_bytes(b"")
+    err = one_line_error(capsys, ["dreambooth", "--instance-data", str(tmp_path), "--identifier", "v", "--base-model",
+                                  str(single), "-o", str(tmp_path / "run")])  # fmt: skip
+    assert "is a single file; DreamBooth trains a diffusers folder or hub id" in err

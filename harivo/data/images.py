@@ -39,19 +39,35 @@ def read_image_folder(
     images = []
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         sidecar = path.with_suffix(".txt")
-        caption = sidecar.read_text().strip() if sidecar.is_file() else default_caption
+        caption = read_caption(sidecar) if sidecar.is_file() else default_caption
         if not caption:
             raise ValueError(f"{path.name} in the {what} has no caption: add {sidecar.name} or a default prompt.")
         images.append(CaptionedImage(path, caption))
     return images
 
 
+MAX_CAPTION_BYTES = 16_384  # far past what a text encoder reads (77 tokens): a larger file is not a caption
+
+
+def read_caption(path: Path) -> str:
+    """The caption in a `.txt` file, checked for size and encoding before it is read in full."""
+    size = path.stat().st_size
+    if size > MAX_CAPTION_BYTES:
+        raise ValueError(
+            f"The caption file {path} has {size} bytes; a caption is a line of text (at most {MAX_CAPTION_BYTES})."
+        )
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"The caption file {path} is not UTF-8 text ({error.reason}).") from None
+
+
 def read_pixels(path: Path, resolution: int) -> np.ndarray:
     """`(resolution, resolution, 3)` `uint8`: the shorter side resized to `resolution`, then centre-cropped."""
     try:
         image = Image.open(path).convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"Cannot read the image {path}: {error}") from error
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ValueError(f"Cannot read the image {path}: {error}") from None
     scale = resolution / min(image.size)
     if image.size != (resolution, resolution):
         size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))

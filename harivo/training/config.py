@@ -16,7 +16,30 @@ from typing import Any
 import yaml
 
 STAGES = ("vae", "t2i", "harivo", "controlnet", "dreambooth")
+# Accelerate's trackers and the package each needs
+TRACKERS = {
+    "tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "comet_ml", "aim": "aim", "mlflow": "mlflow",
+    "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio",
+}  # fmt: skip
+
+
+def check_tracker(name: str) -> None:
+    """Raise a one-line `ValueError` unless `name` is an Accelerate tracker ("all": every installed one) whose
+    package is installed."""
+    import importlib.util
+
+    if name == "all":
+        return
+    if name not in TRACKERS:
+        raise ValueError(f"report_to must be one of all, {', '.join(TRACKERS)}, not {name!r}.")
+    if importlib.util.find_spec(TRACKERS[name]) is None:
+        raise ValueError(f"report_to is {name!r} but {TRACKERS[name]} is not installed: pip install {TRACKERS[name]}.")
+
+
 POOLINGS = ("attention", "last_token")
+# Far past any useful value, and far enough below float32's 3.4e38 that Adam's arithmetic (the rate over its bias
+# correction, the weights times 1 - rate x decay) cannot overflow into a RuntimeError instead of a divergence report
+MAX_OPTIM_VALUE = 1e30
 # Allowed range of every numeric field: (low, high, low_open); None is unbounded. Checked when a config is loaded.
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "seed": (0, 2**32 - 1, False),
@@ -34,8 +57,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.num_frames": (1, None, False),
     "data.frame_stride": (1, None, False),
     "data.num_workers": (0, None, False),
-    "optim.learning_rate": (0, None, True),
-    "optim.weight_decay": (0, None, False),
+    "optim.learning_rate": (0, MAX_OPTIM_VALUE, True),
+    "optim.weight_decay": (0, MAX_OPTIM_VALUE, False),
     "optim.adam_beta1": (0, 1, False),
     "optim.adam_beta2": (0, 1, False),
     "optim.lr_warmup_steps": (0, None, False),
@@ -319,7 +342,7 @@ class TrainConfig:
                 or (high is not None and value > high)
             ):
                 if low is not None and high is not None:
-                    allowed = f"in [{low:g}, {high:g}]"
+                    allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
                 elif low_open:
                     allowed = f"greater than {low:g}"
                 else:
@@ -339,6 +362,13 @@ class TrainConfig:
                 f"harivo.motion_conditioning_pooling must be one of {', '.join(POOLINGS)}, not"
                 f" {self.harivo.motion_conditioning_pooling!r}."
             )
+        if self.optim.learning_rate * self.optim.weight_decay > MAX_OPTIM_VALUE:
+            raise ValueError(
+                f"optim.learning_rate times optim.weight_decay must be at most {MAX_OPTIM_VALUE:g} (AdamW scales the"
+                f" weights by 1 - their product), not {self.optim.learning_rate * self.optim.weight_decay:g}."
+            )
+        if self.report_to is not None:
+            check_tracker(self.report_to)
         from diffusers.optimization import SchedulerType
 
         names = [kind.value for kind in SchedulerType]

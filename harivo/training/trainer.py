@@ -75,6 +75,14 @@ class TrainingState:
             self.generator.set_state(state["generator"])
 
 
+def is_whole_checkpoint(path: Path) -> bool:
+    """Whether `path` holds what `save_checkpoint` writes (its weights and the training state, or the pickled state
+    of harivo < 0.1.1): a folder that does not is damaged and is never counted as one of the newest checkpoints."""
+    state = path / "state"
+    saved = (state / "training_state.json").is_file() or (state / "custom_checkpoint_0.pkl").is_file()
+    return saved and (path / "weights").is_dir()
+
+
 def find_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """Finished checkpoints of a run, oldest first (half-written `*.tmp` folders are ignored)."""
     if not output_dir.is_dir():
@@ -211,9 +219,11 @@ class Trainer:
         return final
 
     def _prune_checkpoints(self) -> None:
-        """Keep the newest `checkpoints_total_limit` checkpoints."""
+        """Keep the newest `checkpoints_total_limit` whole checkpoints (a damaged one, e.g. an empty folder, neither
+        counts nor is deleted)."""
         if self.accelerator.is_main_process:
-            for _, old in find_checkpoints(self.output_dir)[: -self.config.checkpoints_total_limit]:
+            whole = [path for _, path in find_checkpoints(self.output_dir) if is_whole_checkpoint(path)]
+            for old in whole[: -self.config.checkpoints_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
         self._unverified_checkpoint = None
 
@@ -377,19 +387,19 @@ class Trainer:
     def train(self) -> Path:
         """Run to `max_steps`; returns the folder with the exported final weights."""
         config, accelerator = self.config, self.accelerator
+        checkpoints = find_checkpoints(self.output_dir)
+        if not self.resume and (checkpoints or (self.output_dir / "final").is_dir()):  # nothing of it is touched
+            held = "checkpoints" if checkpoints else "a finished run (final/)"
+            raise FileExistsError(
+                f"{self.output_dir} already has {held}; pass --resume to continue it, or choose another output_dir."
+            )
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(config.to_yaml())
-        checkpoints = find_checkpoints(self.output_dir)
         if self.resume and checkpoints:
             self._resume()
         elif self.resume:
             accelerator.print(f"No checkpoint in {self.output_dir}; starting from scratch.")
-        elif checkpoints:
-            raise FileExistsError(
-                f"{self.output_dir} already has checkpoints; pass --resume to continue it, or choose another"
-                " output_dir."
-            )
         if config.report_to:
             accelerator.init_trackers(
                 f"harivo-{config.stage}", config=json.loads(json.dumps(vars(config), default=str))

@@ -146,3 +146,13 @@ def test_a_missing_base_model_is_one_line(tmp_path):
     with pytest.raises(HarivoLoadError, match=r"Could not load the harivo.base_model \(vae\)") as error:
         Trainer(tiny_config("harivo", tmp_path, f"harivo.base_model={tmp_path / 'empty'}"))
     assert "\n" not in str(error.value)
+
+
+def test_a_damaged_checkpoint_is_not_counted_as_one_of_the_newest(tmp_path, capsys):
+    """An empty `checkpoint-9` beside a run must not make pruning delete good checkpoints under the limit."""
+    Trainer(tiny_config("vae", tmp_path, "max_steps=2", "checkpoints_total_limit=2")).train()
+    (tmp_path / "checkpoint-9").mkdir()
+    Trainer(tiny_config("vae", tmp_path, "max_steps=4", "checkpoints_total_limit=2"), resume=True).train()
+    assert "checkpoint-9 is damaged" in capsys.readouterr().out
+    names = sorted(path.name for path in tmp_path.glob("checkpoint-*"))
+    assert names == ["checkpoint-3", "checkpoint-4", "checkpoint-9"]

@@ -132,3 +132,29 @@ def test_the_dreambooth_command_trains_a_lora_that_generate_loads(tmp_path, hear
     main(["generate", "a large red v moving right on a plain black background", "--lora", str(final), "--steps", "2",
           "--num-frames", "4", "-o", str(tmp_path / "v.gif")])  # fmt: skip
     assert (tmp_path / "v.gif").is_file()
+    again = ["dreambooth", "--instance-data", str(hearts), "--identifier", "v", "-o", str(tmp_path / "run")]
+    capsys.readouterr()
+    for extra, message in (
+        ([], "already has checkpoints; pass --resume"),
+        (["--resolution", "0"], "--resolution must be at least 8 pixels, got 0"),
+        (["--learning-rate", "0"], r"--learning-rate must be in (0, 1], got 0.0"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*again, *extra])
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert (tmp_path / "run" / "config.yaml").read_text() == config  # the finished run is untouched
+
+
+def test_caption_files_that_are_not_captions_are_refused_before_reading(tmp_path):
+    from harivo.data.images import MAX_CAPTION_BYTES, read_image_folder
+
+    folder = tmp_path / "images"
+    render_concept_images(folder, "v", shape="heart", count=3)
+    caption = next(folder.glob("*.png")).with_suffix(".txt")
+    caption.write_bytes(b"v" * (MAX_CAPTION_BYTES + 1))
+    with pytest.raises(ValueError, match=f"has {MAX_CAPTION_BYTES + 1} bytes; a caption is a line of text"):
+        read_image_folder(folder, "a v")
+    caption.write_bytes(b"a \xff v")
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        read_image_folder(folder, "a v")

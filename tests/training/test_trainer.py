@@ -164,7 +164,8 @@ def test_divergence_stops_with_a_clear_message_and_saves_nothing_corrupt(tmp_pat
 
 
 def test_weights_that_become_non_finite_are_never_saved(tmp_path):
-    config = tiny_config("vae", tmp_path, "max_steps=3", "optim.learning_rate=1e37", "optim.weight_decay=100")
+    config = tiny_config("vae", tmp_path, "max_steps=3")
+    config.optim.learning_rate, config.optim.weight_decay = 1e37, 100.0  # past what a config file may set
     with pytest.raises(TrainingDivergedError, match="weights after the optimizer step became inf at step 1"):
         Trainer(config).train()
     from safetensors.torch import load_file
