@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         " overlapping windows (FreeNoise).",
     )  # fmt: skip
     gen.add_argument(
+        "--max-frames", type=int, default=1024,
+        help="Refuse --num-frames past this (default: 1024): a long video's time grows with its frames.",
+    )  # fmt: skip
+    gen.add_argument(
         "--prompt-at", nargs=2, action="append", default=None, metavar=("FRAME", "PROMPT"),
         help="Prompt travel: from FRAME on the video shows PROMPT (interpolated from the previous keyframe); repeat"
         " for more keyframes. The positional prompt is frame 0's.",
@@ -138,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Denoising steps (default: what the adapter recommends, 15 with the embedded model; else 25).",
     )  # fmt: skip
     gen.add_argument("--guidance-scale", type=float, default=7.5, help="Classifier-free guidance (default: 7.5).")
+    gen.add_argument(
+        "--eta", type=float, default=0.0,
+        help="DDIM's share of fresh noise per step, 0-1 (default: 0, deterministic); with --scheduler ddim.",
+    )  # fmt: skip
     gen.add_argument("--guidance-rescale", type=float, default=None, help=GUIDANCE_RESCALE_HELP)
     gen.add_argument("--mg-scale", "--alpha", type=float, default=0.0, help="MG guidance alpha; 0 is off (paper: 40).")
     gen.add_argument("--mg-window", type=float, nargs=2, default=(0.0, 0.5), metavar=("START", "END"),
@@ -592,6 +600,12 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
     output = args.output or "out.mp4"
     check_output_path(output, args.fps)
     check_seed(args.seed)
+    if args.num_frames is not None and args.num_frames > args.max_frames:
+        raise ValueError(
+            f"--num-frames {args.num_frames} is more than --max-frames ({args.max_frames}): a long video's time grows"
+            " with its frames (each window of the temporal layers costs about one short clip); raise --max-frames"
+            " to make it anyway."
+        )
     if args.scheduler is not None and args.scheduler.lower() not in SCHEDULER_NAMES:
         raise ValueError(f"Unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULER_NAMES)}.")
     control = _control_options(args)
@@ -610,6 +624,11 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
     pipe.memory_check = not args.skip_memory_check
     num_frames = workflow.pop("num_frames")
     _long_videos(pipe, num_frames, args.context_length, args.context_stride)
+    if control and pipe.free_noise_enabled and num_frames > pipe._free_noise.context_length:
+        raise ValueError(
+            f"--control works on at most {pipe._free_noise.context_length} frames (one window of the temporal"
+            f" layers) for now; lower --num-frames to {pipe._free_noise.context_length}."
+        )
     if args.free_init is not None:
         try:
             pipe.enable_free_init(num_iters=args.free_init)
@@ -634,6 +653,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
         num_inference_steps=steps,
         guidance_scale=args.guidance_scale,
         guidance_rescale=guidance_rescale,
+        eta=args.eta,
         mg_scale=args.mg_scale,
         mg_window=tuple(args.mg_window),
         mg_energy=args.mg_energy,
@@ -746,6 +766,11 @@ def _long_videos(pipe, num_frames: int, context_length: int | None, context_stri
     except ValueError as error:
         raise ValueError(str(error).replace("`context_length`", "--context-length").replace(
             "`context_stride`", "--context-stride")) from None  # fmt: skip
+    if isinstance(num_frames, int) and num_frames > length:
+        windows = len(pipe._free_noise.windows(num_frames))
+        print(
+            f"{num_frames} frames in {windows} overlapping windows of {length}: about {windows} times one window's work."
+        )
 
 
 def _control_options(args: argparse.Namespace) -> dict:

@@ -19,7 +19,7 @@ PATH_OPTIONS = ("base_model", "base_config", "adapter", "video", "image", "ip_ad
 PATH_LIST_OPTIONS = ("control", "controlnet")
 # Options that say where and how to write, not what to make, and the opt-ins to risk: not stored, and ignored in a
 # settings file (anyone can write one, or a video's metadata): they come only from the command line
-NOT_STORED = ("command", "output", "from_settings", "skip_memory_check", "allow_pickle")
+NOT_STORED = ("command", "output", "from_settings", "skip_memory_check", "allow_pickle", "max_frames")
 
 
 def settings_path(video: str | os.PathLike) -> Path:

@@ -111,6 +111,9 @@ def test_an_adapter_alone_runs_on_the_embedded_base_or_says_what_to_pass(adapter
         (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
         (["--fps", "0"], "`fps` must be a positive"),
         (["--height", "4096", "--width", "4096"], "GiB is free: lower height/width"),
+        (["--num-frames", "2000"], "--num-frames 2000 is more than --max-frames (1024)"),
+        (["--num-frames", "20", "--max-frames", "10"], "raise --max-frames to make it anyway"),
+        (["--eta", "2", "--scheduler", "ddim"], "eta"),
     ],
 )
 def test_bad_arguments_exit_with_a_message_not_a_traceback(base_dir, adapter_path, tmp_path, capsys, extra, message):
@@ -335,6 +338,11 @@ def test_generate_with_a_controlnet_on_every_frame_or_keyframes(base_dir, adapte
     main([*common, "--controlnet", str(controlnet_path), "--control", str(dense), "--control",
           str(tmp_path / "masks.mp4"), "--control-scale", "0.5", "1", "-o", str(tmp_path / "two.gif")])  # fmt: skip
     assert iio.imread(tmp_path / "two.gif", index=None).shape == (4, 16, 16, 3)
+    # DDIM's eta: fresh noise per step (through the mapping network), reproducible by seed
+    for name, eta in (("eta0.gif", "0"), ("eta1.gif", "1"), ("eta1-again.gif", "1")):
+        main([*common[:-2], "--scheduler", "ddim", "--eta", eta, "-o", str(tmp_path / name)])
+    eta0, eta1, again = (iio.imread(tmp_path / n, index=None) for n in ("eta0.gif", "eta1.gif", "eta1-again.gif"))
+    assert np.array_equal(eta1, again) and not np.array_equal(eta0, eta1)
 
 
 @pytest.mark.parametrize(
@@ -351,6 +359,10 @@ def test_generate_with_a_controlnet_on_every_frame_or_keyframes(base_dir, adapte
         (["--control", "{dense}", "--controlnet", "{cn}", "--controlnet", "{cn}"], "one --control per --controlnet"),
         (["--control", "{dense}", "--controlnet", "{cn}", "--control-scale", "1", "2"], "values for 1 ControlNet(s)"),
         (["--control", "{dense}", "--controlnet", "{cn}", "--control-path", "--motion", "1", "0"], "at most one"),
+        (
+            ["--control", "{dense}", "--controlnet", "{cn}", "--num-frames", "12"],
+            "--control works on at most 8 frames",
+        ),
     ],
 )
 def test_bad_control_arguments_are_one_line_errors(

@@ -176,6 +176,20 @@ def check_keyframes(prompt: Mapping, num_frames: int) -> None:
             raise ValueError(f"`prompt` at keyframe {frame} must be a string, got {type(text).__name__}.")
 
 
+def callback_tensor(outputs: Any, name: str, current: torch.Tensor) -> torch.Tensor:
+    """The tensor `name` a `callback_on_step_end` returned (or `current` where it returned none), refused in one line
+    unless it is a tensor of `current`'s shape."""
+    if not isinstance(outputs, dict):
+        raise ValueError(f"`callback_on_step_end` must return a dict (or None), got {type(outputs).__name__}.")
+    value = outputs.pop(name, current)
+    if not isinstance(value, torch.Tensor) or value.shape != current.shape:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"`callback_on_step_end` returned `{name}` of shape {shape}; it must keep the shape {tuple(current.shape)}."
+        )
+    return value.to(current.device, current.dtype)
+
+
 def estimate_memory(
     pipe,
     num_frames: int = 16,

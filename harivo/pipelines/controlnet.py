@@ -83,6 +83,7 @@ def prepare_control(
     num_frames: int,
     height: int,
     width: int,
+    multiple: int = 8,
 ) -> ControlInputs:
     """
     Check one call's control inputs and bring the condition images to the video's size.
@@ -135,7 +136,7 @@ def prepare_control(
                 else f"`controlnet_frame_indices` ({len(indices)}), one per controlled frame"
             )
             raise ValueError(f"`{name}` has {len(tensor)} images; it needs as many as {wanted}.")
-        images.append(fit_frames(tensor, height, width, name))
+        images.append(fit_frames(tensor, height, width, name, multiple))
     scales = [float(s) for s in _per_net(controlnet_conditioning_scale, len(nets), "controlnet_conditioning_scale")]
     starts = [float(s) for s in _per_net(control_guidance_start, len(nets), "control_guidance_start")]
     ends = [float(e) for e in _per_net(control_guidance_end, len(nets), "control_guidance_end")]

@@ -46,14 +46,21 @@ def frames_of(frames: Any, name: str) -> torch.Tensor:
         ) from None
 
 
-def fit_frames(frames: torch.Tensor, height: int, width: int, name: str) -> torch.Tensor:
-    """Frames at the video's size: resized when only the scale differs, refused when the aspect ratio does."""
+def fit_frames(frames: torch.Tensor, height: int, width: int, name: str, multiple: int = 8) -> torch.Tensor:
+    """Frames at the video's size: resized when only the scale differs, refused when the aspect ratio does (saying
+    which video size, in multiples of `multiple`, the VAE's factor, would fit them)."""
     h, w = frames.shape[-2:]
     if (h, w) == (height, width):
         return frames
     if abs(h / w - height / width) > 0.01:
+        fitting = max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
+        size = (
+            f", or make the video {fitting[1]}x{fitting[0]} (height {fitting[0]}, width {fitting[1]})"
+            if abs(fitting[0] / fitting[1] - h / w) <= 0.01
+            else ""
+        )
         raise ValueError(
             f"`{name}` frames are {w}x{h} but the video is {width}x{height} (another aspect ratio): crop them to"
-            f" {width}x{height} (or pass height={h}, width={w})."
+            f" {width}x{height}{size}."
         )
     return F.interpolate(frames, size=(height, width), mode="bilinear", antialias=True, align_corners=False)

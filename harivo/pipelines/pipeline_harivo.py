@@ -923,9 +923,10 @@ class HarivoPipeline(
                         tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
                         tensors["negative_prompt_embeds"] = negative_prompt_embeds
                         callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-                        callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                        latents = callback_outputs.pop("latents", latents)
-                        prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                        callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                        callback_outputs = {} if callback_outputs is None else callback_outputs
+                        latents = checks.callback_tensor(callback_outputs, "latents", latents)
+                        prompt_embeds = checks.callback_tensor(callback_outputs, "prompt_embeds", prompt_embeds)
                     if not torch.isfinite(latents).all():
                         raise SamplingDivergedError(
                             f"The latents became NaN or infinite at step {i + 1} of {len(timesteps)}; nothing was decoded."

@@ -174,6 +174,7 @@ class HarivoControlNetPipeline(HarivoPipeline):
         inputs = control.prepare_control(
             self.controlnet, conditioning_frames, controlnet_frame_indices, controlnet_conditioning_scale,
             control_guidance_start, control_guidance_end, guess_mode, call["num_frames"], height, width,
+            self.vae_scale_factor,
         )  # fmt: skip
         if isinstance(call["motion_path"], str):
             if call["motion_path"] != "control":

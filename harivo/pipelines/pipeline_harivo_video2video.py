@@ -52,7 +52,12 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
             return latents
         num_frames, height, width = latents.shape[2], *(n * self.vae_scale_factor for n in latents.shape[-2:])
         videos = self._video.frames
-        encoded = torch.stack([self.encode_frames(fit_frames(f[:num_frames], height, width, "video")) for f in videos])
+        encoded = torch.stack(
+            [
+                self.encode_frames(fit_frames(f[:num_frames], height, width, "video", self.vae_scale_factor))
+                for f in videos
+            ]
+        )
         video = encoded.to(latents.device, latents.dtype).repeat_interleave(latents.shape[0] // len(videos), 0)
         video = video.expand_as(latents)  # a still image's one frame stands for every frame
         self._video.latents = video

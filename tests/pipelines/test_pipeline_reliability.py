@@ -147,6 +147,22 @@ def test_latents_that_become_non_finite_stop_sampling(tiny_sd):
         pipe(**CALL, num_inference_steps=2, callback_on_step_end=lambda p, i, t, k: poison(p, i, t, k) if i else {})
 
 
+@pytest.mark.parametrize(
+    "returned, message",
+    [
+        (lambda k: {"latents": k["latents"][:, :, :1]}, r"returned `latents` of shape \(1, 4, 1, "),
+        (lambda k: {"latents": k["latents"][0]}, "it must keep the shape"),
+        (lambda k: {"latents": [1, 2]}, r"`latents` of shape list"),
+        (lambda k: k["latents"], "must return a dict"),
+    ],
+)
+def test_a_callback_that_returns_malformed_latents_is_one_line(tiny_sd, returned, message):
+    pipe = make_pipe(tiny_sd, conditioned_adapter(tiny_sd))
+    with pytest.raises(ValueError, match=message) as error:
+        video(pipe, callback_on_step_end=lambda p, i, t, k: returned(k))
+    assert "\n" not in str(error.value)
+
+
 def test_per_step_noise_goes_through_the_mapping_network_or_is_refused(tiny_sd):
     pipe = make_pipe(tiny_sd, conditioned_adapter(tiny_sd))
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)

@@ -264,6 +264,16 @@ def test_bad_video_to_video_inputs_are_refused_in_one_line(video2video, clip, kw
     assert "\n" not in str(error.value)
 
 
+def test_a_video_of_another_aspect_ratio_is_told_a_size_that_fits_it(video2video):
+    factor = video2video.vae_scale_factor
+    with pytest.raises(ValueError, match="another aspect ratio") as error:
+        run(video2video, video=np.zeros((8, 12 * factor - 1, 16 * factor - 1, 3), np.uint8))
+    height, width = 12 * factor, 16 * factor
+    assert f"make the video {width}x{height} (height {height}, width {width})" in str(error.value)
+    run(video2video, video=np.zeros((8, 12 * factor - 1, 16 * factor - 1, 3), np.uint8), height=height, width=width,
+        num_inference_steps=2, num_frames=2)  # fmt: skip
+
+
 def test_video_to_video_takes_one_video_per_prompt_as_diffusers_does(video2video, clip):
     """A list of videos (or a batch array) is one per prompt: each prompt's output starts from its own video."""
     frames = np.asarray(clip[0])
