@@ -13,6 +13,10 @@ class IncompatibleAdapterError(ValueError):
     """A HARIVO adapter was built for a base model of another architecture."""
 
 
+class IncompatibleControlNetError(ValueError):
+    """A ControlNet was built for a base model of another architecture."""
+
+
 class TrainingDivergedError(RuntimeError):
     """The training loss (or its gradient) became NaN or infinite."""
 

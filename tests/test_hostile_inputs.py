@@ -164,3 +164,17 @@ def test_dreambooth_on_a_single_file_says_to_convert_it(tmp_path, capsys):
     err = one_line_error(capsys, ["dreambooth", "--instance-data", str(tmp_path), "--identifier", "v", "--base-model",
                                   str(single), "-o", str(tmp_path / "run")])  # fmt: skip
     assert "is a single file; DreamBooth trains a diffusers folder or hub id" in err
+
+
+def test_a_controlnet_for_another_architecture_is_blamed_on_the_controlnet(tiny_sd, tmp_path, capsys):
+    from tests.pipelines.test_pipeline_controlnet import make_controlnet
+
+    make_controlnet(tiny_sd.unet).save_pretrained(tmp_path / "net")  # the tiny model's, not the embedded base's
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(4):
+        PIL.Image.new("RGB", (64, 64)).save(frames / f"{index}.png")
+    err = one_line_error(capsys, ["generate", "a red circle", "--controlnet", str(tmp_path / "net"), "--control",
+                                  str(frames), "--num-frames", "4", "-o", str(tmp_path / "x.gif")])  # fmt: skip
+    assert "The ControlNet was built for another base model: its cross_attention_dim" in err
+    assert "Could not load the base model" not in err

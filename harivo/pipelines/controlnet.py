@@ -15,14 +15,15 @@ import torch
 from diffusers import ControlNetModel, SparseControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
-from .frames import fit_frames, frames_of
+from ..errors import IncompatibleControlNetError
+from .frames import fit_frames, videos_of
 
 
 @dataclass
 class ControlInputs:
-    """One call's controls, checked: per net its condition images `(frames controlled, 3, H, W)` in [0, 1], the
-    controlled frame indices (of `num_frames`), and per net its scale and the `[start, end]` fraction of the
-    schedule it acts in."""
+    """One call's controls, checked: per net its condition images `(clips, frames controlled, 3, H, W)` in [0, 1],
+    one clip for every video or one per prompt, the controlled frame indices (of `num_frames`), per net its scale
+    and the `[start, end]` fraction of the schedule it acts in, and the videos made per prompt."""
 
     images: list[torch.Tensor]
     frame_indices: list[int]
@@ -31,6 +32,15 @@ class ControlInputs:
     starts: list[float]
     ends: list[float]
     guess_mode: bool
+    videos_per_prompt: int = 1
+
+    def per_video(self, images: torch.Tensor, videos: int) -> torch.Tensor:
+        """`images` `(clips, ...)` for each of `videos` videos of the U-Net's batch, which is ordered (guidance half,
+        prompt, video of the prompt): one clip serves every video, one per prompt serves that prompt's."""
+        if images.shape[0] == 1:
+            return images.expand(videos, *images.shape[1:])
+        per_half = images.repeat_interleave(self.videos_per_prompt, 0)
+        return per_half.repeat(videos // per_half.shape[0], *([1] * (images.ndim - 1)))
 
 
 def as_multi(controlnet: Any) -> MultiControlNetModel | ControlNetModel:
@@ -47,7 +57,8 @@ def nets_of(controlnet: Any) -> list[ControlNetModel]:
 
 
 def check_controlnet(controlnet: Any, unet_config: Any) -> None:
-    """One-line `ValueError` when a ControlNet was built for another base model than the pipeline's U-Net."""
+    """One-line `IncompatibleControlNetError` (a `ValueError`) when a ControlNet was built for another base model than
+    the pipeline's U-Net."""
     nets = nets_of(controlnet)
     for index, net in enumerate(nets):
         config = getattr(getattr(net, "_orig_mod", net), "config", None)
@@ -59,7 +70,7 @@ def check_controlnet(controlnet: Any, unet_config: Any) -> None:
             if key == "block_out_channels":
                 theirs, ours = tuple(theirs), tuple(ours)
             if theirs != ours:
-                raise ValueError(
+                raise IncompatibleControlNetError(
                     f"{which} was built for another base model: its {key} is {theirs}, this U-Net's is {ours}. Use a"
                     " ControlNet trained for this base model (same architecture, e.g. SD 1.5 for SD 1.5)."
                 )
@@ -84,12 +95,15 @@ def prepare_control(
     height: int,
     width: int,
     multiple: int = 8,
+    prompts: int = 1,
+    videos_per_prompt: int = 1,
 ) -> ControlInputs:
     """
     Check one call's control inputs and bring the condition images to the video's size.
 
     `conditioning_frames` holds, per ControlNet (a list of such for several), one image per frame or one per index
-    of `controlnet_frame_indices`. Frames of another size with the video's aspect ratio are resized (bilinear);
+    of `controlnet_frame_indices`: one clip for every video, or a list of clips, one per prompt (of `prompts`), as
+    diffusers takes them. Frames of another size with the video's aspect ratio are resized (bilinear);
     another aspect ratio is refused. Every mistake is a one-line `ValueError` that says what to change.
     """
     nets = nets_of(controlnet)
@@ -128,15 +142,18 @@ def prepare_control(
     images = []
     for number, frames in enumerate(per_net):
         name = "conditioning_frames" if len(nets) == 1 else f"conditioning_frames[{number}]"
-        tensor = frames_of(frames, name)
-        if len(tensor) != len(indices):
-            wanted = (
-                f"`num_frames` ({num_frames}), one per frame"
-                if controlnet_frame_indices is None
-                else f"`controlnet_frame_indices` ({len(indices)}), one per controlled frame"
-            )
-            raise ValueError(f"`{name}` has {len(tensor)} images; it needs as many as {wanted}.")
-        images.append(fit_frames(tensor, height, width, name, multiple))
+        clips = videos_of(frames, name)
+        if len(clips) not in (1, prompts):
+            raise ValueError(f"`{name}` holds {len(clips)} clips for {prompts} prompts: pass one, or one per prompt.")
+        for tensor in clips:
+            if len(tensor) != len(indices):
+                wanted = (
+                    f"`num_frames` ({num_frames}), one per frame"
+                    if controlnet_frame_indices is None
+                    else f"`controlnet_frame_indices` ({len(indices)}), one per controlled frame"
+                )
+                raise ValueError(f"`{name}` has {len(tensor)} images; it needs as many as {wanted}.")
+        images.append(torch.stack([fit_frames(tensor, height, width, name, multiple) for tensor in clips]))
     scales = [float(s) for s in _per_net(controlnet_conditioning_scale, len(nets), "controlnet_conditioning_scale")]
     starts = [float(s) for s in _per_net(control_guidance_start, len(nets), "control_guidance_start")]
     ends = [float(e) for e in _per_net(control_guidance_end, len(nets), "control_guidance_end")]
@@ -150,7 +167,7 @@ def prepare_control(
             )
     # A net trained without the prompt (global pooling of its condition) always runs in guess mode, as in diffusers
     guess_mode = bool(guess_mode) or any(n.config.get("global_pool_conditions", False) for n in nets)
-    return ControlInputs(images, indices, num_frames, scales, starts, ends, guess_mode)
+    return ControlInputs(images, indices, num_frames, scales, starts, ends, guess_mode, videos_per_prompt)
 
 
 def control_residuals(
@@ -195,6 +212,7 @@ def control_residuals(
     for net, images, scale in zip(nets_of(controlnet), control.images, scales):
         if scale == 0:
             continue
+        images = control.per_video(images, videos)  # (videos, controlled, ...)
         if _is_sparse(net):
             net_down, net_mid = _sparse_residuals(net, images, index, sample, t, embeds, scale, control.guess_mode)
         else:
@@ -236,7 +254,7 @@ def _image_residuals(net, images, index, sample, t, embeds, scale, guess_mode):
     """An image ControlNet on the controlled frames alone; zeros for the others: `(videos*frames, ...)` each."""
     videos, num_frames, controlled = sample.shape[0], sample.shape[2], len(index)
     frames = sample.index_select(2, index).transpose(1, 2).flatten(0, 1)  # (videos*controlled, C, h, w)
-    condition = images.to(sample.device, net.dtype).repeat(videos, 1, 1, 1)  # (videos*controlled, 3, H, W)
+    condition = images.flatten(0, 1).to(sample.device, net.dtype)  # (videos*controlled, 3, H, W)
     down, mid = net(
         frames.to(net.dtype), t, encoder_hidden_states=_frame_text(embeds, index, num_frames).to(net.dtype),
         controlnet_cond=condition, conditioning_scale=scale, guess_mode=guess_mode, return_dict=False,
@@ -254,8 +272,8 @@ def _sparse_residuals(net, images, index, sample, t, embeds, scale, guess_mode):
     """diffusers' `SparseControlNetModel` (SparseCtrl): it reads the whole clip, the controlled frames' conditions and
     a mask of them, and its own temporal layers spread the control to every frame."""
     videos, num_frames = sample.shape[0], sample.shape[2]
-    condition = images.new_zeros(videos, images.shape[1], num_frames, *images.shape[-2:])
-    condition[:, :, index.cpu()] = images.transpose(0, 1)[None]
+    condition = images.new_zeros(videos, images.shape[2], num_frames, *images.shape[-2:])
+    condition[:, :, index.cpu()] = images.transpose(1, 2)
     mask = images.new_zeros(videos, 1, num_frames, *images.shape[-2:])
     mask[:, :, index.cpu()] = 1
     down, mid = net(

@@ -46,6 +46,29 @@ def frames_of(frames: Any, name: str) -> torch.Tensor:
         ) from None
 
 
+def videos_of(video: Any, name: str) -> list[torch.Tensor]:
+    """One video, or several (one per prompt, as diffusers takes them: a list of frame lists, of arrays `(F, H, W,
+    3)` or of tensors `(F, 3, H, W)`, or one array / tensor of 5 dimensions), as `frames_of` tensors."""
+    several = isinstance(video, np.ndarray | torch.Tensor) and video.ndim == 5
+    several = several or (
+        isinstance(video, list | tuple)
+        and bool(video)
+        and all(
+            isinstance(v, list | tuple) or (isinstance(v, np.ndarray | torch.Tensor) and v.ndim == 4) for v in video
+        )
+    )
+    return [frames_of(v, name) for v in video] if several else [frames_of(video, name)]
+
+
+def num_prompts(prompt: Any, prompt_embeds: torch.Tensor | None) -> int:
+    """How many prompts a call has (a keyframe dict is one)."""
+    if isinstance(prompt, list):
+        return len(prompt)
+    if prompt is None and isinstance(prompt_embeds, torch.Tensor):
+        return prompt_embeds.shape[0]
+    return 1
+
+
 def fit_frames(frames: torch.Tensor, height: int, width: int, name: str, multiple: int = 8) -> torch.Tensor:
     """Frames at the video's size: resized when only the scale differs, refused when the aspect ratio does (saying
     which video size, in multiples of `multiple`, the VAE's factor, would fit them)."""

@@ -27,7 +27,7 @@ from huggingface_hub import snapshot_download
 from safetensors import SafetensorError
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from ..errors import HarivoLoadError, IncompatibleAdapterError, SamplingDivergedError
+from ..errors import HarivoLoadError, IncompatibleAdapterError, IncompatibleControlNetError, SamplingDivergedError
 from ..loading import (
     PICKLE_SUFFIXES,
     WEIGHT_SUFFIXES,
@@ -206,7 +206,7 @@ class HarivoPipeline(
         token = _ADAPTER_GIVEN.set(adapter is not None)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except (HarivoLoadError, IncompatibleAdapterError):
+        except (HarivoLoadError, IncompatibleAdapterError, IncompatibleControlNetError):
             raise
         except (OSError, ValueError, SafetensorError) as error:
             raise describe_load_error("base model", pretrained_model_name_or_path, error) from error
@@ -301,7 +301,7 @@ class HarivoPipeline(
             return super().from_single_file(
                 str(pretrained_model_link_or_path), config=str(config), adapter=adapter, **kwargs
             )
-        except (HarivoLoadError, IncompatibleAdapterError):
+        except (HarivoLoadError, IncompatibleAdapterError, IncompatibleControlNetError):
             raise
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
             raise describe_load_error("single-file checkpoint", pretrained_model_link_or_path, error) from error

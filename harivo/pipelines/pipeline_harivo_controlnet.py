@@ -16,6 +16,7 @@ from ..errors import HarivoLoadError
 from ..loading import check_weight_format, describe_load_error, looks_like_local_path
 from ..models.adapter import HarivoAdapter
 from . import controlnet as control
+from .frames import num_prompts
 from .pipeline_harivo import HarivoPipeline, _has_component, extends_call
 
 
@@ -174,7 +175,8 @@ class HarivoControlNetPipeline(HarivoPipeline):
         inputs = control.prepare_control(
             self.controlnet, conditioning_frames, controlnet_frame_indices, controlnet_conditioning_scale,
             control_guidance_start, control_guidance_end, guess_mode, call["num_frames"], height, width,
-            self.vae_scale_factor,
+            self.vae_scale_factor, num_prompts(call["prompt"], call["prompt_embeds"]),
+            call["num_videos_per_prompt"] if isinstance(call["num_videos_per_prompt"], int) else 1,
         )  # fmt: skip
         if isinstance(call["motion_path"], str):
             if call["motion_path"] != "control":
@@ -184,12 +186,16 @@ class HarivoControlNetPipeline(HarivoPipeline):
                     "`motion_path='control'` reads one net's conditions; with several ControlNets pass `motion_path`"
                     " yourself (e.g. `harivo.pipelines.controlnet.path_from_conditions`)."
                 )
-            call["motion_path"] = control.path_from_conditions(
-                inputs.images[0], inputs.frame_indices, inputs.num_frames, self.vae_scale_factor
-            )
+            paths = torch.stack([
+                control.path_from_conditions(clip, inputs.frame_indices, inputs.num_frames, self.vae_scale_factor)
+                for clip in inputs.images[0]
+            ])  # fmt: skip
+            call["motion_path"] = paths[0] if len(paths) == 1 else paths.repeat_interleave(inputs.videos_per_prompt, 0)
         for number, net in enumerate(control.nets_of(self.controlnet)):
             if control.reads_latents(net):  # SparseCtrl's RGB nets read the condition images as VAE latents
-                inputs.images[number] = self.encode_frames(inputs.images[number]).transpose(0, 1).float().cpu()
+                inputs.images[number] = torch.stack(
+                    [self.encode_frames(clip).transpose(0, 1).float().cpu() for clip in inputs.images[number]]
+                )
         self._control = inputs
         try:
             return super().__call__(*bound.args[1:], **bound.kwargs)

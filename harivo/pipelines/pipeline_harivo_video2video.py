@@ -4,12 +4,11 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 
 from ..models.motion_path import estimate_displacements
-from .frames import fit_frames, frames_of
+from .frames import fit_frames, num_prompts, videos_of
 from .pipeline_harivo import HarivoPipeline, extends_call
 
 
@@ -98,7 +97,7 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
                 f"{latents if call['latents'] is not None else ''}."
             )
         videos = videos_of(video, "video")
-        prompts = _num_prompts(call["prompt"], call["prompt_embeds"])
+        prompts = num_prompts(call["prompt"], call["prompt_embeds"])
         if len(videos) not in (1, prompts):
             raise ValueError(f"`video` holds {len(videos)} videos for {prompts} prompts: pass one, or one per prompt.")
         shortest = min(len(frames) for frames in videos)
@@ -128,28 +127,6 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
             return super().__call__(*bound.args[1:], **bound.kwargs)
         finally:
             self._video = None
-
-
-def videos_of(video: Any, name: str) -> list[torch.Tensor]:
-    """One video, or several (one per prompt, as diffusers takes them: a list of frame lists, of arrays `(F, H, W,
-    3)` or of tensors `(F, 3, H, W)`, or one array / tensor of 5 dimensions), as `frames_of` tensors."""
-    several = isinstance(video, np.ndarray | torch.Tensor) and video.ndim == 5
-    several = several or (
-        isinstance(video, list | tuple)
-        and bool(video)
-        and all(
-            isinstance(v, list | tuple) or (isinstance(v, np.ndarray | torch.Tensor) and v.ndim == 4) for v in video
-        )
-    )
-    return [frames_of(v, name) for v in video] if several else [frames_of(video, name)]
-
-
-def _num_prompts(prompt: Any, prompt_embeds: torch.Tensor | None) -> int:
-    if isinstance(prompt, list):
-        return len(prompt)
-    if prompt is None and isinstance(prompt_embeds, torch.Tensor):
-        return prompt_embeds.shape[0]
-    return 1
 
 
 def video_motion_path(frames: torch.Tensor) -> torch.Tensor:

@@ -87,7 +87,7 @@ def test_uncontrolled_frames_get_no_residual(pipes, conditions):
 
 
 def test_residuals_are_zero_off_the_controlled_frames_and_for_the_negative_prompt_in_guess_mode(controlnet):
-    inputs = ControlInputs([torch.rand(2, 3, 16, 16)], [1, 2], 4, [1.0], [0.0], [1.0], guess_mode=True)
+    inputs = ControlInputs([torch.rand(1, 2, 3, 16, 16)], [1, 2], 4, [1.0], [0.0], [1.0], guess_mode=True)
     sample = torch.randn(2, 4, 4, 8, 8)  # [negative; positive] x 4 frames
     embeds = torch.randn(2, 77, 32)
     residuals = control_residuals(controlnet, inputs, sample, torch.tensor(500), embeds, 0, 2, classifier_free=True)
@@ -98,6 +98,28 @@ def test_residuals_are_zero_off_the_controlled_frames_and_for_the_negative_promp
     assert control_residuals(controlnet, inputs, sample, torch.tensor(500), embeds, 0, 2, True) is not residuals
     outside = ControlInputs(inputs.images, [1, 2], 4, [1.0], [0.6], [1.0], guess_mode=False)
     assert control_residuals(controlnet, outside, sample, torch.tensor(500), embeds, 0, 2, True) == {}
+
+
+def test_one_condition_clip_per_prompt_controls_that_prompts_videos(controlnet, pipes, conditions):
+    """diffusers takes a list of clips, one per prompt: each prompt's videos get their own clip's residuals."""
+    clips = torch.rand(2, 2, 3, 16, 16)
+    sample, embeds = torch.randn(4, 4, 4, 8, 8), torch.randn(4, 77, 32)  # 2 prompts x 2 videos, no guidance
+    both = ControlInputs([clips], [1, 2], 4, [1.0], [0.0], [1.0], guess_mode=False, videos_per_prompt=2)
+    together = control_residuals(controlnet, both, sample, torch.tensor(500), embeds, 0, 2, classifier_free=False)
+    for prompt in (0, 1):
+        alone = ControlInputs([clips[prompt : prompt + 1]], [1, 2], 4, [1.0], [0.0], [1.0], guess_mode=False)
+        rows = slice(2 * prompt, 2 * prompt + 2)
+        single = control_residuals(controlnet, alone, sample[rows], torch.tensor(500), embeds[rows], 0, 2, False)
+        torch.testing.assert_close(
+            together["mid_block_additional_residual"].unflatten(0, (4, 4))[rows],
+            single["mid_block_additional_residual"].unflatten(0, (2, 4)),
+        )
+    pipe, _ = pipes
+    prompts = ["a small red circle moving left", "a small blue square moving up"]
+    batch = run(pipe, prompt=prompts, conditioning_frames=[conditions, conditions.flip(-1)])
+    assert batch.shape[0] == 2
+    with pytest.raises(ValueError, match="holds 3 clips for 2 prompts"):
+        run(pipe, prompt=prompts, conditioning_frames=[conditions] * 3)
 
 
 def test_two_controlnets_sum_and_a_net_at_scale_zero_drops_out(tiny_sd, adapter, pipes, conditions):
