@@ -134,6 +134,11 @@ def describe_load_error(what: str, path: str | os.PathLike, error: BaseException
     message = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
     if isinstance(error, ValueError) and "variant" in message:
         return MissingVariantError(f"Could not load the {what} from {str(path)!r}: {message}.")
+    if Path(path).is_file():
+        return HarivoLoadError(
+            f"Could not load the {what} from {str(path)!r}: {message}. Check that the file is complete (not"
+            " truncated or corrupt)."
+        )
     return HarivoLoadError(
         f"Could not load the {what} from {str(path)!r}: {message}. Check that the folder is complete (config.json "
         "and weights) and that its weight files are not truncated or corrupt."

@@ -86,11 +86,16 @@ def read_settings(path: str | os.PathLike, known: set[str]) -> dict[str, Any]:
     from .video_io import VIDEO_SUFFIXES, read_video_comment
 
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise IsADirectoryError(f"--from {path} is a folder: give a video's .json settings or the video itself.")
     if not file.is_file():
         raise FileNotFoundError(f"--from {path}: no such file (give a video's .json settings or the video itself).")
     if file.suffix.lower() in (*VIDEO_SUFFIXES, ".gif"):
         beside = settings_path(file)
-        text = beside.read_text() if beside.is_file() else read_video_comment(file)
+        try:
+            text = beside.read_text(encoding="utf-8") if beside.is_file() else read_video_comment(file)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"--from {path}: {error}") from None
         if text is None:
             raise ValueError(
                 f"--from {path}: the video has no {beside.name} beside it and no settings in its metadata."

@@ -167,9 +167,17 @@ def read_video_comment(path: str | os.PathLike) -> str | None:
         return comment.decode() if comment else None
     import av
 
-    with av.open(str(path)) as container:
-        tags = {key.lower(): value for key, value in container.metadata.items()}
+    try:
+        with av.open(str(path)) as container:
+            tags = {key.lower(): value for key, value in container.metadata.items()}
+    except av.error.FFmpegError as error:
+        raise ValueError(f"{path} is not a readable video ({_reason(error)}).") from None
     return tags.get("comment") or None
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong, without ffmpeg's error number and the path the message names already."""
+    return getattr(error, "strerror", None) or str(error)
 
 
 # Bytes a decoded input pixel takes: its 8-bit RGB frame and the float copy the pipelines work on
@@ -265,7 +273,7 @@ def read_frames(path: str | os.PathLike, budget: int | None = None) -> list[PIL.
                 check_input_size(path, len(frames) + 1, frame.width, frame.height, budget)
                 frames.append(frame.to_image().convert("RGB"))
     except (av.error.FFmpegError, IndexError) as error:
-        raise ValueError(f"{path} is not a readable video ({error}).") from None
+        raise ValueError(f"{path} is not a readable video ({_reason(error)}).") from None
     if not frames:
         raise ValueError(f"{path} holds no video frames.")
     return frames

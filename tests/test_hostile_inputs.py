@@ -178,3 +178,62 @@ def test_a_controlnet_for_another_architecture_is_blamed_on_the_controlnet(tiny_
                                   str(frames), "--num-frames", "4", "-o", str(tmp_path / "x.gif")])  # fmt: skip
     assert "The ControlNet was built for another base model: its cross_attention_dim" in err
     assert "Could not load the base model" not in err
+
+
+def test_a_folder_given_for_a_file_is_called_a_folder(tmp_path, capsys):
+    assert "--from" in one_line_error(capsys, ["generate", "--from", str(tmp_path)])
+    assert "is a folder" in one_line_error(capsys, ["generate", "--from", str(tmp_path)])
+    assert "is a folder: give a YAML file" in one_line_error(capsys, ["train", "--config", str(tmp_path)])
+
+
+def _valid_file(kind: str, path) -> None:
+    """A small valid file of each input kind, to truncate."""
+    frames = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    if kind in ("mp4", "gif"):
+        save_video(frames, path)
+    elif kind == "png":
+        PIL.Image.fromarray(frames[0]).save(path)
+    elif kind == "safetensors":
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(2, 32)}, path)
+
+
+CORRUPTIONS = {
+    "empty": lambda data: b"",
+    "random bytes": lambda data: np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    "truncated": lambda data: data[: len(data) // 2],
+    "huge header": lambda data: (2**62).to_bytes(8, "little") + b"{}",
+}
+SURFACES = {  # flag, file kind, what a user passes
+    "--video": "mp4", "--image": "png", "--control": "mp4", "--lora": "safetensors", "--base-model": "safetensors",
+    "--ip-adapter-image": "png", "--from": "mp4",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("flag", sorted(SURFACES))
+def test_damaged_files_on_every_input_end_in_one_line_and_write_nothing(
+    tmp_path, capsys, monkeypatch, flag, corruption
+):
+    kind = SURFACES[flag]
+    path = tmp_path / f"input.{kind}"
+    _valid_file(kind, path)
+    path.write_bytes(CORRUPTIONS[corruption](path.read_bytes()))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out" / "x.mp4"
+    argv = ["generate", "a red circle", "-o", str(out), "--steps", "1", "--num-frames", "2", flag, str(path)]
+    if flag == "--control":
+        from harivo.defaults import DEFAULT_MODEL_DIR
+
+        argv += ["--controlnet", str(DEFAULT_MODEL_DIR / "controlnet")]
+    if flag == "--ip-adapter-image":  # the IP-Adapter's layout only: the image is read before any model loads
+        (tmp_path / "ip" / "image_encoder").mkdir(parents=True)
+        (tmp_path / "ip" / "ip.safetensors").write_bytes(b"")
+        argv += ["--ip-adapter", str(tmp_path / "ip" / "ip.safetensors")]
+    if flag == "--from":
+        argv = ["generate", "--from", str(path), "-o", str(out)]
+    err = one_line_error(capsys, argv)
+    assert str(path) in err or path.name in err, err  # the message names the file
+    assert not out.parent.exists() or not any(out.parent.iterdir())

@@ -529,10 +529,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
     values = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"Config file {path} is a folder: give a YAML file (e.g. configs/shapes/harivo.yaml)."
+            )
         if not path.is_file():
             raise FileNotFoundError(f"Config file {path} does not exist.")
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
             raise ValueError(f"Config file {path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
         values = _read_yaml(text, str(path)) or {}
