@@ -217,6 +217,6 @@ def launch(args: argparse.Namespace, block: bool = True):
     app = build_app(studio)
     app.launch(
         server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=not block,
-        allowed_paths=[str(studio.output_dir)], ssr_mode=False, footer_links=[],
+        allowed_paths=[str(studio.output_dir)], ssr_mode=False, footer_links=[], show_error=True,
     )  # fmt: skip
     return app

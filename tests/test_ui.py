@@ -8,6 +8,8 @@ import socket
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("gradio", reason="the web UI needs Gradio (pip install 'harivo[ui]')")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests drive Chromium with Playwright")
@@ -139,3 +141,39 @@ def test_clicks_in_one_second_with_one_seed_get_their_own_files(tmp_path):
     assert len(set(paths)) == 4 and all(path.parent == tmp_path for path in paths)
     paths[0].write_bytes(b"made")
     assert studio.new_output(7) not in paths
+
+
+GOOD_FORM = {
+    "prompt": "a large red circle moving right", "negative_prompt": "", "num_frames": 2, "steps": 1,
+    "guidance_scale": 7.5, "mg_scale": 0, "height": 0, "width": 0, "scheduler": "the model's", "seed": 0,
+    "motion": "from the prompt", "speed": 1, "keyframes": "", "video": None, "image": None, "strength": 0.8,
+    "control": None, "control_frames": "",
+}  # fmt: skip
+ODD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=12),
+    st.sampled_from(["-1", "nan", "1e9", "../../x", "0: a", "999: b"]),
+)  # fmt: skip
+
+
+@settings(max_examples=24, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(name=st.sampled_from([n for n in GOOD_FORM if n not in ("video", "image", "control")]), value=ODD_VALUES)
+def test_the_generate_endpoint_answers_any_value_with_a_video_or_a_message(app, name, value):
+    """The page's API, called as any client may: each odd value gives a video or a message (never a bare "Error"):
+    one line from harivo, or gradio's own naming the field for a value no form can send (a string for a slider);
+    nothing is written outside the output folder, and the server keeps answering."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(app.local_url, verbose=False)
+    form = {**GOOD_FORM, name: value}
+    before = set(app.studio.output_dir.parent.iterdir())
+    try:
+        video, _, _ = client.predict(*form.values(), api_name="/generate")
+    except AppError as error:
+        message = str(error)
+        assert message and "has not enabled verbose error reporting" not in message, message
+        if not message.startswith("Could not preprocess input component"):  # else gradio's own: names the field
+            assert "\n" not in message, message
+    else:
+        assert video
+    assert set(app.studio.output_dir.parent.iterdir()) == before  # only inside the output folder
