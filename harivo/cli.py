@@ -1077,6 +1077,22 @@ def check_output_folder(folder: str | os.PathLike) -> None:
         raise FileExistsError(errno.EEXIST, "File exists", str(file))
 
 
+# Pipeline keywords whose `generate` flag has another name
+FLAG_OF_KEYWORD = {
+    "num_inference_steps": "--steps", "conditioning_frames": "--control", "controlnet_frame_indices": "--control-frames",
+    "controlnet_conditioning_scale": "--control-scale", "motion_path": "--motion", "context_length": "--context-length",
+    "context_stride": "--context-stride",
+}  # fmt: skip
+
+
+def in_flags(message: str, command: argparse.ArgumentParser) -> str:
+    """A library message in the command line's words: each `keyword` the command takes as a flag becomes the flag
+    (`num_frames` -> --num-frames)."""
+    flags = {action.dest: max(action.option_strings, key=len) for action in command._actions if action.option_strings}
+    flags = {**flags, **FLAG_OF_KEYWORD}
+    return re.sub(r"`(\w+)`", lambda match: flags.get(match[1], match[0]), message)
+
+
 def describe_error(error: BaseException) -> str:
     """One line for a user error: its message on one line; an operating-system error on a path said plainly (a
     folder that is a file, `[Errno 17] File exists` from `mkdir`, says so)."""
@@ -1112,7 +1128,10 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "eval-videos":
             evaluate_videos(args)
     except USER_ERRORS as error:
-        print(f"error: {describe_error(error)}", file=sys.stderr)
+        message = describe_error(error)
+        if args.command in ("generate", "ui"):
+            message = in_flags(message, parser.subcommands["generate"])
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:  # Ctrl-C: no traceback; what was written stays whole (videos and checkpoints)
         print(f"error: interrupted (harivo {args.command} stopped).", file=sys.stderr)

@@ -101,7 +101,8 @@ def check_inputs(
     if pipe.free_noise_enabled:  # any length, in windows
         max_frames = None
     if not is_int(num_frames) or not 1 <= num_frames <= (max_frames or num_frames):
-        more = " (for longer videos call `pipe.enable_free_noise()`)" if is_int(num_frames) and max_frames else ""
+        longer = is_int(num_frames) and max_frames and num_frames > max_frames
+        more = " (for longer videos call `pipe.enable_free_noise()`)" if longer else ""
         raise ValueError(
             f"`num_frames` must be an integer from 1 to {max_frames} (the most these temporal layers support),"
             f" got {num_frames}{more}."
