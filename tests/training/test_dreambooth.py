@@ -158,3 +158,23 @@ def test_caption_files_that_are_not_captions_are_refused_before_reading(tmp_path
     caption.write_bytes(b"a \xff v")
     with pytest.raises(ValueError, match="is not UTF-8 text"):
         read_image_folder(folder, "a v")
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "bomb"])
+def test_a_damaged_instance_image_stops_in_one_line_naming_it(tmp_path, capsys, damage):
+    from PIL import Image
+
+    from harivo.cli import main
+
+    folder = tmp_path / "images"
+    render_concept_images(folder, "v", shape="heart", count=3)
+    image = sorted(folder.glob("*.png"))[1]
+    if damage == "bomb":
+        Image.new("1", (20000, 20000)).save(image)
+    else:
+        image.write_bytes(b"" if damage == "empty" else image.read_bytes()[:40])
+    with pytest.raises(SystemExit):
+        main(["dreambooth", "--instance-data", str(folder), "--identifier", "v", "--max-steps", "1",
+              "-o", str(tmp_path / "run"), "dreambooth.class_prompts=[]"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"Cannot read the image {image}" in err and err.count("\n") == 1, err
