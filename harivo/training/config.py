@@ -57,6 +57,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.num_frames": (1, None, False),
     "data.frame_stride": (1, None, False),
     "data.num_workers": (0, None, False),
+    "data.shuffle_buffer": (1, None, False),
+    "data.shard_retries": (1, None, False),
     "optim.learning_rate": (0, MAX_OPTIM_VALUE, True),
     "optim.weight_decay": (0, MAX_OPTIM_VALUE, False),
     "optim.adam_beta1": (0, 1, False),
@@ -116,15 +118,19 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 class DataConfig:
     """Where the training samples come from."""
 
-    kind: str = "shapes"  # "shapes" (procedural Shapes world) or "webvid" (a folder of captioned videos)
+    kind: str = "shapes"  # "shapes" (procedural Shapes world), "webvid" (a CSV of videos), "webdataset" (shards)
     seed: int = 0  # Shapes world: the set's seed
     length: int = 200_000  # Shapes world: samples per epoch
     resolution: int = 64
     num_frames: int = 16  # video stages
     csv: str | None = None  # webvid: the CSV
     root: str | None = None  # webvid: folder the CSV's paths are relative to (default: the CSV's folder)
-    frame_stride: int = 4  # webvid: take every n-th frame
+    frame_stride: int = 4  # webvid, webdataset: take every n-th frame
     num_workers: int = 0
+    # webdataset: tar shards as video2dataset writes them: paths, brace patterns (shards/{00000..00099}.tar), URLs
+    shards: str | tuple[str, ...] | None = None
+    shuffle_buffer: int = 100  # webdataset: samples the shuffle buffer holds
+    shard_retries: int = 3  # webdataset: tries to open a shard before the run stops
 
 
 @dataclass
@@ -330,10 +336,14 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {self.stage!r}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', not {self.mixed_precision!r}.")
-        if self.data.kind not in ("shapes", "webvid"):
-            raise ValueError(f"data.kind must be 'shapes' or 'webvid', not {self.data.kind!r}.")
+        if self.data.kind not in ("shapes", "webvid", "webdataset"):
+            raise ValueError(f"data.kind must be 'shapes', 'webvid' or 'webdataset', not {self.data.kind!r}.")
         if self.data.kind == "webvid" and not self.data.csv:
             raise ValueError("data.kind is 'webvid' but data.csv is not set; give the WebVid-layout CSV.")
+        if self.data.kind == "webdataset" and not self.data.shards:
+            raise ValueError(
+                "data.kind is 'webdataset' but data.shards is not set; give the shards (shards/{00000..00099}.tar)."
+            )
         for key, (low, high, low_open) in RANGES.items():
             value = self._get(key)
             if (

@@ -537,6 +537,15 @@ class HarivoStage(Stage):
 
     def dataset(self) -> Dataset:
         data = self.config.data
+        if data.kind == "webdataset":
+            from ..data.shards import ShardVideoDataset, expand_shards
+
+            return ShardVideoDataset(
+                expand_shards(data.shards), num_frames=data.num_frames, frame_stride=data.frame_stride,
+                resolution=data.resolution, seed=data.seed, shuffle_buffer=data.shuffle_buffer,
+                rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+                retries=data.shard_retries,
+            )  # fmt: skip
         if data.kind == "webvid":
             return WebVidDataset(
                 data.csv,

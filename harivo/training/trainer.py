@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.checkpointing import load_custom_state
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from diffusers.optimization import get_scheduler
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointFileError, PickledStateError, TrainingDivergedError
@@ -28,6 +28,9 @@ from .stages import Stage, build_stage
 from .state_io import load_tree, rng_states, save_tree, set_rng_states
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+STREAM_PATIENCE = 50  # batches of only skipped samples in a row before a stream is declared unusable
 
 
 class EpochSampler(Sampler[int]):
@@ -149,20 +152,30 @@ class Trainer:
             num_training_steps=config.max_steps * self.accelerator.num_processes,
         )
         self.dataset = self.stage.dataset()
-        self._check_dataset_size()
-        self.sampler = EpochSampler(len(self.dataset), config.data.seed)
-        loader = DataLoader(
-            self.dataset,
-            batch_size=config.batch_size,
-            sampler=self.sampler,
-            collate_fn=self.stage.collate,
-            num_workers=config.data.num_workers,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
-        )
-        self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
-            self.optimizer, loader, self.lr_scheduler
-        )
+        if isinstance(self.dataset, IterableDataset):  # a stream (shards): each process reads its own shards
+            self.dataset.check_readers(config.data.num_workers, config.batch_size)
+            self.sampler = None
+            self.loader = DataLoader(
+                self.dataset, batch_size=config.batch_size, collate_fn=self.stage.collate,
+                num_workers=config.data.num_workers, drop_last=True,
+                generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
+            )  # fmt: skip
+            self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)
+        else:
+            self._check_dataset_size()
+            self.sampler = EpochSampler(len(self.dataset), config.data.seed)
+            loader = DataLoader(
+                self.dataset,
+                batch_size=config.batch_size,
+                sampler=self.sampler,
+                collate_fn=self.stage.collate,
+                num_workers=config.data.num_workers,
+                drop_last=True,
+                generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
+            )
+            self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
+                self.optimizer, loader, self.lr_scheduler
+            )
         # State that differs between processes (the L_dc queue of negatives): each process checkpoints its own.
         self.process_state = self.stage.checkpointed_state()
         self.log_path = self.output_dir / "logs.jsonl"
@@ -298,6 +311,32 @@ class Trainer:
             " start from scratch."
         )
 
+    def _stream_batches(self):
+        """Endless batches of a stream (shards): `batches_in_epoch` counts the stream's batches, the same number on
+        every process, and a resumed run continues after them; skipped samples are reported with the log."""
+        self.dataset.start_at(self.state.batches_in_epoch)
+        skipped, empty_in_a_row = Counter(), 0
+        for batch in self.loader:
+            self.state.batches_in_epoch += 1
+            skipped.update(batch.pop("skipped", {}) or {})
+            if skipped and self.state.batches_in_epoch % self.config.log_every == 0:
+                reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+                self.accelerator.print(
+                    f"Batch {self.state.batches_in_epoch}: skipped {sum(skipped.values())} videos ({reasons})."
+                )
+                self._log({"step": self.state.step, "batches": self.state.batches_in_epoch, "skipped": dict(skipped)})
+                skipped.clear()
+            if not batch:  # every sample of the batch was skipped
+                empty_in_a_row += 1
+                if empty_in_a_row == STREAM_PATIENCE:
+                    raise ValueError(
+                        f"{STREAM_PATIENCE} batches in a row had only skipped samples ({dict(skipped)}); check the data"
+                        " (data.shards)."
+                    )
+                continue
+            empty_in_a_row = 0
+            yield send_to_device(batch, self.accelerator.device)
+
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the checkpoint by the run that was interrupted."""
         if not self.log_path.is_file() or not self.accelerator.is_main_process:
@@ -315,6 +354,9 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------------- loop
     def _batches(self):
         """Endless batches; resumes mid-epoch by skipping the batches the checkpoint already consumed."""
+        if self.sampler is None:
+            yield from self._stream_batches()
+            return
         skipped = Counter()
         while True:
             self.sampler.set_epoch(self.state.epoch)

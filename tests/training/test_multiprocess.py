@@ -43,3 +43,20 @@ def test_two_processes_checkpoint_every_rank_and_resume_the_same_loss_curve(base
     resumed = launch(tmp_path / "stopped", base_dir, 4, "--resume")
     assert list(resumed) == [1, 2, 3, 4]
     assert [resumed[step] for step in (3, 4)] == pytest.approx([reference[step] for step in (3, 4)], rel=1e-5)
+
+
+def test_two_processes_stream_their_own_shards_and_resume_the_same_loss_curve(base_dir, tmp_path):
+    """data.kind webdataset under DDP: each rank reads its own shards; a stopped run resumes the same curve."""
+    from harivo.data.shards import shapes_samples, write_shards
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_shards(shapes_samples(16, num_frames=4, resolution=32), str(shards / "%05d.tar"), per_shard=4)
+    data = ["data.kind=webdataset", f"data.shards={shards}/{{00000..00003}}.tar", "data.frame_stride=1",
+            "data.shuffle_buffer=4"]  # fmt: skip
+    reference = launch(tmp_path / "reference", base_dir, 4, *data)
+    assert list(reference) == [1, 2, 3, 4]
+    stopped = launch(tmp_path / "stopped", base_dir, 2, *data)
+    assert stopped == {step: reference[step] for step in (1, 2)}
+    resumed = launch(tmp_path / "stopped", base_dir, 4, *data, "--resume")
+    assert [resumed[step] for step in (3, 4)] == pytest.approx([reference[step] for step in (3, 4)], rel=1e-5)
