@@ -18,6 +18,7 @@ from .errors import (
     HarivoLoadError,
     IncompatibleAdapterError,
     SamplingDivergedError,
+    ShardError,
     TrainingDivergedError,
 )
 from .loading import WEIGHT_SUFFIXES
@@ -1044,6 +1045,7 @@ USER_ERRORS = (
     PermissionError,
     TrainingDivergedError,
     SamplingDivergedError,
+    ShardError,
     MemoryError,
 )
 

@@ -31,3 +31,7 @@ class CheckpointFileError(OSError):
 
 class PickledStateError(CheckpointFileError):
     """A training checkpoint holds pickled state, and pickle was not allowed."""
+
+
+class ShardError(OSError):
+    """A training shard could not be read (missing, unreachable, or not a tar file); the message names it."""

@@ -26,13 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..errors import ShardError
 from .webvid import VIDEO_EXTENSIONS, resize_center_crop
 
 VIDEO_KEYS = tuple(suffix.lstrip(".") for suffix in VIDEO_EXTENSIONS)
-
-
-class ShardError(OSError):
-    """A shard could not be read (missing, unreachable, or not a tar file); the message names it."""
 
 
 def expand_shards(shards: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -170,7 +167,7 @@ class ShardVideoDataset(IterableDataset):
                     yield {"__key__": url, "__damaged__": f"{type(error).__name__}"}
                     return
                 if attempt == self.retries:
-                    reason = " ".join(str(error).split()) or type(error).__name__
+                    reason = _reason(error, url)
                     raise ShardError(
                         f"data.shards: could not read {url} after {self.retries} tries ({reason})."
                     ) from None
@@ -201,6 +198,23 @@ class ShardVideoDataset(IterableDataset):
         pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
         pixels = resize_center_crop(pixels, self.resolution).clamp(0, 255)
         return {"pixel_values": pixels / 127.5 - 1, "caption": caption.strip()}
+
+
+CURL_EXITS = {6: "the host name does not resolve", 7: "nothing answers at that address", 22: "the server answered"
+              " with an HTTP error, e.g. 404 not found", 28: "the connection timed out", 35: "the TLS handshake failed"}  # fmt: skip
+
+
+def _reason(error: Exception, url: str) -> str:
+    """What went wrong with a shard, in a few words: curl's exit status explained, a command's status, or the
+    error's own message (webdataset's pipe errors repeat the whole command)."""
+    import re
+
+    status = re.search(r"exit (\d+)", str(error))
+    if status and url.startswith(("http://", "https://")):
+        return f"curl: {CURL_EXITS.get(int(status[1]), f'exit status {status[1]}')}"
+    if status:
+        return f"the command exited with status {status[1]}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _decode_video(data: bytes, num_frames: int, stride: int) -> np.ndarray:

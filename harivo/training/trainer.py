@@ -22,7 +22,7 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
-from ..errors import CheckpointFileError, PickledStateError, TrainingDivergedError
+from ..errors import CheckpointFileError, PickledStateError, ShardError, TrainingDivergedError
 from .config import TrainConfig
 from .stages import Stage, build_stage
 from .state_io import load_tree, rng_states, save_tree, set_rng_states
@@ -31,6 +31,19 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 STREAM_PATIENCE = 50  # batches of only skipped samples in a row before a stream is declared unusable
+
+
+def _worker_errors_in_one_line(loader: DataLoader):
+    """`loader`'s batches; a `ShardError` a loader worker raised (which PyTorch re-raises with the worker's traceback
+    in its message) comes back with its own message only."""
+    try:
+        yield from loader
+    except ShardError as error:
+        message = str(error)
+        if "Original Traceback" in message:
+            message = message.strip().splitlines()[-1].split("ShardError: ", 1)[-1]
+            raise ShardError(message) from None
+        raise
 
 
 class EpochSampler(Sampler[int]):
@@ -316,7 +329,7 @@ class Trainer:
         every process, and a resumed run continues after them; skipped samples are reported with the log."""
         self.dataset.start_at(self.state.batches_in_epoch)
         skipped, empty_in_a_row = Counter(), 0
-        for batch in self.loader:
+        for batch in _worker_errors_in_one_line(self.loader):
             self.state.batches_in_epoch += 1
             skipped.update(batch.pop("skipped", {}) or {})
             if skipped and self.state.batches_in_epoch % self.config.log_every == 0:

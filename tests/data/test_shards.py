@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 
 from harivo.data.shapes import ShapesVideoDataset, render_clip
 from harivo.data.shards import (
-    ShardError,
     ShardVideoDataset,
     encode_mp4,
     expand_shards,
@@ -23,6 +22,7 @@ from harivo.data.shards import (
     write_shards,
 )
 from harivo.data.webvid import collate_videos
+from harivo.errors import ShardError
 
 FRAMES = 4
 
@@ -116,10 +116,14 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     assert {s.get("skipped") for s in take(data, 3)} <= {"damaged shard", "no caption", None}
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture
 def server(shards):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(shards))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -149,3 +153,19 @@ def test_bad_shard_lists_are_one_line(tmp_path):
     (tmp_path / "notes.tar").write_text(json.dumps({"not": "a tar"}))
     with pytest.raises(ShardError, match=r"could not read .*notes.tar after 1 tries"):
         take(ShardVideoDataset([str(tmp_path / "notes.tar")], retries=1), 1)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_on_an_unreachable_shard_stops_in_one_line(base_dir, shards, server, tmp_path, capsys, workers):
+    from harivo.cli import main
+    from tests.training.test_trainer import TINY
+
+    argv = ["train", *TINY["harivo"], f"harivo.base_model={base_dir}", f"output_dir={tmp_path / 'run'}",
+            "data.kind=webdataset", f"data.shards=[{server}/00000.tar, {server}/gone.tar]", "data.shard_retries=1",
+            f"data.num_workers={workers}", "data.frame_stride=1", "batch_size=1", "max_steps=20"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert line.endswith("gone.tar after 1 tries (curl: the server answered with an HTTP error, e.g. 404 not found).")
+    assert "Traceback" not in err, err
