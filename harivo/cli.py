@@ -1,4 +1,4 @@
-"""Command line: `harivo generate`, `ui`, `train`, `dreambooth`, `eval` and `eval-videos`."""
+"""Command line: `harivo generate`, `ui`, `train`, `precompute`, `dreambooth`, `eval` and `eval-videos`."""
 
 import argparse
 import errno
@@ -287,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     booth.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint of --output-dir.")
     booth.add_argument("overrides", nargs="*", help="More section.key=value settings (docs/training.md).")
 
+    pre = commands.add_parser(
+        "precompute",
+        help="Run the base model's VAE and text encoder over a harivo config's data once: data.kind latents then"
+        " trains without them.",
+    )
+    pre.add_argument("--config", help="YAML training config of the harivo stage (its data and base model).")
+    pre.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.length=10000")
+    pre.add_argument("--out", required=True, help="Folder of the cache (resumable: a rerun continues it).")
+    pre.add_argument("--clips-per-shard", type=int, default=256, help="Clips per safetensors shard (default: 256).")
     train = commands.add_parser(
         "train", help="Train a stage (vae, t2i, harivo, controlnet, dreambooth) from a YAML config."
     )
@@ -486,6 +495,33 @@ def train(args: argparse.Namespace) -> None:
     trainer = Trainer(config, resume=args.resume, allow_pickle=args.allow_pickle)
     final = trainer.train()
     trainer.accelerator.print(f"Done: {final}")  # once, from the main process
+
+
+def precompute_latents(args: argparse.Namespace) -> None:
+    """`harivo precompute`: the latent cache of a harivo config's data (`harivo.data.latents`)."""
+    import torch
+    from accelerate import Accelerator
+
+    from .data.latents import precompute, single_pass
+    from .training import load_config
+    from .training.stages import build_stage
+
+    if args.clips_per_shard < 1:
+        raise ValueError(f"--clips-per-shard must be at least 1, got {args.clips_per_shard}.")
+    config = load_config(args.config, args.overrides)
+    if config.stage != "harivo":
+        raise ValueError(f"harivo precompute is for the harivo stage's data, not stage {config.stage}.")
+    if config.data.kind == "latents":
+        raise ValueError("data.kind is already latents: precompute from the data (shapes, webvid or webdataset).")
+    check_output_folder(args.out)
+    stage = build_stage(config, Accelerator(), torch.Generator().manual_seed(config.seed))
+    dataset = stage.dataset()
+    total = len(dataset) if hasattr(dataset, "__len__") else None
+    extra = {"num_frames": config.data.num_frames, "resolution": config.data.resolution, "source": config.data.kind}
+    count = precompute(
+        stage.encode_for_cache, single_pass(dataset), args.out, stage.fingerprint(), total, args.clips_per_shard, extra
+    )
+    print(f"Wrote {count} clips to {args.out}; train on them with data.kind=latents data.latents={args.out}.")
 
 
 def dreambooth(args: argparse.Namespace) -> None:
@@ -1125,6 +1161,8 @@ def main(argv: list[str] | None = None) -> None:
             train(args)
         elif args.command == "dreambooth":
             dreambooth(args)
+        elif args.command == "precompute":
+            precompute_latents(args)
         elif args.command == "eval":
             evaluate(args)
         elif args.command == "eval-videos":

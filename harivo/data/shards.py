@@ -117,6 +117,12 @@ class ShardVideoDataset(IterableDataset):
 
     batches_done = 0
 
+    def single_pass(self) -> Iterator[dict]:
+        """Every sample of every shard once, in the shards' order, decoded (`harivo precompute`)."""
+        for url in self.shards:
+            for sample in self._read_shard(url):
+                yield self._decode(sample)
+
     def _worker(self) -> tuple[int, int]:
         info = get_worker_info()
         return (0, 1) if info is None else (info.id, info.num_workers)

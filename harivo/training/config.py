@@ -118,7 +118,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 class DataConfig:
     """Where the training samples come from."""
 
-    kind: str = "shapes"  # "shapes" (procedural Shapes world), "webvid" (a CSV of videos), "webdataset" (shards)
+    # "shapes" (procedural Shapes world), "webvid" (a CSV of videos), "webdataset" (shards), "latents" (precomputed)
+    kind: str = "shapes"
     seed: int = 0  # Shapes world: the set's seed
     length: int = 200_000  # Shapes world: samples per epoch
     resolution: int = 64
@@ -131,6 +132,7 @@ class DataConfig:
     shards: str | tuple[str, ...] | None = None
     shuffle_buffer: int = 100  # webdataset: samples the shuffle buffer holds
     shard_retries: int = 3  # webdataset: tries to open a shard before the run stops
+    latents: str | None = None  # latents: the folder `harivo precompute` wrote
 
 
 @dataclass
@@ -336,8 +338,14 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {self.stage!r}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', not {self.mixed_precision!r}.")
-        if self.data.kind not in ("shapes", "webvid", "webdataset"):
-            raise ValueError(f"data.kind must be 'shapes', 'webvid' or 'webdataset', not {self.data.kind!r}.")
+        if self.data.kind not in ("shapes", "webvid", "webdataset", "latents"):
+            raise ValueError(
+                f"data.kind must be 'shapes', 'webvid', 'webdataset' or 'latents', not {self.data.kind!r}."
+            )
+        if self.data.kind == "latents" and not self.data.latents:
+            raise ValueError(
+                "data.kind is 'latents' but data.latents is not set; give the folder harivo precompute wrote."
+            )
         if self.data.kind == "webvid" and not self.data.csv:
             raise ValueError("data.kind is 'webvid' but data.csv is not set; give the WebVid-layout CSV.")
         if self.data.kind == "webdataset" and not self.data.shards:

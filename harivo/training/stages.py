@@ -537,6 +537,10 @@ class HarivoStage(Stage):
 
     def dataset(self) -> Dataset:
         data = self.config.data
+        if data.kind == "latents":
+            from ..data.latents import LatentDataset
+
+            return LatentDataset(data.latents, self.fingerprint())
         if data.kind == "webdataset":
             from ..data.shards import ShardVideoDataset, expand_shards
 
@@ -573,11 +577,66 @@ class HarivoStage(Stage):
     def encode_text(self, captions: list[str]) -> torch.Tensor:
         return encode_captions(self.tokenizer, self.text_encoder, captions).float()
 
+    def fingerprint(self) -> str:
+        """Which base model a latent cache belongs to (its VAE and text encoder)."""
+        from ..data.latents import model_fingerprint
+
+        return model_fingerprint(self.vae, self.text_encoder)
+
+    @torch.no_grad()
+    def encode_for_cache(self, pixels: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
+        """What `harivo precompute` keeps of clips `(B, F, 3, H, W)`: the VAE posterior's mean and standard deviation
+        `(B, C, F, h, w)`, the captions' text states and, for an adapter with a path predictor, the clips' paths."""
+        batch_size, num_frames = pixels.shape[:2]
+        flat = pixels.flatten(0, 1).to(self.device, dtype=self.vae.dtype)
+        posteriors = [self.vae.encode(chunk).latent_dist for chunk in flat.split(64)]
+
+        def video(values: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat(values).unflatten(0, (batch_size, num_frames)).transpose(1, 2)
+
+        cache = {
+            "latent_mean": video([p.mean for p in posteriors]), "latent_std": video([p.std for p in posteriors]),
+            "text": self.encode_text(captions),
+        }  # fmt: skip
+        if self.model.adapter.path_predictor is not None:
+            cache["path"] = estimate_displacements(pixels) / self.vae_scale_factor
+        return cache
+
+    def _cached_latents(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """A draw from cached posteriors `(B, C, F, h, w)`: the draw `encode_video` makes of the same clips."""
+        batch_size, num_frames = mean.shape[0], mean.shape[2]
+        mean, std = (x.transpose(1, 2).flatten(0, 1).to(self.device, self.vae.dtype) for x in (mean, std))
+        draws = [
+            m + s * randn_tensor(m.shape, generator=self.generator, device=m.device, dtype=m.dtype)
+            for m, s in zip(mean.split(64), std.split(64))
+        ]
+        latents = torch.cat(draws).float() * self.vae.config.scaling_factor
+        return latents.unflatten(0, (batch_size, num_frames)).transpose(1, 2)
+
+    _empty_text = None  # the empty caption's text states (caption dropout on cached text)
+
     def loss(self, batch):
+        settings = self.config.harivo
+        if "latent_mean" in batch:  # a precomputed cache: neither the VAE nor the text encoder runs
+            latents = self._cached_latents(batch["latent_mean"], batch["latent_std"])
+            captions = self._drop_captions(batch["caption"], settings.caption_dropout)
+            text = batch["text"].to(self.device).float().clone()
+            dropped = [index for index, caption in enumerate(captions) if not caption]
+            if dropped:
+                if self._empty_text is None:
+                    self._empty_text = self.encode_text([""])
+                text[dropped] = self._empty_text
+            displacements = batch["path"].to(self.device) if "path" in batch else None
+            path_text = None
+            if settings.path_token_substitution > 0 or settings.path_caption_copies > 1:
+                path_text = self.encode_path_text(captions)
+            return self.loss_fn(
+                self.model, self.noise_scheduler, latents, text, generator=self.generator,
+                displacements=displacements, path_encoder_hidden_states=path_text,
+            )  # fmt: skip
         if "pixel_values" not in batch:
             raise RuntimeError("Every video of this batch was skipped (missing, corrupt or too short).")
         latents = self.encode_video(batch["pixel_values"])
-        settings = self.config.harivo
         captions = self._drop_captions(batch["caption"], settings.caption_dropout)
         text = self.encode_text(captions)
         displacements = path_text = None
