@@ -16,8 +16,10 @@ that cannot be opened is tried `retries` times, then stops the run with one line
 
 import io
 import json
+import math
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,8 @@ class ShardVideoDataset(IterableDataset):
         shuffle_buffer (`int`): Samples the shuffle buffer holds (1: the shards' own order).
         rank, world_size (`int`): This process and how many read the shards together.
         retries (`int`): Tries to open a shard before the run stops.
+        buckets (*optional*): `(height, width, num_frames, batch_size)` buckets (`BucketConfig`s or tuples): the
+            stream then gives batches, each of one bucket's clips (`nearest_bucket`), and `batch_size` is unused.
     """
 
     def __init__(
@@ -90,13 +94,16 @@ class ShardVideoDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         retries: int = 3,
+        buckets=(),
     ):
         self.shards = list(shards)
         self.num_frames, self.frame_stride, self.resolution = num_frames, frame_stride, resolution
         self.seed, self.shuffle_buffer, self.retries = seed, shuffle_buffer, retries
         self.rank, self.world_size = rank, world_size
-        self.skip = 0  # samples of each worker's stream to pass over (`start_at`)
         self.batch_size, self.num_workers = 1, 1
+        self.buckets = [
+            (b.height, b.width, b.num_frames, b.batch_size) if hasattr(b, "height") else tuple(b) for b in buckets
+        ]
 
     def check_readers(self, num_workers: int, batch_size: int) -> None:
         """Raise a one-line `ValueError` unless every process and loader worker gets a shard of its own."""
@@ -133,11 +140,56 @@ class ShardVideoDataset(IterableDataset):
         # The loader takes its first batch from worker 0, which must go on with the stream of the worker whose turn
         # it was (batch `done` came from worker `done % workers`): the workers' roles turn by `done`
         role = (worker + done) % workers
-        skip = (done // workers + (1 if role < done % workers else 0)) * self.batch_size
+        batches = done // workers + (1 if role < done % workers else 0)  # what this role's stream already gave
+        if self.buckets:  # batches of buckets: which bucket a clip joins is known once it is decoded
+            for index, batch in enumerate(self._bucketed(self._samples(role, workers))):
+                if index >= batches:
+                    yield batch
+            return
         for index, sample in enumerate(self._samples(role, workers)):
-            if index < skip:
+            if index < batches * self.batch_size:
                 continue
             yield self._decode(sample)
+
+    def nearest_bucket(self, height: int, width: int, frames: int) -> int | None:
+        """The bucket of a clip of `height` x `width` with `frames` frames (at the stride): among the buckets it has
+        the frames for, the nearest in aspect ratio, then in size (area, on a log scale), then the longest; `None`
+        when it is too short for every bucket."""
+        fitting = [index for index, bucket in enumerate(self.buckets) if bucket[2] <= frames]
+
+        def distance(index: int) -> tuple:
+            bucket_height, bucket_width, bucket_frames, _ = self.buckets[index]
+            aspect = abs(math.log((bucket_height / bucket_width) / (height / width)))
+            size = abs(math.log((bucket_height * bucket_width) / (height * width)))
+            return (round(aspect, 3), round(size, 3), -bucket_frames)
+
+        return min(fitting, key=distance) if fitting else None
+
+    def _bucketed(self, samples: Iterator[dict]) -> Iterator[dict]:
+        """Batches of one bucket each (`collate_videos`), with the skipped samples since the last batch counted."""
+        from .webvid import collate_videos
+
+        pending = {index: [] for index in range(len(self.buckets))}
+        skipped = Counter()
+        longest = max(bucket[2] for bucket in self.buckets)
+        for sample in samples:
+            item = self._decode(sample, upto=longest)
+            if "skipped" in item:
+                skipped[item["skipped"]] += 1
+                continue
+            frames = item.pop("frames")  # (F, 3, H, W) uint8-valued floats
+            bucket = self.nearest_bucket(frames.shape[2], frames.shape[3], len(frames))
+            if bucket is None:
+                skipped["too short"] += 1
+                continue
+            height, width, num_frames, batch_size = self.buckets[bucket]
+            pixels = resize_cover_crop(frames[:num_frames], height, width).clamp(0, 255)
+            pending[bucket].append({"pixel_values": pixels / 127.5 - 1, "caption": item["caption"]})
+            if len(pending[bucket]) == batch_size:
+                batch = collate_videos(pending[bucket])
+                batch["skipped"] = skipped
+                yield batch
+                pending[bucket], skipped = [], Counter()
 
     def _samples(self, worker: int, workers: int) -> Iterator[dict]:
         """This worker's raw samples (bytes), pass after pass, through the shuffle buffer."""
@@ -179,7 +231,9 @@ class ShardVideoDataset(IterableDataset):
                     ) from None
                 time.sleep(min(2.0 ** (attempt - 1), 10.0))
 
-    def _decode(self, sample: dict) -> dict:
+    def _decode(self, sample: dict, upto: int | None = None) -> dict:
+        """A raw sample decoded (or `{"skipped": reason}`); with `upto`, the first frames (at most `upto`, at least
+        one) at their own size under `"frames"`, for a bucket to choose."""
         if "__damaged__" in sample:
             return {"skipped": "damaged shard"}
         video = next((sample[key] for key in VIDEO_KEYS if key in sample), None)
@@ -196,6 +250,10 @@ class ShardVideoDataset(IterableDataset):
         if video is None:
             return {"skipped": "missing"}
         try:
+            if upto is not None:
+                frames = _decode_video(video, upto, self.frame_stride, at_least=1)
+                pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+                return {"frames": pixels, "caption": caption.strip()}
             frames = _decode_video(video, self.num_frames, self.frame_stride)
         except ValueError as error:
             return {"skipped": "too short" if "too short" in str(error) else "corrupt"}
@@ -223,8 +281,22 @@ def _reason(error: Exception, url: str) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _decode_video(data: bytes, num_frames: int, stride: int) -> np.ndarray:
-    """Frames `0, stride, ...` (`num_frames` of them) of an encoded video held in memory, `(F, H, W, 3)` `uint8`."""
+def resize_cover_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize `(F, 3, h, w)` frames until they cover `height` x `width` (the smaller scale that does), then crop the
+    centre: the bucket's shape, nothing stretched."""
+    import torch.nn.functional as F
+
+    scale = max(height / frames.shape[2], width / frames.shape[3])
+    size = (max(height, round(frames.shape[2] * scale)), max(width, round(frames.shape[3] * scale)))
+    if size != tuple(frames.shape[2:]):
+        frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return frames[..., top : top + height, left : left + width]
+
+
+def _decode_video(data: bytes, num_frames: int, stride: int, at_least: int | None = None) -> np.ndarray:
+    """Frames `0, stride, ...` (`num_frames` of them; with `at_least`, as many as there are up to `num_frames`) of an
+    encoded video held in memory, `(F, H, W, 3)` `uint8`."""
     import av
 
     wanted, frames = set(range(0, num_frames * stride, stride)), []
@@ -234,7 +306,7 @@ def _decode_video(data: bytes, num_frames: int, stride: int) -> np.ndarray:
                 frames.append(frame.to_ndarray(format="rgb24"))
             if len(frames) == num_frames:
                 break
-    if len(frames) < num_frames:
+    if len(frames) < (num_frames if at_least is None else at_least):
         raise ValueError(f"too short: {len(frames)} of the {num_frames} frames at stride {stride}")
     return np.stack(frames)
 

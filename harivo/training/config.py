@@ -115,6 +115,16 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 
 
 @dataclass
+class BucketConfig:
+    """One bucket of `data.buckets`: clips of this size and length, batched `batch_size` at a time."""
+
+    height: int = 64
+    width: int = 64
+    num_frames: int = 16
+    batch_size: int = 1
+
+
+@dataclass
 class DataConfig:
     """Where the training samples come from."""
 
@@ -133,6 +143,9 @@ class DataConfig:
     shuffle_buffer: int = 100  # webdataset: samples the shuffle buffer holds
     shard_retries: int = 3  # webdataset: tries to open a shard before the run stops
     latents: str | None = None  # latents: the folder `harivo precompute` wrote
+    # webdataset: buckets of size x frames, each with its own batch size (`batch_size` is then unused); each clip goes
+    # to the nearest (docs/training.md, "Buckets")
+    buckets: tuple[BucketConfig, ...] = ()
 
 
 @dataclass
@@ -342,6 +355,14 @@ class TrainConfig:
             raise ValueError(
                 f"data.kind must be 'shapes', 'webvid', 'webdataset' or 'latents', not {self.data.kind!r}."
             )
+        if self.data.buckets and self.data.kind != "webdataset":
+            raise ValueError(
+                "data.buckets batch a stream of shards: set data.kind to webdataset (or drop the buckets)."
+            )
+        for number, bucket in enumerate(self.data.buckets):
+            for key in ("height", "width", "num_frames", "batch_size"):
+                if getattr(bucket, key) < 1:
+                    raise ValueError(f"data.buckets[{number}].{key} must be at least 1, not {getattr(bucket, key)}.")
         if self.data.kind == "latents" and not self.data.latents:
             raise ValueError(
                 "data.kind is 'latents' but data.latents is not set; give the folder harivo precompute wrote."
@@ -397,6 +418,12 @@ class TrainConfig:
                 if self._get(key) > self.harivo.max_frames:
                     raise ValueError(
                         f"{key} ({self._get(key)}) must be at most harivo.max_frames ({self.harivo.max_frames})."
+                    )
+            for number, bucket in enumerate(self.data.buckets):
+                if bucket.num_frames > self.harivo.max_frames:
+                    raise ValueError(
+                        f"data.buckets[{number}].num_frames ({bucket.num_frames}) must be at most harivo.max_frames"
+                        f" ({self.harivo.max_frames})."
                     )
         if self.stage == "dreambooth":
             self._validate_dreambooth()
@@ -468,6 +495,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             except ValueError as error:
                 errors.append(str(error))
         raise ValueError(errors[0])
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ValueError(f"{where} must be a list, not {value!r}.")

@@ -548,7 +548,7 @@ class HarivoStage(Stage):
                 expand_shards(data.shards), num_frames=data.num_frames, frame_stride=data.frame_stride,
                 resolution=data.resolution, seed=data.seed, shuffle_buffer=data.shuffle_buffer,
                 rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
-                retries=data.shard_retries,
+                retries=data.shard_retries, buckets=data.buckets,
             )  # fmt: skip
         if data.kind == "webvid":
             return WebVidDataset(

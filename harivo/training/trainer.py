@@ -33,6 +33,10 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STREAM_PATIENCE = 50  # batches of only skipped samples in a row before a stream is declared unusable
 
 
+def _as_is(batch: dict) -> dict:
+    return batch
+
+
 def _worker_errors_in_one_line(loader: DataLoader):
     """`loader`'s batches; a `ShardError` a loader worker raised (which PyTorch re-raises with the worker's traceback
     in its message) comes back with its own message only."""
@@ -168,9 +172,11 @@ class Trainer:
         if isinstance(self.dataset, IterableDataset):  # a stream (shards): each process reads its own shards
             self.dataset.check_readers(config.data.num_workers, config.batch_size)
             self.sampler = None
+            bucketed = bool(getattr(self.dataset, "buckets", None))  # the stream gives whole batches
             self.loader = DataLoader(
-                self.dataset, batch_size=config.batch_size, collate_fn=self.stage.collate,
-                num_workers=config.data.num_workers, drop_last=True,
+                self.dataset, batch_size=None if bucketed else config.batch_size,
+                collate_fn=_as_is if bucketed else self.stage.collate, num_workers=config.data.num_workers,
+                drop_last=not bucketed,
                 generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
             )  # fmt: skip
             self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)

@@ -169,3 +169,66 @@ def test_training_on_an_unreachable_shard_stops_in_one_line(base_dir, shards, se
     (line,) = [line for line in err.splitlines() if "error:" in line]
     assert line.endswith("gone.tar after 1 tries (curl: the server answered with an HTTP error, e.g. 404 not found).")
     assert "Traceback" not in err, err
+
+
+@pytest.fixture(scope="module")
+def mixed_shards(tmp_path_factory):
+    """Square clips of 8 frames, wide ones (64 x 32) of 8, and short square ones of 3, in four shards."""
+    folder = tmp_path_factory.mktemp("mixed")
+    samples = []
+    for index, (frames, caption, meta) in enumerate(shapes_samples(18, num_frames=8)):
+        kind = index % 3
+        clip = frames if kind == 0 else frames[:, 16:48] if kind == 1 else frames[:3]
+        samples.append((clip, caption, {**meta, "kind": kind}))
+    write_shards(iter(samples), str(folder / "%05d.tar"), per_shard=5)
+    return folder
+
+
+BUCKETS = [(32, 32, 8, 2), (16, 32, 8, 3), (32, 32, 2, 2)]  # height, width, frames, batch size
+
+
+def bucketed(folder, **kwargs) -> ShardVideoDataset:
+    urls = expand_shards(str(folder / "{00000..00003}.tar"))
+    return ShardVideoDataset(urls, frame_stride=1, shuffle_buffer=3, buckets=BUCKETS, **kwargs)
+
+
+def test_each_clip_joins_its_nearest_bucket_and_batches_hold_one_bucket(mixed_shards):
+    data = bucketed(mixed_shards)
+    assert data.nearest_bucket(64, 64, 8) == 0 and data.nearest_bucket(32, 64, 8) == 1
+    assert data.nearest_bucket(64, 64, 3) == 2 and data.nearest_bucket(64, 64, 1) is None
+    shapes = {}
+    for batch in take(data, 9):
+        shape = tuple(batch["pixel_values"].shape)
+        shapes[shape] = shapes.get(shape, 0) + 1
+        assert len(batch["caption"]) == shape[0] and batch["pixel_values"].abs().max() <= 1
+    assert set(shapes) == {(2, 8, 3, 32, 32), (3, 8, 3, 16, 32), (2, 2, 3, 32, 32)}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_bucketed_stream_continues_where_it_stopped(mixed_shards, workers):
+    def batches(start: int, count: int) -> list[list[str]]:
+        data = bucketed(mixed_shards)
+        data.check_readers(workers, batch_size=1)
+        data.start_at(start)
+        loader = DataLoader(data, batch_size=None, num_workers=workers, collate_fn=lambda batch: batch)
+        return [batch["caption"] for batch in take(loader, count)]
+
+    assert batches(3, 4) == batches(0, 7)[3:]
+
+
+def test_buckets_train_and_resume_the_same_loss_curve(base_dir, mixed_shards, tmp_path):
+    from harivo.training import Trainer
+    from tests.training.test_trainer import read_log, tiny_config
+
+    buckets = "[" + ", ".join(
+        f"{{height: {h}, width: {w}, num_frames: {f}, batch_size: {b}}}" for h, w, f, b in BUCKETS
+    )
+    common = [f"harivo.base_model={base_dir}", "data.kind=webdataset", f"data.shards={mixed_shards}/{{00000..00003}}.tar",
+              f"data.buckets={buckets}]", "data.frame_stride=1", "data.shuffle_buffer=3", "harivo.num_frame_tokens=0",
+              "checkpoint_every=3"]  # fmt: skip
+    Trainer(tiny_config("harivo", tmp_path / "straight", *common, "max_steps=6")).train()
+    Trainer(tiny_config("harivo", tmp_path / "resumed", *common, "max_steps=3")).train()
+    Trainer(tiny_config("harivo", tmp_path / "resumed", *common, "max_steps=6"), resume=True).train()
+    straight, resumed = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
+    assert len(straight) == 6
+    assert [r["total"] for r in resumed] == pytest.approx([r["total"] for r in straight], rel=1e-6)
