@@ -338,6 +338,7 @@ def write_shards(
     from webdataset import ShardWriter
 
     written = []
+    Path(pattern % 0).parent.mkdir(parents=True, exist_ok=True)
     with ShardWriter(pattern, maxcount=per_shard, verbose=0) as writer:
         for index, (frames, caption, metadata) in enumerate(samples):
             if index % per_shard == 0:

@@ -334,10 +334,12 @@ class Trainer:
         """Endless batches of a stream (shards): `batches_in_epoch` counts the stream's batches, the same number on
         every process, and a resumed run continues after them; skipped samples are reported with the log."""
         self.dataset.start_at(self.state.batches_in_epoch)
-        skipped, empty_in_a_row = Counter(), 0
+        skipped, empty_in_a_row, streak = Counter(), 0, Counter()
         for batch in _worker_errors_in_one_line(self.loader):
             self.state.batches_in_epoch += 1
-            skipped.update(batch.pop("skipped", {}) or {})
+            dropped = batch.pop("skipped", {}) or {}
+            skipped.update(dropped)
+            streak.update(dropped)
             if skipped and self.state.batches_in_epoch % self.config.log_every == 0:
                 reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
                 self.accelerator.print(
@@ -348,12 +350,13 @@ class Trainer:
             if not batch:  # every sample of the batch was skipped
                 empty_in_a_row += 1
                 if empty_in_a_row == STREAM_PATIENCE:
+                    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(streak.items()))
                     raise ValueError(
-                        f"{STREAM_PATIENCE} batches in a row had only skipped samples ({dict(skipped)}); check the data"
-                        " (data.shards)."
+                        f"{STREAM_PATIENCE} batches in a row had only skipped samples ({reasons}); check the data"
+                        " (data.shards) and data.num_frames x data.frame_stride, the frames each clip needs."
                     )
                 continue
-            empty_in_a_row = 0
+            empty_in_a_row, streak = 0, Counter()
             yield send_to_device(batch, self.accelerator.device)
 
     def _truncate_log(self, step: int) -> None:

@@ -232,3 +232,18 @@ def test_buckets_train_and_resume_the_same_loss_curve(base_dir, mixed_shards, tm
     straight, resumed = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
     assert len(straight) == 6
     assert [r["total"] for r in resumed] == pytest.approx([r["total"] for r in straight], rel=1e-6)
+
+
+def test_a_stream_of_clips_too_short_for_the_config_stops_in_one_line(base_dir, tmp_path, capsys):
+    from harivo.cli import main
+    from tests.training.test_trainer import TINY
+
+    written = write_shards(shapes_samples(4, num_frames=4), str(tmp_path / "new" / "folder" / "%05d.tar"), per_shard=4)
+    assert len(written) == 1  # the folder is made
+    with pytest.raises(SystemExit):
+        main(["train", *TINY["harivo"], f"harivo.base_model={base_dir}", f"output_dir={tmp_path / 'run'}",
+              "data.kind=webdataset", f"data.shards={written[0]}", "data.frame_stride=4", "batch_size=1",
+              "max_steps=5"])  # fmt: skip
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert "50 batches in a row had only skipped samples (50 too short)" in line
+    assert "data.num_frames x data.frame_stride" in line
