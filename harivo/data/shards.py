@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import ShardError
-from .webvid import VIDEO_EXTENSIONS, resize_center_crop
+from .webvid import VIDEO_EXTENSIONS, decode_clip, model_pixels
 
 VIDEO_KEYS = tuple(suffix.lstrip(".") for suffix in VIDEO_EXTENSIONS)
 
@@ -183,8 +182,8 @@ class ShardVideoDataset(IterableDataset):
                 skipped["too short"] += 1
                 continue
             height, width, num_frames, batch_size = self.buckets[bucket]
-            pixels = resize_cover_crop(frames[:num_frames], height, width).clamp(0, 255)
-            pending[bucket].append({"pixel_values": pixels / 127.5 - 1, "caption": item["caption"]})
+            pixels = model_pixels(frames[:num_frames], height, width)
+            pending[bucket].append({"pixel_values": pixels, "caption": item["caption"]})
             if len(pending[bucket]) == batch_size:
                 batch = collate_videos(pending[bucket])
                 batch["skipped"] = skipped
@@ -249,19 +248,12 @@ class ShardVideoDataset(IterableDataset):
             return {"skipped": "no caption"}
         if video is None:
             return {"skipped": "missing"}
-        try:
-            if upto is not None:
-                frames = _decode_video(video, upto, self.frame_stride, at_least=1)
-                pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-                return {"frames": pixels, "caption": caption.strip()}
-            frames = _decode_video(video, self.num_frames, self.frame_stride)
-        except ValueError as error:
-            return {"skipped": "too short" if "too short" in str(error) else "corrupt"}
-        except Exception:  # PyAV raises a family of errors on damaged files
-            return {"skipped": "corrupt"}
-        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-        pixels = resize_center_crop(pixels, self.resolution).clamp(0, 255)
-        return {"pixel_values": pixels / 127.5 - 1, "caption": caption.strip()}
+        frames = decode_clip(io.BytesIO(video), upto or self.num_frames, self.frame_stride, 1 if upto else None)
+        if isinstance(frames, str):
+            return {"skipped": frames}
+        if upto is not None:
+            return {"frames": frames, "caption": caption.strip()}
+        return {"pixel_values": model_pixels(frames, self.resolution, self.resolution), "caption": caption.strip()}
 
 
 CURL_EXITS = {6: "the host name does not resolve", 7: "nothing answers at that address", 22: "the server answered"
@@ -279,36 +271,6 @@ def _reason(error: Exception, url: str) -> str:
     if status:
         return f"the command exited with status {status[1]}"
     return " ".join(str(error).split()) or type(error).__name__
-
-
-def resize_cover_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize `(F, 3, h, w)` frames until they cover `height` x `width` (the smaller scale that does), then crop the
-    centre: the bucket's shape, nothing stretched."""
-    import torch.nn.functional as F
-
-    scale = max(height / frames.shape[2], width / frames.shape[3])
-    size = (max(height, round(frames.shape[2] * scale)), max(width, round(frames.shape[3] * scale)))
-    if size != tuple(frames.shape[2:]):
-        frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
-    top, left = (size[0] - height) // 2, (size[1] - width) // 2
-    return frames[..., top : top + height, left : left + width]
-
-
-def _decode_video(data: bytes, num_frames: int, stride: int, at_least: int | None = None) -> np.ndarray:
-    """Frames `0, stride, ...` (`num_frames` of them; with `at_least`, as many as there are up to `num_frames`) of an
-    encoded video held in memory, `(F, H, W, 3)` `uint8`."""
-    import av
-
-    wanted, frames = set(range(0, num_frames * stride, stride)), []
-    with av.open(io.BytesIO(data)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index in wanted:
-                frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == num_frames:
-                break
-    if len(frames) < (num_frames if at_least is None else at_least):
-        raise ValueError(f"too short: {len(frames)} of the {num_frames} frames at stride {stride}")
-    return np.stack(frames)
 
 
 def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:

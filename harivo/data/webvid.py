@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -80,14 +81,17 @@ def read_webvid_csv(
     return records
 
 
-def decode_frames(path: Path, num_frames: int, stride: int, start: int = 0) -> np.ndarray:
-    """Decode frames `start, start + stride, ...` (`num_frames` of them) as `(F, H, W, 3)` `uint8`."""
+def decode_frames(
+    source: str | os.PathLike | BinaryIO, num_frames: int, stride: int, start: int = 0, at_least: int | None = None
+) -> np.ndarray:
+    """Decode frames `start, start + stride, ...` (`num_frames` of them; with `at_least`, as many as there are, up to
+    `num_frames`) of a video file or of an open binary file (a video held in memory) as `(F, H, W, 3)` `uint8`."""
     import av
 
     wanted = set(range(start, start + num_frames * stride, stride))
     last = max(wanted)
     frames = []
-    with av.open(str(path)) as container:
+    with av.open(str(source) if isinstance(source, str | os.PathLike) else source) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for index, frame in enumerate(container.decode(stream)):
@@ -95,19 +99,42 @@ def decode_frames(path: Path, num_frames: int, stride: int, start: int = 0) -> n
                 frames.append(frame.to_ndarray(format="rgb24"))
             if index >= last:
                 break
-    if len(frames) < num_frames:
+    if len(frames) < (num_frames if at_least is None else at_least):
         raise ValueError(f"too short: {len(frames)} of the {num_frames} frames at stride {stride}")
     return np.stack(frames)
 
 
+def decode_clip(
+    source: str | os.PathLike | BinaryIO, num_frames: int, stride: int, at_least: int | None = None
+) -> torch.Tensor | str:
+    """`decode_frames` as `(F, 3, H, W)` floats in [0, 255], or why it cannot be used: `"too short"` or `"corrupt"`."""
+    try:
+        frames = decode_frames(source, num_frames, stride, at_least=at_least)
+    except ValueError as error:
+        return "too short" if "too short" in str(error) else "corrupt"
+    except Exception:  # PyAV raises a family of errors on damaged files
+        return "corrupt"
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+
+
+def resize_cover_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize `(F, 3, h, w)` frames until they cover `height` x `width` (the smaller scale that does: nothing is
+    stretched), then crop the centre."""
+    scale = max(height / frames.shape[-2], width / frames.shape[-1])
+    size = (max(height, round(frames.shape[-2] * scale)), max(width, round(frames.shape[-1] * scale)))
+    frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return frames[..., top : top + height, left : left + width]
+
+
 def resize_center_crop(frames: torch.Tensor, resolution: int) -> torch.Tensor:
     """Resize the short side to `resolution`, then centre-crop a square: `(F, 3, H, W)` to `(F, 3, r, r)`."""
-    height, width = frames.shape[-2:]
-    scale = resolution / min(height, width)
-    size = (max(resolution, round(height * scale)), max(resolution, round(width * scale)))
-    frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
-    top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return frames[..., top : top + resolution, left : left + resolution]
+    return resize_cover_crop(frames, resolution, resolution)
+
+
+def model_pixels(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Decoded frames in [0, 255] at `height` x `width` (`resize_cover_crop`), in the models' range [-1, 1]."""
+    return resize_cover_crop(frames, height, width).clamp(0, 255) / 127.5 - 1
 
 
 class WebVidDataset(Dataset):
@@ -150,16 +177,10 @@ class WebVidDataset(Dataset):
             return {"skipped": "missing", "video_id": record.video_id}
         if record.path.suffix.lower() not in VIDEO_EXTENSIONS:
             return {"skipped": "unsupported format", "video_id": record.video_id}
-        try:
-            frames = decode_frames(record.path, self.num_frames, self.frame_stride)
-        except ValueError as error:
-            reason = "too short" if "too short" in str(error) else "corrupt"
-            return {"skipped": reason, "video_id": record.video_id}
-        except Exception:  # PyAV raises a family of errors on damaged files
-            return {"skipped": "corrupt", "video_id": record.video_id}
-        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (F, 3, H, W)
-        pixels = resize_center_crop(pixels, self.resolution).clamp(0, 255)
-        return {"pixel_values": pixels / 127.5 - 1, "caption": record.caption}
+        frames = decode_clip(record.path, self.num_frames, self.frame_stride)
+        if isinstance(frames, str):
+            return {"skipped": frames, "video_id": record.video_id}
+        return {"pixel_values": model_pixels(frames, self.resolution, self.resolution), "caption": record.caption}
 
 
 def collate_videos(items: list[dict]) -> dict:
