@@ -33,6 +33,11 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STREAM_PATIENCE = 50  # batches of only skipped samples in a row before a stream is declared unusable
 
 
+def _reasons(skipped: Counter) -> str:
+    """Skipped samples' counts by reason: "1 corrupt, 2 too short"."""
+    return ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+
+
 def _as_is(batch: dict) -> dict:
     return batch
 
@@ -341,18 +346,14 @@ class Trainer:
             skipped.update(dropped)
             streak.update(dropped)
             if skipped and self.state.batches_in_epoch % self.config.log_every == 0:
-                reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
-                self.accelerator.print(
-                    f"Batch {self.state.batches_in_epoch}: skipped {sum(skipped.values())} videos ({reasons})."
+                self._report_skipped(
+                    skipped, f"Batch {self.state.batches_in_epoch}", batches=self.state.batches_in_epoch
                 )
-                self._log({"step": self.state.step, "batches": self.state.batches_in_epoch, "skipped": dict(skipped)})
-                skipped.clear()
             if not batch:  # every sample of the batch was skipped
                 empty_in_a_row += 1
                 if empty_in_a_row == STREAM_PATIENCE:
-                    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(streak.items()))
                     raise ValueError(
-                        f"{STREAM_PATIENCE} batches in a row had only skipped samples ({reasons}); check the data"
+                        f"{STREAM_PATIENCE} batches in a row had only skipped samples ({_reasons(streak)}); check the data"
                         " (data.shards) and data.num_frames x data.frame_stride, the frames each clip needs."
                     )
                 continue
@@ -397,22 +398,21 @@ class Trainer:
                     yielded += 1
                     yield batch
             if not yielded and not resumed_mid_epoch:
-                reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
                 raise ValueError(
                     f"Epoch {self.state.epoch} gave no batch to train on"
-                    + (f": every sample was skipped ({reasons})" if skipped else "")
+                    + (f": every sample was skipped ({_reasons(skipped)})" if skipped else "")
                     + "; check the data (data.csv / data.root) and batch_size."
                 )
             if skipped:
-                self.accelerator.print(
-                    f"Epoch {self.state.epoch}: skipped {sum(skipped.values())} videos ("
-                    + ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
-                    + ")."
-                )
-                self._log({"step": self.state.step, "epoch": self.state.epoch, "skipped": dict(skipped)})
-                skipped.clear()
+                self._report_skipped(skipped, f"Epoch {self.state.epoch}", epoch=self.state.epoch)
             self.state.epoch += 1
             self.state.batches_in_epoch = 0
+
+    def _report_skipped(self, skipped: Counter, where: str, **record) -> None:
+        """Print and log the skipped samples' counts by reason (`where`: "Epoch 3", "Batch 40"), then clear them."""
+        self.accelerator.print(f"{where}: skipped {sum(skipped.values())} videos ({_reasons(skipped)}).")
+        self._log({"step": self.state.step, **record, "skipped": dict(skipped)})
+        skipped.clear()
 
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:
