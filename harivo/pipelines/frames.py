@@ -69,6 +69,18 @@ def num_prompts(prompt: Any, prompt_embeds: torch.Tensor | None) -> int:
     return 1
 
 
+def videos_per_prompt(call: dict) -> int:
+    """A bound call's `num_videos_per_prompt` (1 where it is not an integer: the call's own checks refuse it)."""
+    value = call["num_videos_per_prompt"]
+    return value if isinstance(value, int) else 1
+
+
+def paths_per_video(paths: torch.Tensor, per_prompt: int) -> torch.Tensor:
+    """Motion paths read from the inputs, `(inputs, F, 2)`: one input's path for every video (`(F, 2)`), or one per
+    prompt, repeated for that prompt's videos (`(prompts * per_prompt, F, 2)`)."""
+    return paths[0] if len(paths) == 1 else paths.repeat_interleave(per_prompt, 0)
+
+
 def fit_frames(frames: torch.Tensor, height: int, width: int, name: str, multiple: int = 8) -> torch.Tensor:
     """Frames at the video's size: resized when only the scale differs, refused when the aspect ratio does (saying
     which video size, in multiples of `multiple`, the VAE's factor, would fit them)."""

@@ -16,7 +16,7 @@ from ..errors import HarivoLoadError
 from ..loading import check_weight_format, describe_load_error, looks_like_local_path
 from ..models.adapter import HarivoAdapter
 from . import controlnet as control
-from .frames import num_prompts
+from .frames import num_prompts, paths_per_video, videos_per_prompt
 from .pipeline_harivo import HarivoPipeline, _has_component, extends_call
 
 
@@ -176,7 +176,7 @@ class HarivoControlNetPipeline(HarivoPipeline):
             self.controlnet, conditioning_frames, controlnet_frame_indices, controlnet_conditioning_scale,
             control_guidance_start, control_guidance_end, guess_mode, call["num_frames"], height, width,
             self.vae_scale_factor, num_prompts(call["prompt"], call["prompt_embeds"]),
-            call["num_videos_per_prompt"] if isinstance(call["num_videos_per_prompt"], int) else 1,
+            videos_per_prompt(call),
         )  # fmt: skip
         if isinstance(call["motion_path"], str):
             if call["motion_path"] != "control":
@@ -190,7 +190,7 @@ class HarivoControlNetPipeline(HarivoPipeline):
                 control.path_from_conditions(clip, inputs.frame_indices, inputs.num_frames, self.vae_scale_factor)
                 for clip in inputs.images[0]
             ])  # fmt: skip
-            call["motion_path"] = paths[0] if len(paths) == 1 else paths.repeat_interleave(inputs.videos_per_prompt, 0)
+            call["motion_path"] = paths_per_video(paths, inputs.videos_per_prompt)
         for number, net in enumerate(control.nets_of(self.controlnet)):
             if control.reads_latents(net):  # SparseCtrl's RGB nets read the condition images as VAE latents
                 inputs.images[number] = torch.stack(

@@ -8,7 +8,7 @@ import torch
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 
 from ..models.motion_path import estimate_displacements
-from .frames import fit_frames, num_prompts, videos_of
+from .frames import fit_frames, num_prompts, paths_per_video, videos_of, videos_per_prompt
 from .pipeline_harivo import HarivoPipeline, extends_call
 
 
@@ -120,8 +120,7 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
                 raise ValueError(f"`motion_path` must be a tensor or 'video', got {call['motion_path']!r}.")
             count = num_frames if isinstance(num_frames, int) and num_frames >= 1 else shortest
             paths = torch.stack([video_motion_path(frames[:count]) for frames in videos]) / self.vae_scale_factor
-            per_prompt = call["num_videos_per_prompt"] if isinstance(call["num_videos_per_prompt"], int) else 1
-            call["motion_path"] = paths[0] if len(videos) == 1 else paths.repeat_interleave(per_prompt, 0)
+            call["motion_path"] = paths_per_video(paths, videos_per_prompt(call))
         self._video = _VideoInput(videos, float(strength), steps)
         try:
             return super().__call__(*bound.args[1:], **bound.kwargs)
