@@ -564,14 +564,20 @@ class HarivoStage(Stage):
 
     @torch.no_grad()
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """`(B, F, 3, H, W)` pixels in [-1, 1] to scaled latents `(B, C, F, h, w)`."""
+        """`(B, F, 3, H, W)` pixels in [-1, 1] to scaled latents `(B, C, F, h, w)`: a draw from the VAE's posterior."""
+        return self._draw_latents(*self._posterior(pixels))
+
+    @torch.no_grad()
+    def _posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE posterior's mean and standard deviation `(B, C, F, h, w)` of pixels `(B, F, 3, H, W)`."""
         batch_size, num_frames = pixels.shape[:2]
         flat = pixels.flatten(0, 1).to(self.device, dtype=self.vae.dtype)  # frames into the batch: (B*F, 3, H, W)
-        latents = torch.cat(
-            [self.vae.encode(chunk).latent_dist.sample(generator=self.generator) for chunk in flat.split(64)]
-        )
-        latents = latents.float() * self.vae.config.scaling_factor  # (B*F, C, h, w)
-        return latents.unflatten(0, (batch_size, num_frames)).transpose(1, 2)  # (B, C, F, h, w)
+        posteriors = [self.vae.encode(chunk).latent_dist for chunk in flat.split(64)]
+
+        def video(values: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat(values).unflatten(0, (batch_size, num_frames)).transpose(1, 2)
+
+        return video([p.mean for p in posteriors]), video([p.std for p in posteriors])
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> torch.Tensor:
@@ -587,23 +593,15 @@ class HarivoStage(Stage):
     def encode_for_cache(self, pixels: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
         """What `harivo precompute` keeps of clips `(B, F, 3, H, W)`: the VAE posterior's mean and standard deviation
         `(B, C, F, h, w)`, the captions' text states and, for an adapter with a path predictor, the clips' paths."""
-        batch_size, num_frames = pixels.shape[:2]
-        flat = pixels.flatten(0, 1).to(self.device, dtype=self.vae.dtype)
-        posteriors = [self.vae.encode(chunk).latent_dist for chunk in flat.split(64)]
-
-        def video(values: list[torch.Tensor]) -> torch.Tensor:
-            return torch.cat(values).unflatten(0, (batch_size, num_frames)).transpose(1, 2)
-
-        cache = {
-            "latent_mean": video([p.mean for p in posteriors]), "latent_std": video([p.std for p in posteriors]),
-            "text": self.encode_text(captions),
-        }  # fmt: skip
+        mean, std = self._posterior(pixels)
+        cache = {"latent_mean": mean, "latent_std": std, "text": self.encode_text(captions)}
         if self.model.adapter.path_predictor is not None:
             cache["path"] = estimate_displacements(pixels) / self.vae_scale_factor
         return cache
 
-    def _cached_latents(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """A draw from cached posteriors `(B, C, F, h, w)`: the draw `encode_video` makes of the same clips."""
+    def _draw_latents(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """Scaled latents drawn with the run's generator from posteriors `(B, C, F, h, w)` (the VAE's own, or a
+        cache's: the same draw either way), 64 frames at a time as the VAE encodes them."""
         batch_size, num_frames = mean.shape[0], mean.shape[2]
         mean, std = (x.transpose(1, 2).flatten(0, 1).to(self.device, self.vae.dtype) for x in (mean, std))
         draws = [
@@ -618,7 +616,7 @@ class HarivoStage(Stage):
     def loss(self, batch):
         settings = self.config.harivo
         if "latent_mean" in batch:  # a precomputed cache: neither the VAE nor the text encoder runs
-            latents = self._cached_latents(batch["latent_mean"], batch["latent_std"])
+            latents = self._draw_latents(batch["latent_mean"], batch["latent_std"])
             captions = self._drop_captions(batch["caption"], settings.caption_dropout)
             text = batch["text"].to(self.device).float().clone()
             dropped = [index for index, caption in enumerate(captions) if not caption]
