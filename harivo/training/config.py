@@ -587,6 +587,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         except UnicodeDecodeError as error:
             raise ValueError(f"Config file {path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
         values = _read_yaml(text, str(path)) or {}
+        if isinstance(values, dict) and {"distributed_type", "compute_environment"} <= set(values):
+            raise ValueError(
+                f"{path} is an Accelerate launch config: pass it as accelerate launch --config_file {path} -m harivo.cli"
+                " train --config YOUR_RUN.yaml."
+            )
     for override in overrides:
         apply_override(values, override)
     config = _build(TrainConfig, values, "")

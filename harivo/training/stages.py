@@ -150,8 +150,9 @@ class Stage:
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def save_trainable(self, folder: Path) -> None:
-        for name, module in self.trainable_modules().items():
+    def save_trainable(self, folder: Path, modules: dict[str, torch.nn.Module] | None = None) -> None:
+        """Write the trainable modules (`modules`: whole-weight copies of them, as the trainer gathers under FSDP)."""
+        for name, module in (modules or self.trainable_modules()).items():
             self.accelerator.unwrap_model(module).save_pretrained(folder / name)
 
     def read_trainable(self, folder: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -532,8 +533,9 @@ class HarivoStage(Stage):
     def checkpointed_state(self):
         return [self.loss_fn]  # the L_dc queue of negatives
 
-    def save_trainable(self, folder: Path) -> None:
-        self.accelerator.unwrap_model(self.adapter).save_pretrained(folder / "adapter", include_projection_head=True)
+    def save_trainable(self, folder: Path, modules: dict[str, torch.nn.Module] | None = None) -> None:
+        adapter = (modules or self.trainable_modules())["adapter"]
+        self.accelerator.unwrap_model(adapter).save_pretrained(folder / "adapter", include_projection_head=True)
 
     def dataset(self) -> Dataset:
         data = self.config.data
@@ -692,8 +694,9 @@ class HarivoStage(Stage):
         self.model.train()
         contact_sheet(videos, labels, scale=2).save(folder / "samples.png")
 
-    def export(self, folder):
-        self.accelerator.unwrap_model(self.adapter).save_pretrained(folder, include_projection_head=False)
+    def export(self, folder, modules: dict[str, torch.nn.Module] | None = None):
+        adapter = (modules or self.trainable_modules())["adapter"]
+        self.accelerator.unwrap_model(adapter).save_pretrained(folder, include_projection_head=False)
 
 
 class ControlNetStage(Stage):
@@ -888,14 +891,15 @@ class DreamBoothStage(Stage):
             modules["text_encoder"] = self.text_encoder
         return modules
 
-    def save_trainable(self, folder: Path) -> None:
+    def save_trainable(self, folder: Path, modules: dict[str, torch.nn.Module] | None = None) -> None:
         if not self.config.dreambooth.lora_rank:
-            return super().save_trainable(folder)
+            return super().save_trainable(folder, modules)
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         (folder / "unet").mkdir(parents=True, exist_ok=True)
-        state = get_peft_model_state_dict(self.accelerator.unwrap_model(self.unet))
+        unet = (modules or self.trainable_modules())["unet"]
+        state = get_peft_model_state_dict(self.accelerator.unwrap_model(unet))
         save_file({k: v.contiguous() for k, v in state.items()}, folder / "unet" / "lora.safetensors")
 
     def apply_trainable(self, states):

@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.checkpointing import load_custom_state
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
 from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointFileError, PickledStateError, ShardError, TrainingDivergedError
+from . import engines
 from .config import TrainConfig
 from .stages import Stage, build_stage
 from .state_io import load_tree, rng_states, save_tree, set_rng_states
@@ -155,7 +156,10 @@ class Trainer:
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=config.report_to,
             project_dir=str(self.output_dir),
+            # a step may leave some trainable parts without a gradient (e.g. L_dc's head when its weight is 0)
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        engines.check_engine(self.accelerator, config.stage)
         if config.allow_tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
         set_seed(config.seed)
@@ -165,8 +169,12 @@ class Trainer:
         self.stage: Stage = build_stage(config, self.accelerator, self.state.generator)
         if config.gradient_checkpointing:
             self.stage.enable_gradient_checkpointing()
-        self.parameters = self.stage.trainable_parameters()
-        self.optimizer = make_optimizer(self.parameters, config)
+        # what the engine wraps: the trainable modules, whose forward is the stage's loss
+        self.module = engines.TrainedModules(self.stage.trainable_modules(), self.stage.loss)
+        self._weightless = {}  # under FSDP: copies that the main process fills with the gathered weights to save
+        if engines.is_sharded(self.accelerator) and self.accelerator.is_main_process:
+            self._weightless = {name: engines.meta_copy(m) for name, m in self.stage.trainable_modules().items()}
+        self.optimizer = make_optimizer(self.stage.trainable_parameters(), config)
         self.lr_scheduler = get_scheduler(
             config.optim.lr_scheduler,
             optimizer=self.optimizer,
@@ -184,7 +192,9 @@ class Trainer:
                 drop_last=not bucketed,
                 generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
             )  # fmt: skip
-            self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)
+            self.module, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
+                self.module, self.optimizer, self.lr_scheduler
+            )
         else:
             self._check_dataset_size()
             self.sampler = EpochSampler(len(self.dataset), config.data.seed)
@@ -197,9 +207,11 @@ class Trainer:
                 drop_last=True,
                 generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
             )
-            self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
-                self.optimizer, loader, self.lr_scheduler
+            self.module, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
+                self.module, self.optimizer, loader, self.lr_scheduler
             )
+        # the parameters as the engine holds them (under FSDP: this process's shards)
+        self.parameters = [p for p in self.module.parameters() if p.requires_grad]
         # State that differs between processes (the L_dc queue of negatives): each process checkpoints its own.
         self.process_state = self.stage.checkpointed_state()
         self.log_path = self.output_dir / "logs.jsonl"
@@ -236,10 +248,12 @@ class Trainer:
             "extra": [m.state_dict() for m in self.process_state],
         }
         save_tree(own, folder, f"process_{accelerator.process_index}")
+        optimizer = engines.optimizer_state(accelerator, self.module, self.optimizer)  # under FSDP: gathered
+        weights = engines.full_weights(accelerator, self.module, self._weightless)
         if accelerator.is_main_process:
             shared = {
                 "training": {k: v for k, v in self.state.state_dict().items() if k != "generator"},
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer,
                 "lr_scheduler": self.lr_scheduler.state_dict(),
             }
             if accelerator.scaler is not None:
@@ -247,7 +261,7 @@ class Trainer:
             save_tree(shared, folder, "training_state")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            self.stage.save_trainable(temporary / "weights")
+            self.stage.save_trainable(temporary / "weights", weights)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(temporary, final)
@@ -281,8 +295,11 @@ class Trainer:
         if own is None and self.accelerator.process_index == 0:
             raise CheckpointFileError(f"{state / own_name}.json: missing")
         try:
-            self.stage.apply_trainable(weights)
-            self.optimizer.load_state_dict(shared["optimizer"])
+            if engines.is_sharded(self.accelerator):
+                engines.load_full_weights(self.module, weights)
+            else:
+                self.stage.apply_trainable(weights)
+            engines.load_optimizer_state(self.accelerator, self.module, self.optimizer, shared["optimizer"])
             self.lr_scheduler.load_state_dict(shared["lr_scheduler"])
             if "scaler" in shared and self.accelerator.scaler is not None:
                 self.accelerator.scaler.load_state_dict(shared["scaler"])
@@ -419,8 +436,20 @@ class Trainer:
             with open(self.log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+    def _first_non_finite(self, value: torch.Tensor) -> float | None:
+        """The first NaN / inf of `value` on any process (each process passes its own; every process gets the same
+        answer, so all stop together instead of the others waiting for the one that stopped)."""
+        value = engines.local(value.detach()).flatten().float()
+        bad = value[~value.isfinite()][:1]
+        found = torch.stack([torch.tensor(float(len(bad))), bad[0].cpu() if len(bad) else torch.tensor(0.0)])
+        if self.accelerator.num_processes > 1:
+            found = self.accelerator.gather(found.to(self.accelerator.device)).cpu().view(-1, 2)
+            found = next((row for row in found if row[0] > 0), found[0])
+        return found[1].item() if found[0] > 0 else None
+
     def _check_finite(self, value: torch.Tensor, what: str, logs: dict) -> None:
-        if torch.isfinite(value).all():
+        first = self._first_non_finite(value)
+        if first is None:
             return
         suspect = ""
         if self._unverified_checkpoint is not None and self.accelerator.is_main_process:
@@ -435,7 +464,7 @@ class Trainer:
         checkpoints = find_checkpoints(self.output_dir)
         last = f"the last good checkpoint is {checkpoints[-1][1]}" if checkpoints else "no good checkpoint exists"
         raise TrainingDivergedError(
-            f"The {what} became {value.flatten()[0].item()} at step {self.state.step + 1} (terms: "
+            f"The {what} became {first} at step {self.state.step + 1} (terms: "
             + ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
             + f"){suspect}; nothing was saved from this step, {last}. Lower optim.learning_rate or use "
             "mixed_precision=bf16 / no, then resume with --resume."
@@ -443,10 +472,10 @@ class Trainer:
 
     def _check_finite_weights(self) -> None:
         """Never keep (or save) NaN / inf weights: stop with the step that made them."""
-        finite = torch.stack([p.detach().isfinite().all() for p in self.parameters]).all()
-        if not finite:
-            bad = next(p for p in self.parameters if not p.detach().isfinite().all())
-            self._check_finite(bad.detach()[~bad.detach().isfinite()][:1], "weights after the optimizer step", {})
+        shards = [engines.local(p.detach()) for p in self.parameters]  # under FSDP each process checks its own
+        finite = torch.stack([p.isfinite().all() for p in shards])  # one device sync, not one per parameter
+        bad = shards[int((~finite).int().argmax())] if not finite.all() else shards[0].new_zeros(1)
+        self._check_finite(bad, "weights after the optimizer step", {})
 
     def train(self) -> Path:
         """Run to `max_steps`; returns the folder with the exported final weights."""
@@ -469,6 +498,10 @@ class Trainer:
                 f"harivo-{config.stage}", config=json.loads(json.dumps(vars(config), default=str))
             )
 
+        if accelerator.num_processes > 1:
+            accelerator.print(
+                f"Training on {accelerator.num_processes} processes ({engines.engine_name(accelerator)})."
+            )
         progress = tqdm(
             total=config.max_steps,
             initial=self.state.step,
@@ -481,14 +514,13 @@ class Trainer:
         while self.state.step < config.max_steps:
             for _ in range(config.gradient_accumulation_steps):
                 batch = next(batches)
-                with accelerator.accumulate(), accelerator.autocast():
-                    loss, logs = self.stage.loss(batch)
+                with accelerator.accumulate(self.module), accelerator.autocast():
+                    loss, logs = self.module(batch)
                     self._check_finite(loss.detach(), "loss", logs)
                     if self._unverified_checkpoint is not None:  # its weights ran to a finite loss: keep it
                         self._prune_checkpoints()
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
-                        self._reduce_gradients()
                         grad_norm = accelerator.clip_grad_norm_(self.parameters, config.optim.max_grad_norm)
                         if config.mixed_precision != "fp16":  # fp16's scaler skips inf steps by design
                             self._check_finite(torch.as_tensor(grad_norm), "gradient norm", logs)
@@ -526,25 +558,28 @@ class Trainer:
         if not config.validate_every or config.max_steps % config.validate_every:
             self.validate()
         final = self.output_dir / "final"
+        weights = engines.full_weights(accelerator, self.module, self._weightless) if self._sharded else None
         if accelerator.is_main_process:
             temporary = self.output_dir / "final.tmp"
             shutil.rmtree(temporary, ignore_errors=True)
-            self.stage.export(temporary)
+            if self._sharded:
+                self.stage.export(temporary, weights)
+            else:
+                self.stage.export(temporary)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(temporary, final)
         accelerator.end_training()
         return final
 
-    def _reduce_gradients(self) -> None:
-        """Average gradients over processes (the models are not DDP-wrapped: losses call their sub-modules)."""
-        if self.accelerator.num_processes == 1:
-            return
-        for parameter in self.parameters:
-            if parameter.grad is not None:
-                parameter.grad = self.accelerator.reduce(parameter.grad, reduction="mean")
+    @property
+    def _sharded(self) -> bool:
+        return engines.is_sharded(self.accelerator)
 
     def validate(self) -> None:
-        if self.accelerator.is_main_process and self.config.num_validation_samples > 0:
-            folder = self.output_dir / "validation" / f"step-{self.state.step:06d}"
-            self.stage.validate(folder, self.config.num_validation_samples)
-        self.accelerator.wait_for_everyone()
+        if self.config.num_validation_samples == 0:
+            return
+        with engines.gathered(self.accelerator, self.module):  # the main process runs the stage's own modules
+            if self.accelerator.is_main_process:
+                folder = self.output_dir / "validation" / f"step-{self.state.step:06d}"
+                self.stage.validate(folder, self.config.num_validation_samples)
+            self.accelerator.wait_for_everyone()
