@@ -306,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint of output_dir.")
     train.add_argument("--dry-run", action="store_true", help="Print the resolved config and exit.")
     train.add_argument(
+        "--estimate", action="store_true",
+        help="Print parameters and memory per GPU of a harivo run (at 256²×16, 512²×16 and its own size) and exit.",
+    )  # fmt: skip
+    train.add_argument("--num-gpus", type=int, default=8, help="GPUs the estimate assumes (default: 8).")
+    train.add_argument(
         "--allow-pickle",
         action="store_true",
         help="Resume checkpoints with pickled training state (harivo < 0.1.1); unpickling can run code.",
@@ -491,6 +496,15 @@ def train(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.overrides)
     if args.dry_run:
         print(config.to_yaml(), end="")
+        return
+    if args.estimate:
+        from .training.estimate import estimate, format_estimate
+
+        if config.stage != "harivo":
+            raise ValueError(f"--estimate is for the harivo stage, not stage {config.stage}.")
+        if args.num_gpus < 1:
+            raise ValueError(f"--num-gpus must be at least 1, got {args.num_gpus}.")
+        print(format_estimate(config, args.num_gpus, *estimate(config, args.num_gpus)))
         return
     trainer = Trainer(config, resume=args.resume, allow_pickle=args.allow_pickle)
     final = trainer.train()
