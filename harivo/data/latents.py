@@ -56,7 +56,8 @@ def precompute(
     Write the cache of `clips` (`{"pixel_values", "caption"}`; skipped ones, `{"skipped": reason}`, are counted) into
     `out_dir`, `clips_per_shard` a shard; `encode(pixel_values (B, F, 3, H, W), captions)` gives the tensors of each
     clip (`latent_mean`, `latent_std`, `text`, ...). Resumable: a shard is written whole (to a temporary name, then
-    renamed) and a rerun starts after the shards already there. Returns the clips in the cache.
+    renamed) and a rerun starts after the shards already there (each shard records how many of `clips` it has
+    read and skipped); a rerun of a complete cache changes nothing. Returns the clips in the cache.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,12 +66,20 @@ def precompute(
         index = json.loads(index_path.read_text())
         if index.get("fingerprint") != fingerprint:
             raise ValueError(f"{out} holds latents of another base model; choose another --out or remove it.")
-    shard = len(sorted(out.glob("latents-*.safetensors")))
-    start = shard * clips_per_shard  # a rerun starts after the shards already written
-    skipped, count, pending = {}, start, []
-    progress = tqdm(total=total, initial=start, desc="precompute", unit="clip")
+        if all((out / name).is_file() for name in index["shards"]):
+            return index["clips"]  # complete
+    written = sorted(out.glob("latents-*.safetensors"))
+    shard, count, read, skipped = len(written), 0, 0, {}
+    for path in written:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata()
+        count += len(json.loads(metadata["captions"]))
+        read = int(metadata.get("read", count))  # shards written before this was recorded had no skips
+        skipped = json.loads(metadata.get("skipped", "{}"))
+    pending = []
+    progress = tqdm(total=total, initial=read, desc="precompute", unit="clip")
     clips = iter(clips)
-    for _ in range(start):  # the clips of the shards already written
+    for _ in range(read):  # the clips of the shards already written, skipped ones included
         next(clips, None)
 
     def flush() -> None:
@@ -89,12 +98,14 @@ def precompute(
         name = _shard_name(shard)
         shard += 1
         temporary = out / f".{name}.tmp"
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, temporary, {"captions": json.dumps(captions)})
+        metadata = {"captions": json.dumps(captions), "read": str(read), "skipped": json.dumps(skipped)}
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, temporary, metadata)
         os.replace(temporary, out / name)
         pending = []
 
     for clip in clips:
         progress.update(1)
+        read += 1
         if "skipped" in clip:
             skipped[clip["skipped"]] = skipped.get(clip["skipped"], 0) + 1
             continue

@@ -43,6 +43,14 @@ def test_precompute_resumes_and_a_cache_of_another_base_model_is_refused(base_di
     main(["precompute", *common(base_dir), "--out", str(out), "--clips-per-shard", "2"])
     assert (out / "latents-00000.safetensors").stat().st_mtime_ns == first  # kept, not recomputed
     assert json.loads((out / "index.json").read_text())["clips"] == 6
+    partial = tmp_path / "partial"  # shards of 4 and 2 clips: a rerun of the complete cache changes nothing
+    for _ in range(2):
+        main(["precompute", *common(base_dir), "--out", str(partial), "--clips-per-shard", "4"])
+        assert json.loads((partial / "index.json").read_text())["clips"] == 6
+        assert len(LatentDataset(partial)) == 6 and LatentDataset(partial)[5]["caption"]
+    (partial / "index.json").unlink()  # stopped after its last shard, before the index: resumed from the shards
+    main(["precompute", *common(base_dir), "--out", str(partial), "--clips-per-shard", "4"])
+    assert json.loads((partial / "index.json").read_text())["clips"] == 6
     other = tmp_path / "other-base"  # the same architecture, other weights
     tiny_stable_diffusion(seed=1).save_pretrained(other)
     capsys.readouterr()
