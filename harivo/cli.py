@@ -36,7 +36,10 @@ SCHEDULER_NAMES = (
     "euler-ancestral",
     "dpm-solver++",
     "unipc",
+    "lcm",
+    "tcd",
 )  # schedulers.SCHEDULERS
+TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")  # schedulers.TIMESTEP_SPACINGS
 
 # Library messages that are noise in a command-line run (they are about optional backends, not about the result)
 NOISE = (
@@ -422,7 +425,12 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scheduler", default=None,
         help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (default for generate: what the adapter recommends, dpm-solver++"
-        " with the embedded model; else the model's).",
+        " with the embedded model; else the model's). lcm and tcd are for few-step (consistency-distilled) models.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timestep-spacing", choices=TIMESTEP_SPACINGS, default=None,
+        help="How the sampler spaces its steps (diffusers' timestep_spacing; trailing for AnimateDiff-Lightning-style"
+        " models; default: the model's).",
     )  # fmt: skip
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cuda if available).")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="Default: float16 on GPU, float32 on CPU.")
@@ -458,11 +466,15 @@ def _runtime(args: argparse.Namespace) -> tuple["torch.device", "torch.dtype"]:
     return device, dtype
 
 
-def _prepare_pipeline(pipe, scheduler: str | None, device: "torch.device"):
-    from .schedulers import make_scheduler
+def _prepare_pipeline(pipe, scheduler: str | None, device: "torch.device", timestep_spacing: str | None = None):
+    from .schedulers import SCHEDULERS, make_scheduler
 
-    if scheduler:
-        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler)
+    if scheduler or timestep_spacing:
+        name = scheduler or next((key for key, cls in SCHEDULERS.items() if type(pipe.scheduler) is cls), None)
+        if name is None:
+            raise ValueError(f"--timestep-spacing: the model's {type(pipe.scheduler).__name__} is not one harivo offers;"
+                             " pass --scheduler too.")  # fmt: skip
+        pipe.scheduler = make_scheduler(name, pipe.scheduler, timestep_spacing)
     return pipe.to(device)
 
 
@@ -667,7 +679,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
     recommended = loaded.adapter.sampling_defaults  # the sampler and steps the adapter was measured best with
     steps = args.steps if args.steps is not None else recommended.get("num_inference_steps", 25)
     scheduler = args.scheduler or recommended.get("scheduler")
-    pipe = _prepare_pipeline(_workflow_pipeline(loaded, workflow), scheduler, device)
+    pipe = _prepare_pipeline(_workflow_pipeline(loaded, workflow), scheduler, device, args.timestep_spacing)
     prompt = workflow.pop("prompt")
     for text in prompt.values() if isinstance(prompt, dict) else [prompt]:
         warn_truncated(pipe.tokenizer, text)
@@ -934,7 +946,7 @@ def evaluate(args: argparse.Namespace) -> None:
             args.base_model, args.adapter, None, args.base_config, allow_pickle=args.allow_pickle, torch_dtype=dtype
         )
         apply_loras(pipe, loras)
-        pipe = _prepare_pipeline(pipe, args.scheduler, device)
+        pipe = _prepare_pipeline(pipe, args.scheduler, device, args.timestep_spacing)
     if args.through_vae:
         clips = through_vae(render_reference_clips(prompts, settings.seeds, settings.num_frames), pipe.vae)
         label = "rendered clips through the VAE"

@@ -1,3 +1,4 @@
+import json
 import os
 import time
 
@@ -145,6 +146,20 @@ def test_samplers_whose_noise_bypasses_the_mapping_network_are_refused(
               str(mapped_adapter_path), "--num-frames", "2", "--height", "16", "--width", "16", "--scheduler",
               scheduler])  # fmt: skip
     assert "bypasses this adapter's noise mapping network" in capsys.readouterr().err
+
+
+def test_few_step_samplers_run_with_a_mapped_adapter_and_trailing_spacing(base_dir, mapped_adapter_path, tmp_path):
+    """lcm / tcd: their fresh noise goes through the mapping network (no longer refused); --timestep-spacing alone
+    re-spaces the model's own sampler."""
+    common = ["--base-model", str(base_dir), "--adapter", str(mapped_adapter_path), "--num-frames", "2", "--height",
+              "16", "--width", "16", "--steps", "2"]  # fmt: skip
+    for extra, sampler in ((["--scheduler", "lcm"], "LCMScheduler"), (["--scheduler", "tcd", "--eta", "0.3"],
+                           "TCDScheduler"), (["--timestep-spacing", "trailing"], None)):  # fmt: skip
+        output = tmp_path / f"{len(extra)}-{extra[1]}.gif"
+        main(["generate", "a red circle", "-o", str(output), *common, *extra])
+        settings = json.loads(output.with_name(output.name + ".json").read_text())
+        assert settings["resolved"]["scheduler"] == (sampler or settings["resolved"]["scheduler"])
+        assert settings["options"]["timestep_spacing"] == (extra[1] if sampler is None else None)
 
 
 @pytest.mark.parametrize(

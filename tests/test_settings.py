@@ -103,9 +103,11 @@ def test_help_imports_neither_torch_nor_diffusers():
 
 
 def test_the_cli_names_every_sampler():
-    from harivo.schedulers import SCHEDULERS
+    from harivo.cli import TIMESTEP_SPACINGS as cli_spacings
+    from harivo.schedulers import SCHEDULERS, TIMESTEP_SPACINGS
 
     assert tuple(SCHEDULERS) == SCHEDULER_NAMES
+    assert cli_spacings == TIMESTEP_SPACINGS
 
 
 def test_generate_samples_as_the_adapter_recommends_unless_told(tmp_path):

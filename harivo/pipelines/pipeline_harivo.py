@@ -41,7 +41,7 @@ from ..loading import (
 from ..models.adapter import HarivoAdapter
 from ..models.motion_path import batched_path
 from ..models.video_unet import HarivoUNet, default_trsa_layers
-from ..schedulers import PURE_NOISE_ALPHA_BAR, adds_step_noise
+from ..schedulers import PURE_NOISE_ALPHA_BAR, RENOISING, adds_step_noise, renoised_step
 from ..utils.text import subject_token_weights
 from . import checks, mg_sampling, prompt_travel
 from .free_init import HarivoFreeInitMixin
@@ -667,7 +667,8 @@ class HarivoPipeline(
             guidance_rescale (`float`, defaults to 0.0): Rescales the guided output towards the text output's standard
                 deviation (section 3.4 of "Common Diffusion Noise Schedules and Sample Steps are Flawed"); 0.7 is
                 the paper's value for zero-terminal-SNR models, which over-expose under strong guidance without it.
-            eta (`float`, defaults to 0.0): DDIM's eta; ignored by other schedulers.
+            eta (`float`, defaults to 0.0): DDIM's eta, TCD's gamma (the share of each step noised again); ignored
+                by other schedulers.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): For reproducible sampling.
             latents (`torch.Tensor`, *optional*): IID Gaussian noise `(B, C, F, h, w)` to start from; it goes
                 through the mapping network like sampled noise does.
@@ -865,6 +866,7 @@ class HarivoPipeline(
         # 6. Prepare extra step kwargs; a sampler's per-step noise goes through the mapping network like z_T's
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         map_step_noise = adds_step_noise(self.scheduler, eta) and not self.adapter.mapping_network.is_identity
+        renoising = isinstance(self.scheduler, RENOISING)  # its noise is drawn here and mapped, always
         if map_step_noise:
             extra_step_kwargs.pop("generator", None)  # the noise is drawn here instead
         use_mg = mg_scale > 0 and num_frames > 1
@@ -913,10 +915,21 @@ class HarivoPipeline(
                         noise_pred = self._project_onto_path(
                             noise_pred, latents, t, motion_path, motion_path_projection, mask, core
                         )
-                    if map_step_noise:
-                        noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
-                        extra_step_kwargs["variance_noise"] = self.adapter.mapping_network(noise)
-                    latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                    if renoising:
+                        latents = renoised_step(
+                            self.scheduler, noise_pred, t, latents,
+                            lambda shape=latents.shape, dtype=latents.dtype: self.adapter.mapping_network(
+                                randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                            ),
+                            eta,
+                        )  # fmt: skip
+                    else:
+                        if map_step_noise:
+                            noise = randn_tensor(
+                                latents.shape, generator=generator, device=device, dtype=latents.dtype
+                            )
+                            extra_step_kwargs["variance_noise"] = self.adapter.mapping_network(noise)
+                        latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
                     latents = self._after_step(latents, i, timesteps)
 
                     if callback_on_step_end is not None:

@@ -10,7 +10,7 @@ Left out, with the reason:
 - the mixins' expected pixel slices: they are diffusers' dummy weights' numbers, not a contract;
 - `test_attention_slicing_forward_pass`: diffusers skips it for its AnimateDiff pipelines too;
 - CPU offload, float16 inference and device moves: they need a GPU (`benchmarks/gpu_check.py` runs them);
-- `LCMScheduler` in the FreeInit scheduler sweep: refused where the mapping network makes it wrong (a deliberate
+- samplers whose per-step noise bypasses a trained mapping network in the FreeInit scheduler sweep: refused (a deliberate
   policy, `harivo.schedulers.check_scheduler`), as are pickle weights without `allow_pickle`;
 - the call-signature difference of video-to-video (`timesteps`, `sigmas`, `enforce_inference_steps`) and of
   image-to-video against SparseCtrl: listed in `test_diffusers_conformance.NOT_TAKEN`.
@@ -20,7 +20,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 
 from harivo.models import HarivoAdapter
 from harivo.pipelines import (
@@ -229,6 +229,18 @@ def test_free_init_changes_the_video_and_disabling_restores_it(task):
     assert (pipe(**task_inputs(task)).frames - plain).abs().sum() > 1e-2
     pipe.disable_free_init()
     torch.testing.assert_close(pipe(**task_inputs(task)).frames, plain)
+
+
+@pytest.mark.parametrize("scheduler_cls", [DPMSolverMultistepScheduler, LCMScheduler])
+def test_free_init_with_schedulers(scheduler_cls):
+    """diffusers' `test_free_init_with_schedulers`: FreeInit changes the video under other samplers too (LCM's fresh
+    noise between steps goes through the mapping network)."""
+    pipe = make_pipe("text2video")
+    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+    plain = pipe(**task_inputs("text2video")).frames
+    pipe.enable_free_init(num_iters=2, use_fast_sampling=False)
+    free_init = pipe(**task_inputs("text2video")).frames
+    assert torch.isfinite(free_init).all() and (free_init - plain).abs().sum() > 1e-2
 
 
 def test_ip_adapter_at_scale_zero_is_without_it_and_steers_otherwise(task, tmp_path):
