@@ -4,7 +4,7 @@
     python benchmarks/fewer_steps.py --quick    # tiny settings, a minute
 
 Every row samples the embedded model with its recommended settings, the same prompts and seeds; only the sampler
-(`make_scheduler`: the model's own noise schedule) and the number of steps differ. Scored with `harivo.evaluation`
+(`make_scheduler`: the model's own noise schedule), the number of steps and DeepCache (`enable_deep_cache`) differ. Scored with `harivo.evaluation`
 (inside the video data, outside it, textured backgrounds) with each row's sampling seconds per clip. Rows are cached
 in `--output` (a rerun continues).
 """
@@ -22,6 +22,16 @@ ROWS = {
     "dpm-solver++, 10 steps": {"scheduler": "dpm-solver++", "num_inference_steps": 10},
     "unipc, 10 steps": {"scheduler": "unipc", "num_inference_steps": 10},
     "dpm-solver++, 8 steps": {"scheduler": "dpm-solver++", "num_inference_steps": 8},
+    "dpm-solver++, 15 steps, DeepCache every 2nd step": {
+        "scheduler": "dpm-solver++",
+        "num_inference_steps": 15,
+        "cache": 2,
+    },
+    "dpm-solver++, 15 steps, DeepCache every 3rd step": {
+        "scheduler": "dpm-solver++",
+        "num_inference_steps": 15,
+        "cache": 3,
+    },
 }
 METRICS = {
     "fidelity": "higher",

@@ -83,12 +83,16 @@ def run_row(pipe, options: dict, prompts: list[str], settings: EvalSettings) -> 
         return through_vae(render_reference_clips(prompts, settings.seeds, settings.num_frames), pipe.vae)
     frame_by_frame = options.pop("frame_by_frame", False)
     sampler = options.pop("scheduler", None)
+    cache = options.pop("cache", None)  # DeepCache's interval
     names = {item.name for item in fields(EvalSettings)} - {"extra"}
     chosen = {key: options.pop(key) for key in list(options) if key in names}
     row_settings = EvalSettings(**{**asdict(settings), **chosen, "extra": options})
-    if sampler is not None:  # a pipeline of its own over the same components, with this sampler
+    if sampler is not None or cache is not None:  # a pipeline of its own over the same components
         pipe = type(pipe).from_pipe(pipe)
-        pipe.scheduler = make_scheduler(sampler, pipe.scheduler)
+        if sampler is not None:
+            pipe.scheduler = make_scheduler(sampler, pipe.scheduler)
+        if cache is not None:
+            pipe.enable_deep_cache(cache_interval=cache)
         pipe.set_progress_bar_config(disable=True)
     if frame_by_frame:
         with pipe.video_unet.temporal_layers_disabled():

@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--free-init", type=int, default=None, metavar="ITERS",
         help="FreeInit: sample ITERS times, each from the last result's low frequencies (ITERS times the cost).",
     )  # fmt: skip
+    gen.add_argument(
+        "--cache", type=int, default=None, metavar="INTERVAL",
+        help="DeepCache: run the whole U-Net every INTERVAL-th step and only its outermost blocks in between, reusing"
+        " the deep blocks' features (faster; 1 is off).",
+    )  # fmt: skip
     gen.add_argument("--height", type=int, default=None, help="Height in pixels (default: the model's).")
     gen.add_argument("--width", type=int, default=None, help="Width in pixels (default: the model's).")
     gen.add_argument(
@@ -669,6 +674,8 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
             " with its frames (each window of the temporal layers costs about one short clip); raise --max-frames"
             " to make it anyway."
         )
+    if args.cache is not None and args.cache < 1:
+        raise ValueError(f"--cache must be a positive number of steps, got {args.cache}.")
     if args.scheduler is not None and args.scheduler.lower() not in SCHEDULER_NAMES:
         raise ValueError(f"Unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULER_NAMES)}.")
     control = _control_options(args)
@@ -697,6 +704,8 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
             pipe.enable_free_init(num_iters=args.free_init)
         except ValueError:
             raise ValueError(f"--free-init must be a positive number of samplings, got {args.free_init}.") from None
+    if args.cache is not None:
+        pipe.enable_deep_cache(cache_interval=args.cache)
     if args.motion is not None:
         workflow["motion_path"] = torch.arange(max(num_frames, 1))[:, None] * torch.tensor(args.motion)
     elif args.control_path:

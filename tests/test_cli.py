@@ -162,6 +162,17 @@ def test_few_step_samplers_run_with_a_mapped_adapter_and_trailing_spacing(base_d
         assert settings["options"]["timestep_spacing"] == (extra[1] if sampler is None else None)
 
 
+def test_deep_cache_from_the_command_line(base_dir, mapped_adapter_path, tmp_path, capsys):
+    common = ["--base-model", str(base_dir), "--adapter", str(mapped_adapter_path), "--num-frames", "2", "--height",
+              "16", "--width", "16", "--steps", "4"]  # fmt: skip
+    output = tmp_path / "cached.gif"
+    main(["generate", "a red circle", "-o", str(output), *common, "--cache", "2"])
+    assert json.loads(output.with_name(output.name + ".json").read_text())["options"]["cache"] == 2
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "-o", str(tmp_path / "x.gif"), *common, "--cache", "0"])
+    assert capsys.readouterr().err.strip().endswith("error: --cache must be a positive number of steps, got 0.")
+
+
 @pytest.mark.parametrize(
     ("output", "message"),
     [

@@ -44,6 +44,7 @@ from ..models.video_unet import HarivoUNet, default_trsa_layers
 from ..schedulers import PURE_NOISE_ALPHA_BAR, RENOISING, adds_step_noise, renoised_step
 from ..utils.text import subject_token_weights
 from . import checks, mg_sampling, prompt_travel
+from .deep_cache import HarivoDeepCacheMixin
 from .free_init import HarivoFreeInitMixin
 from .free_noise import HarivoFreeNoiseMixin
 
@@ -74,6 +75,7 @@ def _per_prompt(name: str, words: str | list[str] | None, num_prompts: int) -> l
 class HarivoPipeline(
     HarivoFreeInitMixin,
     HarivoFreeNoiseMixin,
+    HarivoDeepCacheMixin,
     DiffusionPipeline,
     StableDiffusionMixin,
     TextualInversionLoaderMixin,
@@ -889,6 +891,7 @@ class HarivoPipeline(
                 self.progress_bar(total=len(timesteps)) as progress_bar,
                 capture as captured,
                 self._during_call(captured, added_cond_kwargs),
+                self._deep_cache_during_call(),
             ):
                 for i, t in enumerate(timesteps):
                     self._step_index = i
@@ -897,8 +900,10 @@ class HarivoPipeline(
                     text = prompt_embeds
                     if text.ndim == 4 and not mg_sampling.in_window(step, total, prompt_travel_window):
                         text = text.mean(dim=1, keepdim=True).expand_as(text)  # per-frame text: the shared layout
+                    guided = use_mg and mg_sampling.in_window(step, total, mg_window)
+                    self._deep_cache_step(i, (frozen, tuple(latents.shape)), full=guided)
                     with self.video_unet.temporal_layers_disabled() if frozen else contextlib.nullcontext():
-                        if use_mg and mg_sampling.in_window(step, total, mg_window):
+                        if guided:
                             noise_pred = self._mg_guided_noise(
                                 latents, t, text, mg_scale, mg_energy, cross_attention_kwargs, motion_path,
                                 mg_gradient,

@@ -3,21 +3,24 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import fewer_steps
 import where_style_is_lost
 
 
-def test_a_sampler_row_leaves_the_models_sampler_alone(tmp_path, monkeypatch):
+@pytest.mark.parametrize("row", ["dpm-solver++, 8 steps", "dpm-solver++, 15 steps, DeepCache every 3rd step"])
+def test_a_sampler_or_cache_row_leaves_the_models_pipeline_alone(tmp_path, monkeypatch, row):
     used = []
     run_row = where_style_is_lost.run_row
 
     def spy(pipe, options, prompts, settings):
         clips = run_row(pipe, options, prompts, settings)
-        used.append(type(pipe.scheduler).__name__)
+        used.append((type(pipe.scheduler).__name__, pipe.deep_cache_enabled))
         return clips
 
     monkeypatch.setattr(where_style_is_lost, "run_row", spy)
-    rows = fewer_steps.main(["--quick", "--output", str(tmp_path), "--rows", "dpm-solver++, 8 steps"])
-    assert list(rows) == ["dpm-solver++, 8 steps"] and used == ["DDIMScheduler"]
-    assert rows["dpm-solver++, 8 steps"]["in video distribution"]["seconds_per_clip"]["mean"] > 0
+    rows = fewer_steps.main(["--quick", "--output", str(tmp_path), "--rows", row])
+    assert list(rows) == [row] and used == [("DDIMScheduler", False)]
+    assert rows[row]["in video distribution"]["seconds_per_clip"]["mean"] > 0
