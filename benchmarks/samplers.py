@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="2 prompts per group, 4 frames, 3 steps.")
+    parser.add_argument("--quick", action="store_true", help="1 prompt per group, 4 frames, 2 steps.")
     parser.add_argument("--output", default="samplers.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.prompts_per_group, args.num_frames, args.steps = 1, 4, 3
+        args.prompts_per_group, args.num_frames, args.steps = 1, 4, 2
     pipe = _load_pipeline(args.base_model, args.adapter)
     settings = EvalSettings(
         seeds=tuple(args.seeds),

@@ -62,7 +62,7 @@ def test_every_offered_sampler_keeps_the_models_schedule_or_is_refused():
         frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
         scores = score_clip(frames, ShapeScene.from_caption(DEFAULT_PROMPT))
         assert scores["found"] >= 0.75 and scores["fidelity_colour"] >= 0.75, (name, scores)
-    assert accepted == ["ddim", "euler", "dpm-solver++", "unipc"]
+    assert accepted == ["ddim", "euler", "dpm-solver++", "unipc", "lcm", "tcd"]
     with pytest.raises(ValueError, match="zero-terminal-SNR"):
         make_scheduler("pndm", base)
 

@@ -422,11 +422,14 @@ class HarivoAdapter(ModelMixin):
         allow_pickle: bool = False,
         torch_dtype: torch.dtype | None = None,
         variant: str | None = None,
+        motion_num_attention_heads: int | None = None,
+        motion_norm_num_groups: int | None = None,
         **kwargs: Any,
     ) -> "HarivoAdapter":
         r"""
-        Load a HARIVO adapter folder, or a plain diffusers `MotionAdapter` folder (then the mapping network is the
-        identity and frame tokens are off).
+        Load a HARIVO adapter folder, or plain AnimateDiff temporal layers (then the mapping network is the identity
+        and frame tokens are off): a diffusers `MotionAdapter` folder, or one motion-module file (AnimateDiff's own
+        `.ckpt` / `.safetensors` in their original layout, or a diffusers-layout file such as AnimateDiff-Lightning's).
 
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): Local folder or Hugging Face Hub id.
@@ -436,10 +439,21 @@ class HarivoAdapter(ModelMixin):
                 `save_pretrained(variant=...)` wrote them; by default the default files, or the variant the folder
                 was saved with where it has no default files. A component without files of that variant loads its
                 default files.
+            motion_num_attention_heads, motion_norm_num_groups (`int`, *optional*): For a motion-module file, what
+                its weights cannot tell: the heads of its temporal attention and its norm groups (AnimateDiff's 8
+                and 32; `HarivoPipeline.from_pretrained` passes the base U-Net's norm groups).
             kwargs: `revision`, `cache_dir`, `token`, ... for hub downloads; other diffusers loading arguments
                 (from a `DiffusionPipeline.from_pretrained` call) are ignored.
         """
         torch_dtype = torch_dtype if torch_dtype is not None else kwargs.get("dtype")
+        if Path(pretrained_model_name_or_path).expanduser().is_file():  # a motion-module file
+            from .motion_checkpoint import motion_adapter_from_file
+
+            motion_adapter = motion_adapter_from_file(
+                pretrained_model_name_or_path, allow_pickle, motion_num_attention_heads, motion_norm_num_groups
+            )
+            adapter = cls._around_motion_adapter(motion_adapter)
+            return adapter.to(dtype=torch_dtype) if torch_dtype is not None else adapter
         download_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token") if kwargs.get(k) is not None}
         path = resolve_model_path(pretrained_model_name_or_path, "HARIVO adapter", **download_kwargs)
         check_weight_format(path, allow_pickle)

@@ -72,6 +72,14 @@ def _per_prompt(name: str, words: str | list[str] | None, num_prompts: int) -> l
     return list(words)
 
 
+def _norm_groups(base: Path) -> int | None:
+    """The norm groups of a local base model's U-Net (`None` where it is not a readable local folder)."""
+    try:
+        return json.loads((base / "unet" / "config.json").read_text()).get("norm_num_groups")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class HarivoPipeline(
     HarivoFreeInitMixin,
     HarivoFreeNoiseMixin,
@@ -201,6 +209,7 @@ class HarivoPipeline(
                 allow_pickle=allow_pickle,
                 torch_dtype=component_dtype(kwargs.get(dtype_argument_name()), "adapter"),
                 variant=kwargs.get("variant"),
+                motion_norm_num_groups=_norm_groups(local),  # a motion-module file's, as its base U-Net's
             )
         if adapter is not None:
             kwargs["adapter"] = adapter
