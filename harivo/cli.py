@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--temporal-window", type=float, nargs=2, default=None, metavar=("START", "END"),
                      help=TEMPORAL_WINDOW_HELP)  # fmt: skip
+    gen.add_argument(
+        "--motion-scale", default=None, metavar="S",
+        help="How much the temporal layers move things: 1 the trained model (default), 0 the image model frame by"
+        " frame, up to 10; one per frame (0,0.5,1,...) or per U-Net block (down=1,mid=0.5,up=1.2).",
+    )  # fmt: skip
     gen.add_argument("--motion-path-window", type=float, nargs=2, default=None, metavar=("START", "END"),
                      help=PATH_WINDOW_HELP)  # fmt: skip
     gen.add_argument("--motion-path-core-window", type=float, nargs=2, default=None, metavar=("START", "END"),
@@ -674,6 +679,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
             " with its frames (each window of the temporal layers costs about one short clip); raise --max-frames"
             " to make it anyway."
         )
+    parse_motion_scale(args.motion_scale)  # a malformed value stops before the model loads
     if args.cache is not None and args.cache < 1:
         raise ValueError(f"--cache must be a positive number of steps, got {args.cache}.")
     if args.scheduler is not None and args.scheduler.lower() not in SCHEDULER_NAMES:
@@ -732,6 +738,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
         mg_gradient=args.mg_gradient,
         motion_path_projection=args.motion_path_projection,
         **_motion_options(args),
+        motion_scale=parse_motion_scale(args.motion_scale),
         motion_subject=args.motion_subject,
         motion_scene=args.motion_scene,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
@@ -897,6 +904,25 @@ def _controlnets(args: argparse.Namespace) -> list[str] | None:
     from .defaults import default_controlnet_path
 
     return [str(default_controlnet_path())]
+
+
+def parse_motion_scale(text: str | None) -> float | list[float] | dict[str, float]:
+    """`--motion-scale`: `1.2`, one per frame `0,0.5,1`, or per U-Net block `down=1,up=0.5` (checked by the
+    pipeline against the frames and blocks)."""
+    if text is None:
+        return 1.0
+    try:
+        if "=" in text:
+            pairs = [item.split("=", 1) for item in text.split(",")]
+            return {key.strip(): float(value) for key, value in pairs}
+        if "," in text:
+            return [float(item) for item in text.split(",")]
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"--motion-scale {text!r}: give a number (1.2), one per frame (0,0.5,1) or one per U-Net block"
+            " (down=1,mid=0.5,up=1.2)."
+        ) from None
 
 
 def _motion_options(args: argparse.Namespace) -> dict:

@@ -162,6 +162,21 @@ def test_few_step_samplers_run_with_a_mapped_adapter_and_trailing_spacing(base_d
         assert settings["options"]["timestep_spacing"] == (extra[1] if sampler is None else None)
 
 
+def test_motion_scale_from_the_command_line(base_dir, mapped_adapter_path, tmp_path, capsys):
+    common = ["--base-model", str(base_dir), "--adapter", str(mapped_adapter_path), "--num-frames", "2", "--height",
+              "16", "--width", "16", "--steps", "2"]  # fmt: skip
+    for value in ("0.5", "0,1", "down=1,up=0.5"):
+        output = tmp_path / f"{value}.gif"
+        main(["generate", "a red circle", "-o", str(output), *common, "--motion-scale", value])
+        assert json.loads(output.with_name(output.name + ".json").read_text())["options"]["motion_scale"] == value
+    capsys.readouterr()
+    for value, message in (("fast", "error: --motion-scale 'fast': give a number (1.2), one per frame"),
+                           ("0,1,1", "error: --motion-scale per frame needs 2 values (one per frame), got 3.")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(["generate", "a red circle", "-o", str(tmp_path / "x.gif"), *common, "--motion-scale", value])
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message)
+
+
 def test_deep_cache_from_the_command_line(base_dir, mapped_adapter_path, tmp_path, capsys):
     common = ["--base-model", str(base_dir), "--adapter", str(mapped_adapter_path), "--num-frames", "2", "--height",
               "16", "--width", "16", "--steps", "4"]  # fmt: skip

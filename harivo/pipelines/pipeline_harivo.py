@@ -44,6 +44,7 @@ from ..models.video_unet import HarivoUNet, default_trsa_layers
 from ..schedulers import PURE_NOISE_ALPHA_BAR, RENOISING, adds_step_noise, renoised_step
 from ..utils.text import subject_token_weights
 from . import checks, mg_sampling, prompt_travel
+from . import motion_scale as motion_scale_lib
 from .deep_cache import HarivoDeepCacheMixin
 from .free_init import HarivoFreeInitMixin
 from .free_noise import HarivoFreeNoiseMixin
@@ -525,6 +526,8 @@ class HarivoPipeline(
 
         def run(sample: torch.Tensor, frames: range | None = None) -> torch.Tensor:
             text = prompt_embeds
+            if self._motion_scaling is not None:
+                self._motion_scaling.frames = frames  # a per-frame scale reads this window's frames
             if frames is not None and text.ndim == 4:
                 text = text[:, frames.start : frames.stop]
             residuals = self._unet_residuals(sample, t, text)
@@ -536,6 +539,24 @@ class HarivoPipeline(
         if not self.free_noise_enabled or model_input.shape[2] <= self._free_noise.context_length:
             return run(model_input)
         return self._windowed(model_input, run, self._token_capture)
+
+    @contextlib.contextmanager
+    def _motion_scaling_during_call(self, motion_scale):
+        """The temporal layers' residual scaling for this call only (no hooks unless `motion_scale` is not 1)."""
+        if motion_scale_lib.is_default(motion_scale):
+            yield None
+            return
+        scaling = motion_scale_lib.MotionScaling()
+        handles = motion_scale_lib.install(self.video_unet.base_unet, scaling)
+        self._motion_scaling = scaling
+        try:
+            yield scaling
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._motion_scaling = None
+
+    _motion_scaling = None
 
     def _video_size(self, height: int | None, width: int | None) -> tuple[int, int]:
         """`(height, width)` in pixels, each defaulting to the U-Net's `sample_size * vae_scale_factor`."""
@@ -647,6 +668,7 @@ class HarivoPipeline(
         motion_scene: str | list[str] | None = None,
         motion_path_core_window: tuple[float, float] | None = None,
         temporal_window: tuple[float, float] | None = None,
+        motion_scale: float | list[float] | dict[str, float] | Callable = 1.0,
         prompt_travel_window: tuple[float, float] = (0.5, 1.0),
         mg_scale: float = 0.0,
         mg_window: tuple[float, float] = (0.0, 0.5),
@@ -721,6 +743,11 @@ class HarivoPipeline(
                 frame is denoised by the frozen image model alone, which keeps the image model's fine detail
                 (textures the video data never showed) in the last steps. Costs nothing. Defaults to the adapter's
                 `sampling_defaults`, else `(0.0, 1.0)` (always on).
+            motion_scale (`float`, `list[float]`, `dict[str, float]` or callable, defaults to 1.0): How much the
+                temporal layers move things: their residual times this (1 the trained model, 0 the image model frame by
+                frame with the adapter's noise, up to 10); a list gives one per frame, a dict one per U-Net block
+                (`"down"`, `"mid"`, `"up"` or e.g. `"up_blocks.1"`), a callable `(step, num_steps)` returns one per
+                step. The motion-path projection is scaled by its mean (`harivo.pipelines.motion_scale`).
             prompt_travel_window (`tuple[float, float]`, defaults to `(0.5, 1.0)`): With keyframe prompts, the
                 fraction of the schedule, `[start, end)`, in which each frame reads its own text [ours]; outside it
                 every frame reads the clip's mean text, so the layout (where the object is, decided in the early
@@ -772,6 +799,9 @@ class HarivoPipeline(
             num_videos_per_prompt, guidance_rescale, eta, motion_path_projection, motion_path_window, latents,
             decode_chunk_size, clip_skip,
         )  # fmt: skip
+        names = motion_scale_lib.block_names(self.video_unet.base_unet)
+        if not callable(motion_scale):  # a callable is checked at each step, with what it returns
+            motion_scale_lib.check_motion_scale(motion_scale, num_frames, names)
         self._guidance_scale = guidance_scale
         self._guidance_rescale = guidance_rescale
         self._clip_skip = clip_skip
@@ -901,15 +931,22 @@ class HarivoPipeline(
                 capture as captured,
                 self._during_call(captured, added_cond_kwargs),
                 self._deep_cache_during_call(),
+                self._motion_scaling_during_call(motion_scale) as scaling,
             ):
                 for i, t in enumerate(timesteps):
                     self._step_index = i
                     step = skipped + i  # in the whole schedule
                     frozen = not mg_sampling.in_window(step, total, temporal_window)  # the image model alone
+                    if scaling is not None:  # this step's motion scale; all zero: the image model alone too
+                        scaling.scale = motion_scale_lib.motion_scale_at(
+                            motion_scale, i, len(timesteps), num_frames, names
+                        )
+                        frozen = frozen or scaling.scale.is_zero
                     text = prompt_embeds
                     if text.ndim == 4 and not mg_sampling.in_window(step, total, prompt_travel_window):
                         text = text.mean(dim=1, keepdim=True).expand_as(text)  # per-frame text: the shared layout
                     guided = use_mg and mg_sampling.in_window(step, total, mg_window)
+                    guided = guided and not (scaling is not None and scaling.scale.is_zero)
                     self._deep_cache_step(i, (frozen, tuple(latents.shape)), full=guided)
                     with self.video_unet.temporal_layers_disabled() if frozen else contextlib.nullcontext():
                         if guided:
@@ -919,16 +956,15 @@ class HarivoPipeline(
                             )  # fmt: skip
                         else:
                             noise_pred = self._predict_noise(latents, t, text, cross_attention_kwargs)
-                    if motion_path_projection > 0 and mg_sampling.in_window(step, total, motion_path_window):
+                    strength = motion_path_projection * (scaling.scale.mean if scaling is not None else 1.0)
+                    if strength > 0 and mg_sampling.in_window(step, total, motion_path_window):
                         mask = None
                         if captured is not None:
                             mask = mg_sampling.subject_mask(
                                 captured.token_attention, num_videos, num_frames, tuple(latents.shape[-2:])
                             )
                         core = mask is not None and mg_sampling.in_window(step, total, motion_path_core_window)
-                        noise_pred = self._project_onto_path(
-                            noise_pred, latents, t, motion_path, motion_path_projection, mask, core
-                        )
+                        noise_pred = self._project_onto_path(noise_pred, latents, t, motion_path, strength, mask, core)
                     if renoising:
                         latents = renoised_step(
                             self.scheduler, noise_pred, t, latents,
