@@ -211,7 +211,8 @@ class HarivoStageConfig:
     """HARIVO on a frozen text-to-image model: only the adapter trains."""
 
     base_model: str = "outputs/shapes/t2i/final"  # a Stable Diffusion-class diffusers folder or hub id
-    motion_adapter: str | None = None  # start the temporal layers from an AnimateDiff MotionAdapter folder
+    # start the temporal layers from an AnimateDiff MotionAdapter folder (or hub id), or one motion-module file
+    motion_adapter: str | None = None
     # Start from a saved HarivoAdapter (folder or hub id) instead of a fresh one; its parts and their sizes replace
     # the architecture settings below (frame tokens, mapping network, motion conditioner, path predictor).
     adapter: str | None = None

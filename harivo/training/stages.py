@@ -503,7 +503,15 @@ class HarivoStage(Stage):
         motion_adapter = None
         if settings.motion_adapter:
             path = resolve_base_model(settings.motion_adapter, "harivo.motion_adapter", accelerator)
-            motion_adapter = _load(MotionAdapter, "harivo.motion_adapter", path)
+            if Path(path).expanduser().is_file():  # AnimateDiff's own checkpoint, or a diffusers-layout file
+                from ..models.motion_checkpoint import motion_adapter_from_file
+
+                motion_adapter = motion_adapter_from_file(
+                    path, norm_num_groups=unet.config.norm_num_groups,
+                    num_attention_heads=settings.motion_num_attention_heads,
+                )  # fmt: skip
+            else:
+                motion_adapter = _load(MotionAdapter, "harivo.motion_adapter", path)
         return HarivoAdapter.from_unet(
             unet,
             motion_adapter=motion_adapter,

@@ -100,3 +100,20 @@ def test_files_that_are_not_motion_modules_get_one_line(tmp_path, contents, mess
     with pytest.raises(HarivoLoadError, match=message) as error:
         HarivoAdapter.from_pretrained(path)
     assert "\n" not in str(error.value)
+
+
+def test_training_starts_from_a_motion_module_file(motion, base_dir, tmp_path):
+    """`harivo.motion_adapter: FILE` (AnimateDiff's own layout) gives the run's temporal layers those weights."""
+    from accelerate import Accelerator
+
+    from harivo.training.stages import HarivoStage
+    from tests.training.test_trainer import tiny_config
+
+    path = tmp_path / "mm.safetensors"
+    save_file(original_layout(motion.state_dict()), path)
+    config = tiny_config("harivo", tmp_path / "run", f"harivo.base_model={base_dir}", f"harivo.motion_adapter={path}",
+                         "harivo.motion_num_attention_heads=8")  # fmt: skip
+    stage = HarivoStage(config, Accelerator(cpu=True), torch.Generator().manual_seed(0))
+    trained = stage.adapter.motion_adapter.state_dict()
+    for key, value in motion.state_dict().items():
+        torch.testing.assert_close(trained[key], value)
