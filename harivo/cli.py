@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--context-stride", type=int, default=None, help="Frames between windows (default: 4; cost ~ length / stride)."
     )
     gen.add_argument(
+        "--loop", action="store_true",
+        help="A seamless loop: the windows wrap around so the last frame flows into the first (needs more frames"
+        " than --context-length, default 16).",
+    )  # fmt: skip
+    gen.add_argument(
+        "--window-weighting", choices=("flat", "pyramid", "overlap-linear", "gaussian"), default="pyramid",
+        help="How overlapping windows blend (default: pyramid).",
+    )  # fmt: skip
+    gen.add_argument(
         "--ip-adapter", default=None, metavar="FILE",
         help="An IP-Adapter weight file (.safetensors) whose folder holds its image_encoder/ (the h94/IP-Adapter"
         " layout); use with --ip-adapter-image.",
@@ -699,7 +708,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
     warn_truncated(pipe.tokenizer, args.negative_prompt, "negative prompt")
     pipe.memory_check = not args.skip_memory_check
     num_frames = workflow.pop("num_frames")
-    _long_videos(pipe, num_frames, args.context_length, args.context_stride)
+    _long_videos(pipe, num_frames, args.context_length, args.context_stride, args.loop, args.window_weighting)
     if control and pipe.free_noise_enabled and num_frames > pipe._free_noise.context_length:
         raise ValueError(
             f"--control works on at most {pipe._free_noise.context_length} frames (one window of the temporal"
@@ -829,19 +838,25 @@ def _workflow_pipeline(pipe, workflow: dict):
     return type(pipe).from_pipe(pipe)
 
 
-def _long_videos(pipe, num_frames: int, context_length: int | None, context_stride: int | None) -> None:
+def _long_videos(
+    pipe, num_frames: int, context_length: int | None, context_stride: int | None, loop: bool = False,
+    weighting_scheme: str = "pyramid",
+) -> None:  # fmt: skip
     """FreeNoise windows when the video is longer than the temporal layers take, or when a window is asked for."""
     max_frames = pipe.adapter.max_frames
     if (
         context_length is None
         and context_stride is None
+        and not loop
         and (not isinstance(num_frames, int) or num_frames <= max_frames)
     ):
         return
     length = min(16, max_frames) if context_length is None else context_length
     stride = min(4, length) if context_stride is None else context_stride
     try:
-        pipe.enable_free_noise(context_length=length, context_stride=stride)
+        pipe.enable_free_noise(
+            context_length=length, context_stride=stride, weighting_scheme=weighting_scheme, closed_loop=loop
+        )
     except ValueError as error:
         raise ValueError(str(error).replace("`context_length`", "--context-length").replace(
             "`context_stride`", "--context-stride")) from None  # fmt: skip

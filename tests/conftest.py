@@ -63,3 +63,14 @@ def text_embeds(tiny_sd):
     ids = tiny_sd.tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         return tiny_sd.text_encoder(ids)[0]  # (2, 77, 32)
+
+
+@pytest.fixture(scope="session")
+def mapped_adapter_path(tiny_sd, tmp_path_factory):
+    """An adapter whose mapping network is not the identity (as after training)."""
+    path = tmp_path_factory.mktemp("cli") / "mapped"
+    adapter = HarivoAdapter.from_unet(tiny_sd.unet, max_frames=8, motion_num_attention_heads=2)
+    with torch.no_grad():
+        adapter.mapping_network.layers[-1].weight.normal_(std=0.05)
+    adapter.save_pretrained(path)
+    return path

@@ -126,17 +126,6 @@ def test_bad_arguments_exit_with_a_message_not_a_traceback(base_dir, adapter_pat
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-@pytest.fixture(scope="module")
-def mapped_adapter_path(tiny_sd, tmp_path_factory):
-    """An adapter whose mapping network is not the identity (as after training)."""
-    path = tmp_path_factory.mktemp("cli") / "mapped"
-    adapter = HarivoAdapter.from_unet(tiny_sd.unet, max_frames=8, motion_num_attention_heads=2)
-    with torch.no_grad():
-        adapter.mapping_network.layers[-1].weight.normal_(std=0.05)
-    adapter.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("scheduler", ["ddpm", "euler-ancestral"])
 def test_samplers_whose_noise_bypasses_the_mapping_network_are_refused(
     base_dir, mapped_adapter_path, tmp_path, capsys, scheduler

@@ -117,6 +117,12 @@ def check_inputs(
             "`mg_energy='attention'` compares attention maps of one pass over the clip; with FreeNoise windows use"
             " 'frame_difference' or 'motion_path'."
         )
+    loop = pipe.free_noise_enabled and pipe._free_noise.closed_loop
+    if loop and is_int(num_frames) and num_frames <= pipe._free_noise.context_length:
+        raise ValueError(
+            f"A closed loop needs more frames than one window ({pipe._free_noise.context_length}, `context_length`):"
+            f" raise `num_frames` or lower `context_length`, got {num_frames} frames."
+        )
     if isinstance(prompt, dict):
         check_keyframes(prompt, num_frames)
     for name, value in (

@@ -14,7 +14,7 @@ import torch
 
 from .checks import is_int
 
-WEIGHTING_SCHEMES = ("flat", "pyramid")
+WEIGHTING_SCHEMES = ("flat", "pyramid", "overlap-linear", "gaussian")
 NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
 
 
@@ -24,10 +24,18 @@ class FreeNoiseSettings:
     context_stride: int
     weighting_scheme: str
     noise_type: str
+    closed_loop: bool = False
 
-    def windows(self, num_frames: int) -> list[range]:
+    def windows(self, num_frames: int) -> list[range | list[int]]:
         """Overlapping windows of `context_length` frames, `context_stride` apart, the last one ending at the last
-        frame (diffusers' order); one window when the clip fits."""
+        frame (diffusers' order); one window when the clip fits. In a closed loop the windows start every
+        `context_stride` frames all the way round and wrap past the last frame to the first, so the seam between
+        them is denoised like any other pair of neighbours."""
+        if self.closed_loop and num_frames > self.context_length:
+            return [
+                [(start + k) % num_frames for k in range(self.context_length)]
+                for start in range(0, num_frames, self.context_stride)
+            ]
         if num_frames <= self.context_length:
             return [range(num_frames)]
         starts = list(range(0, num_frames - self.context_length + 1, self.context_stride))
@@ -36,9 +44,18 @@ class FreeNoiseSettings:
         return [range(start, start + self.context_length) for start in starts]
 
     def weights(self, length: int) -> torch.Tensor:
-        """Blending weights `(length,)` of a window's frames: equal (`flat`) or highest in the middle (`pyramid`)."""
+        """Blending weights `(length,)` of a window's frames: equal (`flat`), highest in the middle (`pyramid`, and
+        `gaussian`: a bell with a standard deviation of a quarter window), or equal but for linear ramps over the
+        frames a window shares with its neighbours (`overlap-linear`)."""
         if self.weighting_scheme == "flat":
             return torch.ones(length)
+        position = torch.arange(length, dtype=torch.float32)
+        if self.weighting_scheme == "gaussian":
+            return torch.exp(-0.5 * ((position - (length - 1) / 2) / max(length / 4, 1e-6)) ** 2)
+        if self.weighting_scheme == "overlap-linear":
+            overlap = max(length - self.context_stride, 0)
+            ramp = torch.minimum(position + 1, length - position) / (overlap + 1)
+            return ramp.clamp(max=1.0)
         half = torch.arange(1, (length + 1) // 2 + 1, dtype=torch.float32)
         return torch.cat([half, half.flip(0)[length % 2 :]])
 
@@ -58,6 +75,7 @@ class HarivoFreeNoiseMixin:
         context_stride: int = 4,
         weighting_scheme: str = "pyramid",
         noise_type: str = "shuffle_context",
+        closed_loop: bool = False,
     ) -> None:
         r"""
         Generate videos of any length in overlapping windows (FreeNoise), with diffusers' options.
@@ -67,12 +85,15 @@ class HarivoFreeNoiseMixin:
                 `max_frames`). The length the temporal layers were trained on works best.
             context_stride (`int`, defaults to 4): Frames between window starts, from 1 to `context_length`; each
                 frame is denoised in about `context_length / context_stride` windows (the cost per frame).
-            weighting_scheme (`str`, defaults to `"pyramid"`): How overlapping windows blend: `"flat"` or
-                `"pyramid"` (a window's middle frames weigh most).
+            weighting_scheme (`str`, defaults to `"pyramid"`): How overlapping windows blend: `"flat"`, `"pyramid"`
+                (a window's middle frames weigh most), `"gaussian"` (a bell over the window) or `"overlap-linear"`
+                (equal, but for linear ramps over the frames shared with the neighbouring windows).
             noise_type (`str`, defaults to `"shuffle_context"`): The initial noise past the first window:
                 `"shuffle_context"` (the noise of the frames `context_length` before, shuffled in blocks of
                 `context_stride`, FreeNoise's), `"repeat_context"` (the same, unshuffled) or `"random"`. Noise an
                 adapter warps along the motion path is already correlated along the clip and is kept as it is.
+            closed_loop (`bool`, defaults to `False`): A seamless loop: the windows wrap around past the last frame
+                to the first, so the last frame flows into the first (needs more frames than `context_length`).
         """
         max_frames = self.adapter.max_frames if getattr(self, "adapter", None) is not None else None
         if context_length is None:
@@ -91,7 +112,9 @@ class HarivoFreeNoiseMixin:
             raise ValueError(f"`weighting_scheme` must be one of {WEIGHTING_SCHEMES}, got {weighting_scheme!r}.")
         if noise_type not in NOISE_TYPES:
             raise ValueError(f"`noise_type` must be one of {NOISE_TYPES}, got {noise_type!r}.")
-        self._free_noise = FreeNoiseSettings(context_length, context_stride, weighting_scheme, noise_type)
+        self._free_noise = FreeNoiseSettings(
+            context_length, context_stride, weighting_scheme, noise_type, bool(closed_loop)
+        )
 
     def disable_free_noise(self) -> None:
         self._free_noise = None

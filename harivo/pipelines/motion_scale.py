@@ -103,7 +103,7 @@ class MotionScaling:
 
     def __init__(self):
         self.scale: MotionScale | None = None
-        self.frames: range | None = None  # the frames of the current call (a long video's window)
+        self.frames: range | list[int] | None = None  # the frames of the current call (a long video's window)
 
     def factor(self, block: str, batch_frames: int, reference: torch.Tensor) -> torch.Tensor | float:
         scale = self.scale
@@ -112,7 +112,7 @@ class MotionScaling:
             return block_factor * scale.value
         frames = torch.tensor(scale.per_frame, dtype=reference.dtype, device=reference.device)
         if self.frames is not None:
-            frames = frames[self.frames.start : self.frames.stop]
+            frames = frames[list(self.frames)]
         repeats = batch_frames // len(frames)
         return block_factor * frames.repeat(repeats).view(-1, *([1] * (reference.ndim - 1)))
 

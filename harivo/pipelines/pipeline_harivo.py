@@ -529,7 +529,7 @@ class HarivoPipeline(
             if self._motion_scaling is not None:
                 self._motion_scaling.frames = frames  # a per-frame scale reads this window's frames
             if frames is not None and text.ndim == 4:
-                text = text[:, frames.start : frames.stop]
+                text = text[:, list(frames)]  # a loop's window may wrap past the last frame
             residuals = self._unet_residuals(sample, t, text)
             return self.video_unet(
                 sample, t, text, cross_attention_kwargs=cross_attention_kwargs,
