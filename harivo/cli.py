@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temporal-window", type=float, nargs=2, default=None, metavar=("START", "END"),
                      help=TEMPORAL_WINDOW_HELP)  # fmt: skip
     gen.add_argument(
+        "--pag-scale", type=float, default=0.0, metavar="S",
+        help="Perturbed-attention guidance (diffusers' pag_scale; 0: off, e.g. 3): a third branch with the mid"
+        " block's self-attention perturbed, which the video moves away from (about 1.5x the sampling time).",
+    )  # fmt: skip
+    gen.add_argument(
         "--motion-scale", default=None, metavar="S",
         help="How much the temporal layers move things: 1 the trained model (default), 0 the image model frame by"
         " frame, up to 10; one per frame (0,0.5,1,...) or per U-Net block (down=1,mid=0.5,up=1.2).",
@@ -748,6 +753,7 @@ def generate(args: argparse.Namespace, model: LoadedModel | None = None, on_step
         motion_path_projection=args.motion_path_projection,
         **_motion_options(args),
         motion_scale=parse_motion_scale(args.motion_scale),
+        pag_scale=args.pag_scale,
         motion_subject=args.motion_subject,
         motion_scene=args.motion_scene,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),

@@ -166,6 +166,19 @@ def test_motion_scale_from_the_command_line(base_dir, mapped_adapter_path, tmp_p
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message)
 
 
+def test_pag_from_the_command_line(base_dir, mapped_adapter_path, tmp_path, capsys):
+    common = ["--base-model", str(base_dir), "--adapter", str(mapped_adapter_path), "--num-frames", "2", "--height",
+              "16", "--width", "16", "--steps", "2"]  # fmt: skip
+    main(["generate", "a red circle", "-o", str(tmp_path / "pag.gif"), *common, "--pag-scale", "3"])
+    assert json.loads((tmp_path / "pag.gif.json").read_text())["options"]["pag_scale"] == 3.0
+    with pytest.raises(SystemExit):
+        main(["generate", "a red circle", "-o", str(tmp_path / "x.gif"), *common, "--pag-scale", "-1"])
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "error: --pag-scale must be a number >= 0 (0: off), got -1.0."
+    )
+
+
 def test_deep_cache_from_the_command_line(base_dir, mapped_adapter_path, tmp_path, capsys):
     common = ["--base-model", str(base_dir), "--adapter", str(mapped_adapter_path), "--num-frames", "2", "--height",
               "16", "--width", "16", "--steps", "4"]  # fmt: skip

@@ -48,6 +48,7 @@ from . import motion_scale as motion_scale_lib
 from .deep_cache import HarivoDeepCacheMixin
 from .free_init import HarivoFreeInitMixin
 from .free_noise import HarivoFreeNoiseMixin
+from .pag import HarivoPAGMixin
 
 _ADAPTER_GIVEN = contextvars.ContextVar("harivo_adapter_given", default=False)
 
@@ -85,6 +86,7 @@ class HarivoPipeline(
     HarivoFreeInitMixin,
     HarivoFreeNoiseMixin,
     HarivoDeepCacheMixin,
+    HarivoPAGMixin,
     DiffusionPipeline,
     StableDiffusionMixin,
     TextualInversionLoaderMixin,
@@ -509,7 +511,9 @@ class HarivoPipeline(
         return mg_sampling.output_from_original(projected, sample.float(), alpha_bar, prediction_type).to(output.dtype)
 
     def _predict_noise(self, latents, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
-        """The (classifier-free guided) model output for latents `(B, C, F, h, w)`."""
+        """The (classifier-free and perturbed-attention guided) model output for latents `(B, C, F, h, w)`."""
+        if self.do_perturbed_attention_guidance:
+            return self._pag_guided(latents, t, prompt_embeds, cross_attention_kwargs)
         model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
         model_input = self.scheduler.scale_model_input(model_input, t)
         output = self._denoise(model_input, t, prompt_embeds, cross_attention_kwargs)
@@ -519,6 +523,21 @@ class HarivoPipeline(
             if self.guidance_rescale > 0:  # keep the guided output's scale at the text output's (Lin et al. 2024)
                 output = rescale_noise_cfg(output, text, self.guidance_rescale)
         return output
+
+    def _pag_guided(self, latents, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
+        """`_predict_noise` with PAG's perturbed branch in the same batch (diffusers' `AnimateDiffPAGPipeline`)."""
+        model_input, embeds = self._pag_inputs(latents, prompt_embeds)
+        output = self._denoise(self.scheduler.scale_model_input(model_input, t), t, embeds, cross_attention_kwargs)
+        if self.do_classifier_free_guidance:
+            uncond, text, perturbed = output.chunk(3)
+            guided = uncond + self.guidance_scale * (text - uncond)
+        else:
+            text, perturbed = output.chunk(2)
+            guided = text
+        guided = guided + self._pag_scale_at(t) * (text - perturbed)
+        if self.do_classifier_free_guidance and self.guidance_rescale > 0:
+            guided = rescale_noise_cfg(guided, text, self.guidance_rescale)
+        return guided
 
     def _denoise(self, model_input, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
         """The video U-Net's output for `model_input` `(N, C, F, h, w)`: in one pass, or with FreeNoise on and more
@@ -674,6 +693,8 @@ class HarivoPipeline(
         mg_window: tuple[float, float] = (0.0, 0.5),
         mg_energy: str = "frame_difference",
         mg_gradient: str | None = None,
+        pag_scale: float = 0.0,
+        pag_adaptive_scale: float = 0.0,
         output_type: str = "pil",
         return_dict: bool = True,
         cross_attention_kwargs: dict[str, Any] | None = None,
@@ -743,6 +764,10 @@ class HarivoPipeline(
                 frame is denoised by the frozen image model alone, which keeps the image model's fine detail
                 (textures the video data never showed) in the last steps. Costs nothing. Defaults to the adapter's
                 `sampling_defaults`, else `(0.0, 1.0)` (always on).
+            pag_scale (`float`, defaults to 0.0): Perturbed-attention guidance's strength (0: off): a third branch
+                with the `pag_applied_layers` (`set_pag_applied_layers`, default `"mid"`) self-attention replaced by
+                the identity, and the output moved away from it (diffusers' `AnimateDiffPAGPipeline` names).
+            pag_adaptive_scale (`float`, defaults to 0.0): Lowers `pag_scale` by this times `1000 - t` (at least 0).
             motion_scale (`float`, `list[float]`, `dict[str, float]` or callable, defaults to 1.0): How much the
                 temporal layers move things: their residual times this (1 the trained model, 0 the image model frame by
                 frame with the adapter's noise, up to 10); a list gives one per frame, a dict one per U-Net block
@@ -799,6 +824,7 @@ class HarivoPipeline(
             num_videos_per_prompt, guidance_rescale, eta, motion_path_projection, motion_path_window, latents,
             decode_chunk_size, clip_skip,
         )  # fmt: skip
+        self._check_pag(pag_scale, pag_adaptive_scale)
         names = motion_scale_lib.block_names(self.video_unet.base_unet)
         if not callable(motion_scale):  # a callable is checked at each step, with what it returns
             motion_scale_lib.check_motion_scale(motion_scale, num_frames, names)
@@ -932,6 +958,7 @@ class HarivoPipeline(
                 self._during_call(captured, added_cond_kwargs),
                 self._deep_cache_during_call(),
                 self._motion_scaling_during_call(motion_scale) as scaling,
+                self._pag_during_call(pag_scale, pag_adaptive_scale, added_cond_kwargs),
             ):
                 for i, t in enumerate(timesteps):
                     self._step_index = i
