@@ -5,12 +5,7 @@ import pytest
 import torch
 
 from harivo.pipelines.deep_cache import deep_blocks
-from tests.pipelines.test_pipeline_reliability import CALL, conditioned_adapter, make_pipe
-
-
-def run(pipe, steps=6, **kwargs):
-    generator = torch.Generator().manual_seed(0)
-    return pipe(**{**CALL, **kwargs}, num_inference_steps=steps, generator=generator, output_type="pt").frames[0]
+from tests.pipelines.test_pipeline_reliability import conditioned_adapter, make_pipe, video
 
 
 @pytest.fixture
@@ -19,7 +14,7 @@ def pipe(tiny_sd):
 
 
 def test_deep_blocks_run_only_at_full_steps_and_the_video_stays_close(pipe, monkeypatch):
-    plain = run(pipe)
+    plain = video(pipe, steps=6)
     unet = pipe.video_unet.base_unet
     calls = []
     forward = type(unet.mid_block).forward
@@ -27,14 +22,14 @@ def test_deep_blocks_run_only_at_full_steps_and_the_video_stays_close(pipe, monk
         type(unet.mid_block), "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k)
     )
     pipe.enable_deep_cache(cache_interval=3)
-    cached = run(pipe)
+    cached = video(pipe, steps=6)
     assert len(calls) == 2  # steps 0 and 3 of 6 (guidance's two branches are one batched call)
     assert torch.isfinite(cached).all() and not torch.equal(cached, plain)  # (its quality: benchmarks/fewer_steps.py)
     assert all("forward" not in vars(block) for block in deep_blocks(unet, 0))  # the wrappers left with the call
     pipe.enable_deep_cache(cache_interval=1)  # every step full: exactly uncached
-    torch.testing.assert_close(run(pipe), plain)
+    torch.testing.assert_close(video(pipe, steps=6), plain)
     pipe.disable_deep_cache()
-    torch.testing.assert_close(run(pipe), plain)
+    torch.testing.assert_close(video(pipe, steps=6), plain)
 
 
 def test_a_cached_step_is_the_full_step_when_its_inputs_did_not_change(pipe):
@@ -63,7 +58,7 @@ def test_a_call_that_fails_leaves_no_wrapper(pipe):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(pipe, callback_on_step_end=stop)
+        video(pipe, steps=6, callback_on_step_end=stop)
     assert all("forward" not in vars(block) for block in deep_blocks(pipe.video_unet.base_unet, 0))
 
 
@@ -72,11 +67,11 @@ def test_windows_mg_and_the_motion_path_run_with_the_cache(pipe):
     pipe.enable_free_noise(context_length=4, context_stride=2)
     options = {"num_frames": 8, "mg_scale": 10.0, "mg_window": (0.0, 0.3), "motion_path_projection": 1.0,
                "motion_path": torch.stack([torch.arange(8.0), torch.zeros(8)], dim=1)}  # fmt: skip
-    plain = run(pipe, **options)
+    plain = video(pipe, steps=6, **options)
     pipe.enable_deep_cache(cache_interval=1)
-    torch.testing.assert_close(run(pipe, **options), plain)
+    torch.testing.assert_close(video(pipe, steps=6, **options), plain)
     pipe.enable_deep_cache(cache_interval=3)
-    cached = run(pipe, **options)
+    cached = video(pipe, steps=6, **options)
     assert torch.isfinite(cached).all() and not torch.equal(cached, plain)
 
 

@@ -3,12 +3,7 @@
 import pytest
 import torch
 
-from tests.pipelines.test_pipeline_reliability import CALL, conditioned_adapter, make_pipe
-
-
-def run(pipe, **kwargs):
-    generator = torch.Generator().manual_seed(0)
-    return pipe(**{**CALL, **kwargs}, num_inference_steps=3, generator=generator, output_type="pt").frames[0]
+from tests.pipelines.test_pipeline_reliability import conditioned_adapter, make_pipe, video
 
 
 @pytest.fixture
@@ -18,17 +13,19 @@ def pipe(tiny_sd):
 
 def test_pag_guides_away_from_the_perturbed_branch_and_leaves_the_processors(pipe):
     processors = {name: type(module.processor) for name, module in pipe.video_unet._spatial_self_attention.items()}
-    plain = run(pipe)
-    torch.testing.assert_close(run(pipe, pag_scale=0.0), plain)
-    guided = run(pipe, pag_scale=3.0)
+    plain = video(pipe, steps=3)
+    torch.testing.assert_close(video(pipe, steps=3, pag_scale=0.0), plain)
+    guided = video(pipe, steps=3, pag_scale=3.0)
     assert torch.isfinite(guided).all() and not torch.allclose(guided, plain)
     # the adaptive scale brings it to 0 at every step here: the plain video (to the batch's rounding)
-    torch.testing.assert_close(run(pipe, pag_scale=3.0, pag_adaptive_scale=1.0), plain, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        video(pipe, steps=3, pag_scale=3.0, pag_adaptive_scale=1.0), plain, atol=1e-5, rtol=1e-4
+    )
     assert {n: type(m.processor) for n, m in pipe.video_unet._spatial_self_attention.items()} == processors
     pipe.set_pag_applied_layers(["up_blocks.1"])
-    assert not torch.allclose(run(pipe, pag_scale=3.0), guided)  # other layers perturbed: another video
-    assert torch.isfinite(run(pipe, pag_scale=3.0, guidance_scale=1.0)).all()  # without CFG: two branches
-    assert torch.isfinite(run(pipe, pag_scale=3.0, mg_scale=10.0)).all()  # with MG
+    assert not torch.allclose(video(pipe, steps=3, pag_scale=3.0), guided)  # other layers perturbed: another video
+    assert torch.isfinite(video(pipe, steps=3, pag_scale=3.0, guidance_scale=1.0)).all()  # without CFG: two branches
+    assert torch.isfinite(video(pipe, steps=3, pag_scale=3.0, mg_scale=10.0)).all()  # with MG
 
 
 @pytest.mark.parametrize(
@@ -39,8 +36,11 @@ def test_pag_guides_away_from_the_perturbed_branch_and_leaves_the_processors(pip
             "`pag_applied_layers`: 'sideways' matches no self-attention",
         ),
         (lambda p: p.set_pag_applied_layers(["("]), "`pag_applied_layers`: '(' is not a regular expression"),
-        (lambda p: run(p, pag_scale=-1.0), "`pag_scale` must be a number >= 0 (0: off), got -1.0."),
-        (lambda p: run(p, pag_scale=1.0, pag_adaptive_scale=float("inf")), "`pag_adaptive_scale` must be a number"),
+        (lambda p: video(p, steps=3, pag_scale=-1.0), "`pag_scale` must be a number >= 0 (0: off), got -1.0."),
+        (
+            lambda p: video(p, steps=3, pag_scale=1.0, pag_adaptive_scale=float("inf")),
+            "`pag_adaptive_scale` must be a number",
+        ),
     ],
 )
 def test_bad_pag_settings_are_one_line(pipe, action, message):

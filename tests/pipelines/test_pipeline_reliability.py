@@ -31,11 +31,11 @@ def make_pipe(tiny_sd, adapter) -> HarivoPipeline:
     return tiny_pipeline(tiny_sd, adapter)
 
 
-def video(pipe, seed=0, prompt=CALL["prompt"], **kwargs):
+def video(pipe, seed=0, prompt=CALL["prompt"], steps=2, **kwargs):
     generator = torch.Generator().manual_seed(seed)
-    return pipe(**{**CALL, "prompt": prompt, **kwargs}, num_inference_steps=2, generator=generator, output_type="pt")[
-        0
-    ]
+    return pipe(
+        **{**CALL, "prompt": prompt, **kwargs}, num_inference_steps=steps, generator=generator, output_type="pt"
+    )[0]
 
 
 def test_pipelines_sharing_one_adapter_each_give_a_fresh_pipelines_output(tiny_sd):
