@@ -1088,7 +1088,7 @@ def _load_pipeline(
     without an adapter (a DreamBooth folder or single file of the Shapes base), the embedded adapter."""
     from .defaults import default_model_paths
     from .pipelines import HarivoControlNetPipeline, HarivoPipeline
-    from .pipelines.pipeline_harivo import _has_component
+    from .pipelines.loading import has_component
 
     given_base, config = base_model, base_config
     adapter_alone = bool(adapter) and not base_model  # e.g. trained on the embedded base, training's fallback
@@ -1096,7 +1096,7 @@ def _load_pipeline(
     if config and not single_file:
         raise ValueError("--base-config is for a single-file --base-model (.safetensors or .ckpt).")
     embedded_base, embedded_adapter = default_model_paths()
-    defaulted = not adapter and (single_file or (bool(base_model) and not _has_component(Path(base_model), "adapter")))
+    defaulted = not adapter and (single_file or (bool(base_model) and not has_component(Path(base_model), "adapter")))
     if not base_model:
         base_model, adapter = embedded_base, adapter or embedded_adapter
     elif defaulted:

@@ -1,4 +1,5 @@
-"""Mitigating-gradient (MG) sampling, method.md section 6: the maths, as small pure functions.
+"""Mitigating-gradient (MG) sampling, method.md section 6: the maths as small pure functions, and the pipelines'
+guided step on them (`MGGuidanceMixin`).
 
 At a guided step the pipeline predicts `x0_hat` from `z_t` with gradients on, evaluates a temporal-inconsistency
 energy `E(x0_hat)`, and moves the noise prediction up the energy gradient (classifier-guidance form, so the
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import attention_map_distance
+from ..models.video_unet import default_trsa_layers
+from ..schedulers import PURE_NOISE_ALPHA_BAR
 
 
 def epsilon_from_output(
@@ -295,3 +298,59 @@ def in_window(step_index: int, num_steps: int, window: tuple[float, float]) -> b
     start, end = window
     position = step_index / max(num_steps, 1)
     return start <= position < end
+
+
+class MGGuidanceMixin:
+    """A pipeline's MG step (section 6) and the motion-path projection, on the functions above: what the denoising
+    loop calls at a guided step."""
+
+    def _project_onto_path(self, output, latents, t, motion_path, strength, mask=None, core=False) -> torch.Tensor:
+        """The model output whose clean-latent prediction is pulled onto rigid motion along `motion_path`."""
+        alpha_bar = self._alpha_bar(t).to(latents.device)
+        prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
+        sample = self.scheduler.scale_model_input(latents, t)  # variance-preserving z_t
+        original = original_from_output(output.float(), sample.float(), alpha_bar, prediction_type)
+        projected = project_onto_path(original, motion_path, strength, mask, core)
+        return output_from_original(projected, sample.float(), alpha_bar, prediction_type).to(output.dtype)
+
+    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
+        if alphas_cumprod is None:
+            raise ValueError(
+                f"MG sampling needs a scheduler with `alphas_cumprod` (DDIM, DDPM, Euler, DPM-Solver, ...);"
+                f" {type(self.scheduler).__name__} has none. Set `mg_scale=0` or change the scheduler."
+            )
+        index = min(max(round(float(t)), 0), len(alphas_cumprod) - 1)
+        return alphas_cumprod[index].float()
+
+    def _mg_guided_noise(
+        self, latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs, path=None, gradient="full"
+    ):
+        """The model output at a guided step: MG moves it along the gradient of the temporal energy (section 6)."""
+        alpha_bar = self._alpha_bar(t).to(latents.device)
+        if alpha_bar < PURE_NOISE_ALPHA_BAR:  # a zero-terminal-SNR schedule's pure-noise step: nothing to guide
+            return self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
+        prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
+        if gradient == "x0":  # the model output held constant: d x0_hat / d z_t = 1 / sqrt(a_t), a scalar
+            output = self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
+            sample = self.scheduler.scale_model_input(latents, t)
+            epsilon = epsilon_from_output(output, sample, alpha_bar, prediction_type)
+            original = predict_original(sample.float(), epsilon.float(), alpha_bar)
+            grad = energy_gradient(original, mg_energy, path)
+            guided = guide_noise_prediction(epsilon, grad, alpha_bar, mg_scale)
+            return output_from_epsilon(guided, sample, alpha_bar, prediction_type)
+        layers = default_trsa_layers(self.video_unet.base_unet) if mg_energy == "attention" else []
+        with torch.enable_grad():
+            latents_in = latents.detach().requires_grad_(True)
+            with self.video_unet.capture(layers) as capture:
+                output = self._predict_noise(latents_in, t, prompt_embeds, cross_attention_kwargs)
+            sample = self.scheduler.scale_model_input(latents_in, t)  # variance-preserving z_t
+            epsilon = epsilon_from_output(output, sample, alpha_bar, prediction_type)
+            if mg_energy == "attention":
+                energy = attention_energy(capture.attention_maps, latents.shape[2])
+            else:
+                original = predict_original(sample, epsilon, alpha_bar)
+                energy = clean_latent_energy(original, mg_energy, path)
+            (grad,) = torch.autograd.grad(energy, latents_in)
+        guided = guide_noise_prediction(epsilon.detach(), grad, alpha_bar, mg_scale)
+        return output_from_epsilon(guided, sample.detach(), alpha_bar, prediction_type)

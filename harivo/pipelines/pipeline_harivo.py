@@ -1,12 +1,8 @@
 """`HarivoPipeline`: text-to-video with a frozen Stable-Diffusion-class model and a HARIVO adapter."""
 
 import contextlib
-import contextvars
 import inspect
-import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,34 +19,22 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import resca
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from huggingface_hub import snapshot_download
-from safetensors import SafetensorError
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from ..errors import HarivoLoadError, IncompatibleAdapterError, IncompatibleControlNetError, SamplingDivergedError
-from ..loading import (
-    PICKLE_SUFFIXES,
-    WEIGHT_SUFFIXES,
-    check_weight_format,
-    component_dtype,
-    describe_load_error,
-    dtype_argument,
-    dtype_argument_name,
-    resolve_model_path,
-)
+from ..errors import SamplingDivergedError
 from ..models.adapter import HarivoAdapter
 from ..models.motion_path import batched_path
-from ..models.video_unet import HarivoUNet, default_trsa_layers
-from ..schedulers import PURE_NOISE_ALPHA_BAR, RENOISING, adds_step_noise, renoised_step
-from ..utils.text import subject_token_weights
+from ..models.video_unet import HarivoUNet
+from ..schedulers import RENOISING, adds_step_noise, renoised_step
 from . import checks, mg_sampling, prompt_travel
 from . import motion_scale as motion_scale_lib
 from .deep_cache import HarivoDeepCacheMixin
 from .free_init import HarivoFreeInitMixin
 from .free_noise import HarivoFreeNoiseMixin
+from .loading import HarivoLoadingMixin
+from .mg_sampling import MGGuidanceMixin
 from .pag import HarivoPAGMixin
-
-_ADAPTER_GIVEN = contextvars.ContextVar("harivo_adapter_given", default=False)
+from .prompts import HarivoPromptMixin
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -65,24 +49,10 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-def _per_prompt(name: str, words: str | list[str] | None, num_prompts: int) -> list[str] | None:
-    """`motion_subject` / `motion_scene` as one string per prompt (`None`: each prompt's own words)."""
-    if words is None or isinstance(words, str):
-        return None if words is None else [words] * num_prompts
-    if len(words) != num_prompts:
-        raise ValueError(f"`{name}` has {len(words)} entries for {num_prompts} prompts; give one each.")
-    return list(words)
-
-
-def _norm_groups(base: Path) -> int | None:
-    """The norm groups of a local base model's U-Net (`None` where it is not a readable local folder)."""
-    try:
-        return json.loads((base / "unet" / "config.json").read_text()).get("norm_num_groups")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 class HarivoPipeline(
+    HarivoLoadingMixin,
+    MGGuidanceMixin,
+    HarivoPromptMixin,
     HarivoFreeInitMixin,
     HarivoFreeNoiseMixin,
     HarivoDeepCacheMixin,
@@ -169,198 +139,6 @@ class HarivoPipeline(
     decode_latents = AnimateDiffPipeline.decode_latents
     prepare_extra_step_kwargs = AnimateDiffPipeline.prepare_extra_step_kwargs
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        adapter: HarivoAdapter | str | os.PathLike | None = None,
-        *,
-        allow_pickle: bool = False,
-        **kwargs: Any,
-    ) -> "HarivoPipeline":
-        r"""
-        Load a base model (diffusers folder or hub id) and a HARIVO adapter.
-
-        Args:
-            pretrained_model_name_or_path (`str` or `os.PathLike`): Base text-to-image model (SD-1.5 architecture):
-                a local diffusers folder or a hub id; or a saved `HarivoPipeline` folder.
-            adapter ([`HarivoAdapter`], `str` or `os.PathLike`, *optional*): The adapter or its folder / hub id.
-                Required unless the folder is a saved `HarivoPipeline`.
-            allow_pickle (`bool`, defaults to `False`): Accept pickle weight files (they can run code when loaded).
-            kwargs: Passed to `DiffusionPipeline.from_pretrained` (`torch_dtype` or `dtype`, `variant`, `scheduler`,
-                `revision`, ...).
-        """
-        if "controlnet" in kwargs and "controlnet" not in inspect.signature(cls.__init__).parameters:
-            raise ValueError(
-                f"{cls.__name__} takes no ControlNet: load `HarivoControlNetPipeline.from_pretrained(base_model,"
-                " adapter=..., controlnet=...)` instead."
-            )
-        local = Path(pretrained_model_name_or_path).expanduser()
-        if local.exists():
-            check_weight_format(local, allow_pickle)
-            if adapter is None and not _has_component(local, "adapter"):
-                raise ValueError(
-                    f"{str(local)!r} holds no HARIVO adapter: pass `adapter=` (a HARIVO adapter folder, hub id or "
-                    "`HarivoAdapter`)."
-                )
-            if adapter is None:  # a saved HarivoPipeline: its adapter is loaded here, like one passed in
-                adapter = local / "adapter"
-        dtype_argument(kwargs)
-        if isinstance(adapter, str | os.PathLike):
-            adapter = HarivoAdapter.from_pretrained(
-                adapter,
-                allow_pickle=allow_pickle,
-                torch_dtype=component_dtype(kwargs.get(dtype_argument_name()), "adapter"),
-                variant=kwargs.get("variant"),
-                motion_norm_num_groups=_norm_groups(local),  # a motion-module file's, as its base U-Net's
-            )
-        if adapter is not None:
-            kwargs["adapter"] = adapter
-        kwargs.setdefault("use_safetensors", True if not allow_pickle else None)
-        token = _ADAPTER_GIVEN.set(adapter is not None)
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except (HarivoLoadError, IncompatibleAdapterError, IncompatibleControlNetError):
-            raise
-        except (OSError, ValueError, SafetensorError) as error:
-            raise describe_load_error("base model", pretrained_model_name_or_path, error) from error
-        finally:
-            _ADAPTER_GIVEN.reset(token)
-
-    @classmethod
-    def from_single_file(
-        cls,
-        pretrained_model_link_or_path: str | os.PathLike,
-        adapter: HarivoAdapter | str | os.PathLike | None = None,
-        *,
-        config: str | os.PathLike | None = None,
-        allow_pickle: bool = False,
-        **kwargs: Any,
-    ) -> "HarivoPipeline":
-        r"""
-        Load a base model from one original-layout checkpoint file (A1111 / CompVis `.safetensors`, the format most
-        community and DreamBooth models ship in) and a HARIVO adapter, as diffusers' `FromSingleFileMixin` does.
-
-        Args:
-            pretrained_model_link_or_path (`str` or `os.PathLike`): The checkpoint: a local file or a hub file URL.
-            adapter ([`HarivoAdapter`], `str` or `os.PathLike`): The adapter or its folder / hub id.
-            config (`str` or `os.PathLike`, *optional*): A diffusers folder (or hub id) of the same architecture whose
-                component configs, tokenizer and scheduler are used. Default: diffusers' inference from the
-                checkpoint (Stable Diffusion 1.5's configs from the hub or its cache); offline, give a local folder.
-            allow_pickle (`bool`, defaults to `False`): Accept a pickle `.ckpt` (loaded with `weights_only`).
-            kwargs: Passed to diffusers' `from_single_file` (`torch_dtype`, `scheduler=`, `vae=`, ...).
-        """
-        from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_single_file_checkpoint
-
-        from .. import single_file
-
-        path = Path(pretrained_model_link_or_path).expanduser()
-        is_url = str(pretrained_model_link_or_path).startswith(("https://", "http://"))
-        if path.is_dir():
-            raise ValueError(f"{str(path)!r} is a folder: load diffusers folders with `from_pretrained`.")
-        if not is_url and not path.is_file():
-            raise HarivoLoadError(f"The single-file checkpoint {str(path)!r} does not exist.")
-        if path.suffix not in WEIGHT_SUFFIXES:
-            raise HarivoLoadError(f"{path.name} is not a weight file (.safetensors, or .ckpt with allow_pickle).")
-        if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
-            raise HarivoLoadError(
-                f"{path.name} is a pickle checkpoint; loading pickle files can run arbitrary code. Use its"
-                " .safetensors version, or, if you trust its source, pass `allow_pickle=True` (CLI: --allow-pickle)."
-            )
-        try:
-            checkpoint = (
-                single_file.checkpoint_shapes(path)  # names and shapes only: nothing is read twice
-                if path.suffix == ".safetensors" and path.is_file()
-                else load_single_file_checkpoint(str(pretrained_model_link_or_path))
-            )
-        except Exception as error:  # safetensors / the hub / torch raise many types
-            raise describe_load_error("single-file checkpoint", pretrained_model_link_or_path, error) from error
-        single_file.check_architecture(checkpoint, path)
-        if config is None:
-            repo = fetch_diffusers_config(checkpoint)["pretrained_model_name_or_path"]
-            try:  # the configs, tokenizer and scheduler only, as diffusers fetches them
-                config = snapshot_download(repo, allow_patterns=["*.json", "*.txt"])
-            except Exception as error:
-                raise HarivoLoadError(
-                    f"Could not fetch the configs of {repo} for {path.name} ({type(error).__name__}); offline, pass"
-                    " `config=` a local diffusers folder of the same architecture (CLI: --base-config)."
-                ) from error
-        config = resolve_model_path(config, "single-file config", allow_patterns=["*.json", "*.txt"])
-        unet_class = (
-            UNet2DConditionModel.load_config(config / "unet").get("_class_name")
-            if (config / "unet").is_dir()
-            else None
-        )
-        if unet_class != "UNet2DConditionModel":
-            raise ValueError(
-                f"`config` {str(config)!r} is not a text-to-image model folder (its unet is {unet_class}): give the"
-                " diffusers folder of a Stable Diffusion 1.x-class model of the checkpoint's architecture."
-            )
-        passed = {name for name in ("unet", "vae", "text_encoder") if kwargs.get(name) is not None}
-        single_file.check_complete(checkpoint, path, config, skip=passed)
-        if adapter is None:
-            raise ValueError(
-                f"{path.name} holds no HARIVO adapter: pass `adapter=` (a HARIVO adapter folder, hub id or"
-                " `HarivoAdapter`)."
-            )
-        dtype_argument(kwargs)
-        if isinstance(adapter, str | os.PathLike):
-            adapter = HarivoAdapter.from_pretrained(
-                adapter,
-                allow_pickle=allow_pickle,
-                torch_dtype=component_dtype(kwargs.get(dtype_argument_name()), "adapter"),
-            )
-        kwargs.setdefault("local_files_only", True)  # `config` is local by now
-        try:
-            return super().from_single_file(
-                str(pretrained_model_link_or_path), config=str(config), adapter=adapter, **kwargs
-            )
-        except (HarivoLoadError, IncompatibleAdapterError, IncompatibleControlNetError):
-            raise
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
-            raise describe_load_error("single-file checkpoint", pretrained_model_link_or_path, error) from error
-
-    @classmethod
-    def load_config(cls, *args: Any, **kwargs: Any):
-        """diffusers' `load_config`; while `from_pretrained` passes the adapter in, the folder's own `adapter` entry is
-        left out, so diffusers neither loads it again nor looks into its sub-folders for variant files (it expects
-        files only there)."""
-        config = super().load_config(*args, **kwargs)
-        if _ADAPTER_GIVEN.get():
-            (config[0] if isinstance(config, tuple) else config).pop("adapter", None)
-        return config
-
-    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs):
-        """
-        diffusers' `load_lora_weights`: an image LoRA (U-Net and text encoder), a motion LoRA (the temporal layers)
-        or both, in diffusers' format or the kohya / A1111 community format (converted by diffusers). Several load
-        side by side under their `adapter_name`s; `pipe.set_adapters(names, adapter_weights=...)` mixes them (a
-        weight of 0 gives exactly the output without that LoRA), `pipe.fuse_lora()` / `unfuse_lora()` bake them in.
-
-        Raises:
-            `ValueError`: The LoRA was made for a base model of another architecture (one line, naming a layer);
-                nothing of it stays loaded.
-        """
-        before = {name for names in self.get_list_adapters().values() for name in names}
-        try:
-            super().load_lora_weights(pretrained_model_name_or_path_or_dict, adapter_name=adapter_name, **kwargs)
-        except RuntimeError as error:
-            mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), None)
-            if mismatch is None:
-                raise
-            added = {name for names in self.get_list_adapters().values() for name in names} - before
-            if added:
-                self.delete_adapters(sorted(added))
-            what = (
-                Path(pretrained_model_name_or_path_or_dict).name
-                if isinstance(pretrained_model_name_or_path_or_dict, str | os.PathLike)
-                else "given"
-            )
-            raise ValueError(
-                f"The LoRA {what} was made for a base model of another architecture ({mismatch.rstrip('.')}): use a"
-                " LoRA trained on this base model."
-            ) from error
-
     @property
     def guidance_scale(self) -> float:
         return self._guidance_scale
@@ -402,31 +180,6 @@ class HarivoPipeline(
         latents = torch.cat([self.vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(chunk_size)])
         return (latents * self.vae.config.scaling_factor).transpose(0, 1)
 
-    def encode_prompt_travel(
-        self,
-        prompt: dict[int, str],
-        num_frames: int,
-        device: torch.device,
-        num_videos_per_prompt: int,
-        do_classifier_free_guidance: bool,
-        negative_prompt: str | None = None,
-        lora_scale: float | None = None,
-        clip_skip: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-frame text `(num_videos_per_prompt, F, L, D)` (and the negative's) from keyframe prompts
-        `{frame: prompt}`: each keyframe's embedding, linearly interpolated in between (`prompt_travel`)."""
-        keyframes = sorted(prompt)
-        weights = prompt_travel.interpolation_weights(keyframes, num_frames)
-        negative = None if negative_prompt is None else [negative_prompt] * len(keyframes)
-        positive, negative = self.encode_prompt(
-            [prompt[frame] for frame in keyframes], device, num_videos_per_prompt, do_classifier_free_guidance,
-            negative, lora_scale=lora_scale, clip_skip=clip_skip,
-        )  # fmt: skip
-        positive = prompt_travel.interpolate(weights, positive, num_videos_per_prompt)
-        if negative is not None:
-            negative = prompt_travel.interpolate(weights, negative, num_videos_per_prompt)
-        return positive, negative
-
     def prepare_latents(
         self,
         batch_size: int,
@@ -464,51 +217,6 @@ class HarivoPipeline(
         else:
             noise = latents.to(device=device, dtype=dtype)
         return self.adapter.mapping_network(noise) * self.scheduler.init_noise_sigma  # (B, C, F, h, w)
-
-    def _subject_token_weights(self, prompt, mask_mode, subject, scene, num_videos_per_prompt, device, num_frames):
-        """`(videos in the U-Net batch, L)` token weights for `motion_path_mask="subject"`: the subject's tokens 1,
-        the scene's -1 (negative prompts weigh 0; keyframe prompts' tokens weighed by the share of frames they hold),
-        or `None` for the whole frame."""
-        mask_mode = mask_mode if mask_mode is not None else ("subject" if prompt is not None else "frame")
-        if mask_mode not in ("subject", "frame"):
-            raise ValueError(f"`motion_path_mask` must be 'subject' or 'frame', got {mask_mode!r}.")
-        if mask_mode == "frame":
-            return None
-        if prompt is None or self.tokenizer is None:
-            raise ValueError(
-                "`motion_path_mask='subject'` needs the prompt as text (and a tokenizer) to find the subject's words;"
-                " pass `prompt`, or use `motion_path_mask='frame'`."
-            )
-        if isinstance(prompt, dict):  # prompt travel: the keyframes' subject tokens, weighed by their frames' share
-            for name, words in (("motion_subject", subject), ("motion_scene", scene)):
-                if words is not None and not isinstance(words, str):
-                    raise ValueError(f"With keyframe prompts give `{name}` as one string (or leave it unset).")
-            keyframes = sorted(prompt)
-            texts = [prompt[k] for k in keyframes]
-        else:
-            texts = [prompt] if isinstance(prompt, str) else list(prompt)
-        subjects, scenes = (
-            _per_prompt(name, words, len(texts))
-            for name, words in (("motion_subject", subject), ("motion_scene", scene))
-        )
-        weights = subject_token_weights(self.tokenizer, texts, subjects, scenes)  # (prompts or keyframes, L)
-        if isinstance(prompt, dict):
-            share = prompt_travel.interpolation_weights(keyframes, num_frames).mean(dim=0)  # (K,)
-            weights = (share @ weights)[None].repeat(num_videos_per_prompt, 1)  # (videos, L)
-        else:
-            weights = weights.repeat_interleave(num_videos_per_prompt, 0)
-        if self.do_classifier_free_guidance:
-            weights = torch.cat([torch.zeros_like(weights), weights])
-        return weights.to(device)
-
-    def _project_onto_path(self, output, latents, t, motion_path, strength, mask=None, core=False) -> torch.Tensor:
-        """The model output whose clean-latent prediction is pulled onto rigid motion along `motion_path`."""
-        alpha_bar = self._alpha_bar(t).to(latents.device)
-        prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
-        sample = self.scheduler.scale_model_input(latents, t)  # variance-preserving z_t
-        original = mg_sampling.original_from_output(output.float(), sample.float(), alpha_bar, prediction_type)
-        projected = mg_sampling.project_onto_path(original, motion_path, strength, mask, core)
-        return mg_sampling.output_from_original(projected, sample.float(), alpha_bar, prediction_type).to(output.dtype)
 
     def _predict_noise(self, latents, t, prompt_embeds, cross_attention_kwargs) -> torch.Tensor:
         """The (classifier-free and perturbed-attention guided) model output for latents `(B, C, F, h, w)`."""
@@ -617,48 +325,6 @@ class HarivoPipeline(
             yield
         finally:
             self._token_capture, self._added_cond_kwargs = None, None
-
-    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
-        alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
-        if alphas_cumprod is None:
-            raise ValueError(
-                f"MG sampling needs a scheduler with `alphas_cumprod` (DDIM, DDPM, Euler, DPM-Solver, ...);"
-                f" {type(self.scheduler).__name__} has none. Set `mg_scale=0` or change the scheduler."
-            )
-        index = min(max(round(float(t)), 0), len(alphas_cumprod) - 1)
-        return alphas_cumprod[index].float()
-
-    def _mg_guided_noise(
-        self, latents, t, prompt_embeds, mg_scale, mg_energy, cross_attention_kwargs, path=None, gradient="full"
-    ):
-        """The model output at a guided step: MG moves it along the gradient of the temporal energy (section 6)."""
-        alpha_bar = self._alpha_bar(t).to(latents.device)
-        if alpha_bar < PURE_NOISE_ALPHA_BAR:  # a zero-terminal-SNR schedule's pure-noise step: nothing to guide
-            return self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
-        prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
-        if gradient == "x0":  # the model output held constant: d x0_hat / d z_t = 1 / sqrt(a_t), a scalar
-            output = self._predict_noise(latents, t, prompt_embeds, cross_attention_kwargs)
-            sample = self.scheduler.scale_model_input(latents, t)
-            epsilon = mg_sampling.epsilon_from_output(output, sample, alpha_bar, prediction_type)
-            original = mg_sampling.predict_original(sample.float(), epsilon.float(), alpha_bar)
-            grad = mg_sampling.energy_gradient(original, mg_energy, path)
-            guided = mg_sampling.guide_noise_prediction(epsilon, grad, alpha_bar, mg_scale)
-            return mg_sampling.output_from_epsilon(guided, sample, alpha_bar, prediction_type)
-        layers = default_trsa_layers(self.video_unet.base_unet) if mg_energy == "attention" else []
-        with torch.enable_grad():
-            latents_in = latents.detach().requires_grad_(True)
-            with self.video_unet.capture(layers) as capture:
-                output = self._predict_noise(latents_in, t, prompt_embeds, cross_attention_kwargs)
-            sample = self.scheduler.scale_model_input(latents_in, t)  # variance-preserving z_t
-            epsilon = mg_sampling.epsilon_from_output(output, sample, alpha_bar, prediction_type)
-            if mg_energy == "attention":
-                energy = mg_sampling.attention_energy(capture.attention_maps, latents.shape[2])
-            else:
-                original = mg_sampling.predict_original(sample, epsilon, alpha_bar)
-                energy = mg_sampling.clean_latent_energy(original, mg_energy, path)
-            (grad,) = torch.autograd.grad(energy, latents_in)
-        guided = mg_sampling.guide_noise_prediction(epsilon.detach(), grad, alpha_bar, mg_scale)
-        return mg_sampling.output_from_epsilon(guided, sample.detach(), alpha_bar, prediction_type)
 
     @torch.no_grad()
     def __call__(
@@ -844,34 +510,10 @@ class HarivoPipeline(
             self.check_memory(num_frames, height, width, num_videos, guidance_scale, decode_chunk_size, device=device)
 
         # 3. Encode input prompt; classifier-free guidance batches [negative; positive]
-        # (keyframe prompts, or 4-dim embeddings: per-frame text (B, F, L, D), prompt travel)
-        lora_scale = cross_attention_kwargs.get("scale") if cross_attention_kwargs else None
-        if isinstance(prompt, dict):
-            prompt_embeds, negative_prompt_embeds = self.encode_prompt_travel(
-                prompt, num_frames, device, num_videos_per_prompt, self.do_classifier_free_guidance,
-                negative_prompt, lora_scale, clip_skip,
-            )  # fmt: skip
-        elif prompt_embeds is not None and prompt_embeds.ndim == 4:  # per-frame text given: encoded frames in batch
-            videos, frames = prompt_embeds.shape[:2]
-            if isinstance(negative_prompt, list):
-                negative_prompt = [text for text in negative_prompt for _ in range(frames)]
-            flat = [None if e is None else e.flatten(0, 1) for e in (prompt_embeds, negative_prompt_embeds)]
-            encoded = self.encode_prompt(
-                None, device, num_videos_per_prompt, self.do_classifier_free_guidance, negative_prompt,
-                prompt_embeds=flat[0], negative_prompt_embeds=flat[1], lora_scale=lora_scale, clip_skip=clip_skip,
-            )  # fmt: skip
-            prompt_embeds, negative_prompt_embeds = (
-                None if e is None else e.unflatten(0, (videos, frames, -1)).transpose(1, 2).flatten(0, 1)
-                for e in encoded
-            )  # (videos * copies, F, L, D)
-        else:
-            prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-                prompt, device, num_videos_per_prompt, self.do_classifier_free_guidance, negative_prompt,
-                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, lora_scale=lora_scale,
-                clip_skip=clip_skip,
-            )  # fmt: skip
-        if self.do_classifier_free_guidance:
-            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D) or (2B, F, L, D)
+        prompt_embeds, negative_prompt_embeds = self._encode_call_prompt(
+            prompt, num_frames, device, num_videos_per_prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+            cross_attention_kwargs, clip_skip,
+        )  # fmt: skip
         added_cond_kwargs = None
         if ip_adapter_image is not None or ip_adapter_image_embeds is not None:
             if not getattr(self.video_unet.base_unet, "encoder_hid_proj", None):
@@ -1055,13 +697,3 @@ def extends_call(base_call: Callable) -> Callable[[Callable], Callable]:
         return call
 
     return decorate
-
-
-def _has_component(folder: Path, name: str) -> bool:
-    index = folder / "model_index.json"
-    if not index.is_file():
-        return False
-    try:
-        return name in json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False

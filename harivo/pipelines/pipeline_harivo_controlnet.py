@@ -17,7 +17,8 @@ from ..loading import check_weight_format, describe_load_error, looks_like_local
 from ..models.adapter import HarivoAdapter
 from . import controlnet as control
 from .frames import num_prompts, paths_per_video, videos_per_prompt
-from .pipeline_harivo import HarivoPipeline, _has_component, extends_call
+from .loading import has_component
+from .pipeline_harivo import HarivoPipeline, extends_call
 
 
 class HarivoControlNetPipeline(HarivoPipeline):
@@ -82,7 +83,7 @@ class HarivoControlNetPipeline(HarivoPipeline):
                 optional when the folder is a saved `HarivoControlNetPipeline`.
         """
         local = Path(pretrained_model_name_or_path).expanduser()
-        if controlnet is None and local.is_dir() and not _has_component(local, "controlnet"):
+        if controlnet is None and local.is_dir() and not has_component(local, "controlnet"):
             raise ValueError(
                 f"{str(local)!r} holds no ControlNet: pass `controlnet=` (a ControlNetModel, its folder or hub id, or a"
                 " list of them)."

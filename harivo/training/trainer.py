@@ -1,6 +1,6 @@
 """A thin, resumable training loop on Accelerate, shared by every stage.
 
-Accelerate owns devices, mixed precision, gradient accumulation and distribution. The stage (`stages.py`) owns
+Accelerate owns devices, mixed precision, gradient accumulation and distribution. The stage (`stages/`) owns
 the models and the loss. Checkpoints are written to a temporary folder and renamed, so a killed run never
 leaves a half-written one; each holds the trainable weights (diffusers folders), the optimizer, the LR
 scheduler, the data position and every RNG state, so a resumed run continues the same loss curve.

@@ -1,0 +1,34 @@
+"""The training stages: the Shapes world's autoencoder and text-to-image model, HARIVO itself, ControlNets and
+DreamBooth, one module each.
+
+A stage owns its models and its loss; the `Trainer` owns the loop. Each stage trains only its own parameters:
+the HARIVO stage trains the adapter and never writes the frozen base model into a checkpoint.
+"""
+
+import torch
+from accelerate import Accelerator
+
+from ..config import TrainConfig
+from .base import Stage, resolve_base_model
+from .controlnet import ControlNetStage
+from .dreambooth import DreamBoothStage
+from .harivo import HarivoStage
+from .text_to_image import TextToImageStage
+from .vae import VAEStage
+
+__all__ = [
+    "ControlNetStage", "DreamBoothStage", "HarivoStage", "Stage", "TextToImageStage", "VAEStage", "build_stage",
+    "resolve_base_model",
+]  # fmt: skip
+
+
+def build_stage(config: TrainConfig, accelerator: Accelerator, generator: torch.Generator) -> Stage:
+    stages = {
+        "vae": VAEStage,
+        "t2i": TextToImageStage,
+        "harivo": HarivoStage,
+        "controlnet": ControlNetStage,
+        "dreambooth": DreamBoothStage,
+    }
+    stage_cls = stages[config.stage]
+    return stage_cls(config, accelerator, generator)
