@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    from harivo.cli import _load_pipeline
+    from harivo.generation import load_pipeline
 
     results = {}
     with torch.no_grad():
-        embedded = _load_pipeline(None, None)
+        embedded = load_pipeline(None, None)
         frames, latent = (4, 8) if args.quick else (16, 16)
         results[f"embedded model, 64 px x {frames} frames"] = step_seconds(
             embedded, frames, latent, 1 if args.quick else 3

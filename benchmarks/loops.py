@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    from harivo.cli import _load_pipeline
+    from harivo.generation import load_pipeline
     from harivo.schedulers import default_guidance_rescale, make_scheduler
 
-    pipe = _load_pipeline(None, None)
+    pipe = load_pipeline(None, None)
     pipe.scheduler = make_scheduler("dpm-solver++", pipe.scheduler)
     pipe.set_progress_bar_config(disable=True)
     num_frames, length, stride, steps = (8, 4, 2, 3) if args.quick else (32, 16, 4, 15)

@@ -13,7 +13,6 @@ import argparse
 import json
 from pathlib import Path
 
-from harivo.cli import _load_pipeline
 from harivo.evaluation.suite import (
     EvalSettings,
     evaluation_prompts,
@@ -22,6 +21,7 @@ from harivo.evaluation.suite import (
     render_reference_clips,
     score_clips,
 )
+from harivo.generation import load_pipeline
 from harivo.pipelines import checks
 from harivo.schedulers import SCHEDULERS, default_guidance_rescale, make_scheduler
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.prompts_per_group, args.num_frames, args.steps = 1, 4, 2
-    pipe = _load_pipeline(args.base_model, args.adapter)
+    pipe = load_pipeline(args.base_model, args.adapter)
     settings = EvalSettings(
         seeds=tuple(args.seeds),
         num_frames=args.num_frames,

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harivo.cli import _load_pipeline
-from harivo.data.shapes import VIDEO_WORLD, _to_model_range, render_clip
+from harivo.data.shapes import VIDEO_WORLD, render_clip, to_model_range
 from harivo.evaluation.metrics import mean_scores, score_clip
+from harivo.generation import load_pipeline
 from harivo.utils.text import encode_captions
 
 CONDITIONS = ("pure noise", "clip at the first step", "motion part only", "clip, frame by frame")
@@ -55,7 +55,7 @@ def signal_leak(pipe, num_clips: int = 8, num_frames: int = 16, steps: int = 25,
     rng = np.random.default_rng(seed)
     scenes = [VIDEO_WORLD.sample(rng, with_motion=True) for _ in range(num_clips)]
     resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    pixels = torch.stack([_to_model_range(render_clip(s, num_frames, rng, resolution)[0]) for s in scenes])
+    pixels = torch.stack([to_model_range(render_clip(s, num_frames, rng, resolution)[0]) for s in scenes])
     vae = pipe.vae
     with torch.no_grad():
         clean = vae.encode(pixels.flatten(0, 1).to(vae.device, vae.dtype)).latent_dist.mean
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--output", help="Also write the results here as JSON.")
     args = parser.parse_args(argv)
-    pipe = _load_pipeline(args.base_model, args.adapter)
+    pipe = load_pipeline(args.base_model, args.adapter)
     pipe.set_progress_bar_config(disable=True)
     results = signal_leak(pipe, args.clips, args.num_frames, args.steps, args.guidance_scale)
     print(format_results(results))

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from harivo.cli import _load_pipeline
 from harivo.defaults import default_model_paths
 from harivo.evaluation.suite import (
     EvalSettings,
@@ -36,7 +35,13 @@ from harivo.evaluation.suite import (
     score_clips,
     through_vae,
 )
+from harivo.generation import load_pipeline
 from harivo.schedulers import default_guidance_rescale, make_scheduler
+
+try:
+    from benchmarks.results_page import publish
+except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on the path
+    from results_page import publish
 
 # Every row states its windows, whatever the adapter recommends (the embedded one: the core row's)
 WHOLE_MASK = {"motion_path_core_window": (1.0, 1.0)}  # the moving layer wherever the subject's mask is
@@ -143,13 +148,16 @@ def main(
     parser.add_argument("--quick", action="store_true", help="1 prompt per group, 4 frames, 3 steps, 1 seed.")
     parser.add_argument("--rows", nargs="+", choices=list(rows), default=list(rows))
     parser.add_argument("--rescore", action="store_true", help="Score the cached clips again.")
+    parser.add_argument("--publish", action="store_true", help="Also write the table into docs/results.md.")
     parser.add_argument("--output", default=output)
     args = parser.parse_args(argv)
+    if args.publish and args.quick:
+        parser.error("--publish writes the full run's numbers into docs/results.md: drop --quick")
     if args.quick:
         args.prompts_per_group, args.num_frames, args.steps, args.seeds = 1, 4, 3, [0, 1]
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    pipe = _load_pipeline(args.base_model, args.adapter)
+    pipe = load_pipeline(args.base_model, args.adapter)
     pipe.set_progress_bar_config(disable=True)
     settings = EvalSettings(
         seeds=tuple(args.seeds),
@@ -195,6 +203,8 @@ def main(
     (output / "table.md").write_text(table + "\n")
     (output / "results.json").write_text(json.dumps({"rows": rows, "prompts": groups, "settings": asdict(settings)}))
     print(table)
+    if args.publish:
+        publish("where_style_is_lost", table)
     return rows
 
 

@@ -35,3 +35,35 @@ class PickledStateError(CheckpointFileError):
 
 class ShardError(OSError):
     """A training shard could not be read (missing, unreachable, or not a tar file); the message names it."""
+
+
+# The errors the command line and the web UI report as one line (what to change), not as a traceback
+USER_ERRORS = (
+    HarivoLoadError,
+    IncompatibleAdapterError,
+    CheckpointFileError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    TrainingDivergedError,
+    SamplingDivergedError,
+    ShardError,
+    MemoryError,
+)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a user error: its message on one line; an operating-system error on a path said plainly (a
+    folder that is a file, `[Errno 17] File exists` from `mkdir`, says so)."""
+    from pathlib import Path
+
+    if isinstance(error, FileExistsError | NotADirectoryError) and error.filename is not None:
+        file = next((p for p in (Path(error.filename), *Path(error.filename).parents) if p.is_file()), None)
+        if file is not None:
+            return f"{file} is a file, not a folder: choose another output folder."
+    if isinstance(error, OSError) and error.errno is not None and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}."
+    return " ".join(str(error).split())  # one line, whatever the library wrote

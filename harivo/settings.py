@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .loras import parse_loras
+
 FORMAT = "harivo-generate/1"
 # Options that name files or folders: stored as absolute paths, so `--from` works from any folder
 PATH_OPTIONS = ("base_model", "base_config", "adapter", "video", "image", "ip_adapter", "ip_adapter_image")
@@ -60,8 +62,6 @@ def record(options: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
 
 def _absolute_lora(value: str) -> str:
     """A `--lora PATH[:SCALE]` value with its path made absolute (split as the CLI splits it)."""
-    from .cli import parse_loras
-
     ((path, scale),) = parse_loras([value])
     return f"{_absolute(path)}:{scale}"
 
@@ -133,7 +133,7 @@ def read_settings(path: str | os.PathLike, known: set[str]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key not in NOT_STORED}
 
 
-def check_options(options: dict[str, Any], actions: dict[str, argparse.Action], path: str | os.PathLike) -> dict:
+def check_options(options: dict[str, Any], actions: dict[str, argparse.Action], origin: str) -> dict:
     """
     The options of a settings file checked against the command's arguments (`dest` -> argparse action), as if they
     had been typed: each value of the type, count and choices its flag takes, converted like argparse converts it.
@@ -150,7 +150,7 @@ def check_options(options: dict[str, Any], actions: dict[str, argparse.Action], 
         except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
             shown = json.dumps(value)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise ValueError(f"--from {path}: {name} is {shown}, which {flag} does not take ({error}).") from None
+            raise ValueError(f"{origin}: {name} is {shown}, which {flag} does not take ({error}).") from None
     return checked
 
 

@@ -1,15 +1,13 @@
 """
 `harivo ui`: a local web app (Gradio) on one model in memory.
 
-Each click builds the `harivo generate` command line of the form and runs it through the CLI's own `generate`, on the
-model the app holds: the same checks, the same one-line errors (shown in the page), the same video and settings file
-(`<video>.json`, shown beside the video). Several tabs queue on the one model.
+Each click turns the form into a `GenerateRequest` (the object `harivo generate`'s command line and settings files
+become too) and runs it with `harivo.generation.generate` on the model the app holds: the same checks, the same
+one-line errors (shown in the page), the same video and settings file (`<video>.json`, shown beside the video).
+Several tabs queue on the one model.
 """
 
-import argparse
-import contextlib
 import hashlib
-import io
 import itertools
 import os
 import random
@@ -19,7 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from .cli import SCHEDULER_NAMES, USER_ERRORS, LoadedModel, _runtime, build_parser, generate, quiet_libraries
+from .errors import USER_ERRORS
+from .generation import LoadedModel, generate, quiet_libraries, runtime
+from .request import SCHEDULER_NAMES, GenerateRequest
 from .settings import settings_path
 
 MODEL_DEFAULT = "the model's"
@@ -30,27 +30,14 @@ KEYFRAME_LINE = re.compile(r"\s*(\S+?)\s*:\s*(.*)")
 
 
 class Studio:
-    """What the app's clicks share: the launch options, the loaded model and the folder the videos go to."""
+    """What the app's clicks share: the model options of the launch (`GenerateRequest` names: base_model, adapter,
+    lora, controlnet, device, dtype, ...), the loaded model and the folder the videos go to."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.output_dir = Path(args.output_dir).expanduser().resolve()
+    def __init__(self, model: dict, output_dir: str | os.PathLike):
+        self.model_options = {name: value for name, value in model.items() if value not in (None, False, [])}
+        self.output_dir = Path(output_dir).expanduser().resolve()
         self.model = LoadedModel()
-        self.parser = build_parser()
         self._names, self._names_lock = set(), threading.Lock()  # the output paths given out
-
-    def model_argv(self) -> list[str]:
-        """The launch's model options, as `harivo generate` flags."""
-        args, argv = self.args, []
-        for flag, value in (("--base-model", args.base_model), ("--base-config", args.base_config),
-                            ("--adapter", args.adapter), ("--device", args.device), ("--dtype", args.dtype)):  # fmt: skip
-            if value:
-                argv += [flag, value]
-        for lora in args.lora or ():
-            argv += ["--lora", lora]
-        if args.allow_pickle:
-            argv.append("--allow-pickle")
-        return argv
 
     def keep(self, upload: str) -> str:
         """An uploaded file copied into the output folder under its content's hash, so that the settings of the
@@ -73,56 +60,49 @@ class Studio:
                     self._names.add(path)
                     return path
 
-    def command(self, form: dict) -> list[str]:
-        """The `harivo generate` arguments of the form's values."""
+    def request(self, form: dict) -> GenerateRequest:
+        """The request of the form's values, on the launch's model; checked as if typed on the command line."""
         if form["seed"] is None:  # a cleared box
             raise ValueError("Seed is empty: give a whole number from 0, or press Random seed.")
         seed = int(form["seed"])
-        argv = [form["prompt"] or "", "-o", str(self.new_output(seed)), "--seed", str(seed)]
-        argv += ["--num-frames", str(int(form["num_frames"])), "--steps", str(int(form["steps"]))]
-        argv += ["--guidance-scale", str(form["guidance_scale"]), "--mg-scale", str(form["mg_scale"])]
-        for flag, name in (("--height", "height"), ("--width", "width")):
+        options = {
+            "prompt": form["prompt"] or "", "output": str(self.new_output(seed)), "seed": seed,
+            "num_frames": int(form["num_frames"]), "steps": int(form["steps"]),
+            "guidance_scale": form["guidance_scale"], "mg_scale": form["mg_scale"], **self.model_options,
+        }  # fmt: skip
+        for name in ("height", "width"):
             if form[name]:
-                argv += [flag, str(int(form[name]))]
+                options[name] = int(form[name])
         if form["negative_prompt"]:
-            argv += ["--negative-prompt", form["negative_prompt"]]
+            options["negative_prompt"] = form["negative_prompt"]
         if form["scheduler"] and form["scheduler"] != MODEL_DEFAULT:
-            argv += ["--scheduler", form["scheduler"]]
+            options["scheduler"] = form["scheduler"]
         if form["motion"] in MOTIONS:
             dx, dy = MOTIONS[form["motion"]]
-            argv += ["--motion", str(dx * form["speed"]), str(dy * form["speed"])]
+            options["motion"] = [dx * form["speed"], dy * form["speed"]]
+        keyframes = []
         for line in (form["keyframes"] or "").splitlines():
             if line.strip():
                 match = KEYFRAME_LINE.fullmatch(line)
                 if not match:
                     raise ValueError(f"Keyframe line {line.strip()!r}: write FRAME: PROMPT, e.g. 8: a blue square.")
-                argv += ["--prompt-at", match[1], match[2]]
-        if form["video"]:
-            argv += ["--video", self.keep(form["video"]), "--strength", str(form["strength"])]
-        if form["image"]:
-            argv += ["--image", self.keep(form["image"]), "--strength", str(form["strength"])]
+                keyframes.append([match[1], match[2]])
+        if keyframes:
+            options["prompt_at"] = keyframes
+        for name in ("video", "image"):
+            if form[name]:
+                options.update({name: self.keep(form[name]), "strength": form["strength"]})
         if form["control"]:
-            argv += ["--control", self.keep(form["control"])]
+            options["control"] = [self.keep(form["control"])]
             if form["control_frames"]:
-                argv += ["--control-frames", form["control_frames"].replace(" ", "")]
-            for net in self.args.controlnet or ():
-                argv += ["--controlnet", net]
-        return argv + self.model_argv()
-
-    def parse(self, argv: list[str]) -> argparse.Namespace:
-        """`harivo generate ARGV` parsed; a bad value raises the one line argparse would print."""
-        errors = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(errors):
-                return self.parser.parse_args(["generate", *argv])
-        except SystemExit:
-            lines = [line for line in errors.getvalue().splitlines() if "error:" in line]
-            raise ValueError(lines[-1].split("error:", 1)[1].strip() if lines else "invalid settings") from None
+                options["control_frames"] = form["control_frames"].replace(" ", "")
+        else:
+            options.pop("controlnet", None)  # the launch's ControlNets serve condition videos only
+        return GenerateRequest.from_options(options, "the form")
 
     def generate(self, form: dict, on_step=None) -> tuple[str, str]:
         """Make one video; returns its path and its settings (JSON text)."""
-        args = self.parse(self.command(form))
-        path = generate(args, self.model, on_step)
+        path = generate(self.request(form), self.model, on_step)
         return str(path), settings_path(path).read_text()
 
 
@@ -201,22 +181,27 @@ def build_app(studio: Studio):
     return app.queue(default_concurrency_limit=1)
 
 
-def launch(args: argparse.Namespace, block: bool = True):
-    """`harivo ui`: load the model, then serve the page until interrupted (or, with `block=False`, return the app)."""
+def launch(
+    model: dict, output_dir: str | os.PathLike = "outputs/ui", host: str = "127.0.0.1", port: int = 7860,
+    share: bool = False, block: bool = True,
+):  # fmt: skip
+    """`harivo ui`: load the model of `model` (`GenerateRequest`'s model options: base_model, adapter, lora,
+    controlnet, device, dtype, ...), then serve the page until interrupted (or, with `block=False`, return the app)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise SystemExit("error: harivo ui needs Gradio: pip install 'harivo[ui]' (or pip install gradio).") from None
     quiet_libraries()
-    studio = Studio(args)
+    studio = Studio(model, output_dir)
     studio.output_dir.mkdir(parents=True, exist_ok=True)
     print("Loading the model ...", flush=True)
-    launch_options = studio.parse(["-", *studio.model_argv()])  # what every click's command line carries
-    studio.model.get(launch_options, _runtime(launch_options)[1])
+    options = {name: value for name, value in studio.model_options.items() if name != "controlnet"}
+    first = GenerateRequest.from_options({"prompt": "-", **options}, "harivo ui")  # what every click carries
+    studio.model.get(first, runtime(first.device, first.dtype)[1])
     app = build_app(studio)
     app.launch(
-        server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=not block,
+        server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
         allowed_paths=[str(studio.output_dir)], ssr_mode=False, footer_links=[], show_error=True,
     )  # fmt: skip
     return app

@@ -13,7 +13,6 @@ import time
 
 from playwright.sync_api import sync_playwright
 
-from harivo.cli import build_parser
 from harivo.ui import launch
 
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,7 +28,7 @@ def main() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as folder:
-        app = launch(build_parser().parse_args(["ui", "--port", str(port), "-o", folder]), block=False)
+        app = launch({}, folder, port=port, block=False)
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)

@@ -229,7 +229,7 @@ def test_control_inputs_run_or_raise_one_line(control_pipe, name, data):
 )
 def test_every_lora_option_parses_or_is_one_line(value, tmp_path_factory):
     """`--lora PATH[:SCALE]`: any value is read as a path and a finite scale, or refused in one line, before loading."""
-    from harivo.cli import parse_loras
+    from harivo.loras import parse_loras
 
     try:
         loras = parse_loras([value])

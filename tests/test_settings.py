@@ -9,8 +9,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from harivo.cli import SCHEDULER_NAMES, main
+from harivo.cli import main
 from harivo.models import HarivoAdapter
+from harivo.request import SCHEDULER_NAMES
 from harivo.settings import settings_path
 from harivo.video_io import VIDEO_SUFFIXES, read_video_comment, save_video
 
@@ -103,7 +104,7 @@ def test_help_imports_neither_torch_nor_diffusers():
 
 
 def test_the_cli_names_every_sampler():
-    from harivo.cli import TIMESTEP_SPACINGS as cli_spacings
+    from harivo.request import TIMESTEP_SPACINGS as cli_spacings
     from harivo.schedulers import SCHEDULERS, TIMESTEP_SPACINGS
 
     assert tuple(SCHEDULERS) == SCHEDULER_NAMES

@@ -30,12 +30,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from harivo.cli import build_parser
     from harivo.ui import launch
 
     output = tmp_path_factory.mktemp("ui")
-    args = build_parser().parse_args(["ui", "--port", str(free_port()), "-o", str(output)])
-    app = launch(args, block=False)
+    app = launch({}, output, port=free_port(), block=False)
     yield app
     app.close()
 
@@ -97,13 +95,11 @@ def test_a_bad_input_shows_the_cli_error_in_the_page(app, browser):
     page.get_by_text("write FRAME: PROMPT").first.wait_for(timeout=60_000)
 
 
-def test_the_form_becomes_the_generate_command(tmp_path):
+def test_the_form_becomes_the_generate_request(tmp_path):
     """Uploads are kept beside the videos (the settings point at files that stay); every form field reaches the
-    command line."""
-    from harivo.cli import build_parser
+    request, checked as if typed on the command line."""
     from harivo.ui import Studio
 
-    args = build_parser().parse_args(["ui", "-o", str(tmp_path / "out"), "--controlnet", "nets/shapes"])
     image = tmp_path / "first.png"
     iio.imwrite(image, np.zeros((8, 8, 3), np.uint8))
     form = {
@@ -112,30 +108,38 @@ def test_the_form_becomes_the_generate_command(tmp_path):
         "keyframes": "6: a blue circle\n\n 9 : a green circle", "video": None, "image": str(image), "strength": 0.6,
         "control": str(image), "control_frames": "0, 11",
     }  # fmt: skip
-    studio = Studio(args)
-    parsed = studio.parse(studio.command(form))
+    studio = Studio({"controlnet": ["nets/shapes"]}, tmp_path / "out")
+    with pytest.raises(ValueError, match="does not combine with --video or --image"):
+        studio.request(form)
+    form = {**form, "control": None, "control_frames": ""}
+    parsed = studio.request(form)
     assert (parsed.prompt, parsed.negative_prompt, parsed.num_frames, parsed.steps) == ("a red circle", "blur", 12, 20)
     assert (parsed.guidance_scale, parsed.mg_scale, parsed.height, parsed.width) == (6.0, 40.0, None, 128)
-    assert (parsed.scheduler, parsed.seed, parsed.motion, parsed.strength) == ("euler", 3, [-2.0, 0.0], 0.6)
+    assert (parsed.scheduler, parsed.seed, parsed.motion, parsed.strength) == ("euler", 3, (-2.0, 0.0), 0.6)
     assert parsed.prompt_at == [["6", "a blue circle"], ["9", "a green circle"]]
-    assert parsed.control_frames == "0,11" and parsed.controlnet == ["nets/shapes"]
+    assert parsed.keyframes() == {0: "a red circle", 6: "a blue circle", 9: "a green circle"}
+    assert parsed.controlnet is None  # the launch's ControlNets serve condition videos only
     kept = tmp_path / "out" / "inputs"
-    assert parsed.image == parsed.control[0] and parsed.image.startswith(str(kept)) and len(list(kept.iterdir())) == 1
-    with pytest.raises(ValueError, match="argument --steps: invalid int value"):
-        studio.parse(["a", "--steps", "many"])
-    for bad, message in (({"keyframes": "six x"}, "write FRAME: PROMPT"), ({"seed": None}, "Seed is empty")):
+    assert parsed.image.startswith(str(kept)) and len(list(kept.iterdir())) == 1
+    controlled = studio.request({**form, "image": None, "control": str(image), "control_frames": "0, 11"})
+    assert controlled.control == [parsed.image] and controlled.control_frames == "0,11"
+    assert controlled.controlnet == ["nets/shapes"] and controlled.control_frame_indices() == [0, 11]
+    assert len(list(kept.iterdir())) == 1  # one upload, kept once
+    for bad, message in (
+        ({"keyframes": "six x"}, "write FRAME: PROMPT"), ({"seed": None}, "Seed is empty"),
+        ({"guidance_scale": "many"}, "the form: guidance_scale is \"many\", which --guidance-scale does not take"),
+    ):  # fmt: skip
         with pytest.raises(ValueError, match=message):
-            studio.command({**form, **bad})
+            studio.request({**form, **bad})
 
 
 def test_clicks_in_one_second_with_one_seed_get_their_own_files(tmp_path):
     """Four users pressing Generate with seed 7 in the same second: four outputs, none over another or an old one."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from harivo.cli import build_parser
     from harivo.ui import Studio
 
-    studio = Studio(build_parser().parse_args(["ui", "-o", str(tmp_path)]))
+    studio = Studio({}, tmp_path)
     with ThreadPoolExecutor(4) as pool:
         paths = list(pool.map(lambda _: studio.new_output(7), range(4)))
     assert len(set(paths)) == 4 and all(path.parent == tmp_path for path in paths)

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .shapes import _to_model_range
+from .shapes import to_model_range
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -96,8 +96,8 @@ class DreamBoothDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         pixels, caption = self.instance[index % len(self.instance)]
-        item = {"pixel_values": _to_model_range(pixels), "caption": caption}
+        item = {"pixel_values": to_model_range(pixels), "caption": caption}
         if self.classes:
             pixels, caption = self.classes[index % len(self.classes)]
-            item.update(class_pixel_values=_to_model_range(pixels), class_caption=caption)
+            item.update(class_pixel_values=to_model_range(pixels), class_caption=caption)
         return item

@@ -210,7 +210,8 @@ def _shape_polygon(shape: str, cx: float, cy: float, radius: float) -> list[tupl
     raise ValueError(shape)
 
 
-def _background(scene: ShapeScene, resolution: int) -> np.ndarray:
+def render_background(scene: ShapeScene, resolution: int) -> np.ndarray:
+    """The scene's background alone, `(resolution, resolution, 3)` uint8 (its colour, and its texture if styled)."""
     base = np.array(BACKGROUNDS[scene.background], dtype=np.uint8)
     shade = np.array(BACKGROUND_SHADES[scene.background], dtype=np.uint8)
     period = max(1, round(STYLE_PERIOD * resolution / 64))
@@ -252,7 +253,7 @@ def render_frame(scene: ShapeScene, center: tuple[float, float], resolution: int
     """
     alpha = _coverage(scene, center, resolution)[..., None]
     colour = np.array(PALETTE[scene.colour], dtype=np.float32)
-    frame = alpha * colour + (1 - alpha) * _background(scene, resolution).astype(np.float32)
+    frame = alpha * colour + (1 - alpha) * render_background(scene, resolution).astype(np.float32)
     return np.round(frame).astype(np.uint8)
 
 
@@ -309,7 +310,7 @@ def render_clip(
     return frames, trajectory
 
 
-def _to_model_range(frames: np.ndarray) -> torch.Tensor:
+def to_model_range(frames: np.ndarray) -> torch.Tensor:
     """`uint8` `(..., H, W, 3)` to float `(..., 3, H, W)` in [-1, 1]."""
     tensor = torch.from_numpy(frames).float().div(127.5).sub(1)
     return tensor.movedim(-1, -3).contiguous()
@@ -347,7 +348,7 @@ class ShapesImageDataset(_ShapesDataset):
         scene = self.world.sample(rng, with_motion=False)
         # A still image is one frame of a random trajectory: positions cover the whole frame.
         frames, trajectory = render_clip(scene, 1, rng, self.resolution)
-        sample = {"pixel_values": _to_model_range(frames[0]), "caption": scene.caption}
+        sample = {"pixel_values": to_model_range(frames[0]), "caption": scene.caption}
         if self.silhouettes:
             silhouette = render_silhouette(scene, tuple(trajectory.centers[0]), self.resolution)
             sample["conditioning_pixel_values"] = torch.from_numpy(silhouette).float().div(255).permute(2, 0, 1)
@@ -368,7 +369,7 @@ class ShapesVideoDataset(_ShapesDataset):
         rng = self.rng(index)
         scene = self.world.sample(rng, with_motion=True)
         frames, _ = render_clip(scene, self.num_frames, rng, self.resolution)
-        return {"pixel_values": _to_model_range(frames), "caption": scene.caption}
+        return {"pixel_values": to_model_range(frames), "caption": scene.caption}
 
 
 def render_concept_images(

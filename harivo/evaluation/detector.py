@@ -19,7 +19,7 @@ from ..data.shapes import (
     SIZES,
     STYLES,
     ShapeScene,
-    _background,
+    render_background,
     render_frame,
 )
 
@@ -59,7 +59,7 @@ def _nearest(value: np.ndarray, table: dict) -> str:
 @functools.lru_cache(maxsize=8)
 def _background_templates(resolution: int) -> dict[tuple[str, str], np.ndarray]:
     return {
-        (background, style): _background(ShapeScene("circle", "red", "small", background, style), resolution)
+        (background, style): render_background(ShapeScene("circle", "red", "small", background, style), resolution)
         for background in BACKGROUNDS
         for style in STYLES
     }

@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..data.shapes import COLOURS, SHAPES, ShapeScene, _background
+from ..data.shapes import COLOURS, SHAPES, ShapeScene, render_background
 from .detector import detect_clip, motion_direction, object_mask
 
 ATTRIBUTES = ("colour", "shape", "size", "background", "style")
@@ -82,7 +82,7 @@ def texture_contrast(frames: np.ndarray, masks: np.ndarray, scene: ShapeScene) -
         masks (`np.ndarray`): `(F, H, W)` boolean, the (grown) object pixels to leave out.
         scene ([`ShapeScene`]): The prompt; its style must be striped or checkered.
     """
-    template = _background(scene, frames.shape[1]).astype(np.float32).mean(-1)
+    template = render_background(scene, frames.shape[1]).astype(np.float32).mean(-1)
     grey = frames.astype(np.float32).mean(-1)
     ratios = []
     for frame, mask in zip(grey, masks):

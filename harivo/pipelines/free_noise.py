@@ -69,6 +69,11 @@ class HarivoFreeNoiseMixin:
     def free_noise_enabled(self) -> bool:
         return self._free_noise is not None
 
+    @property
+    def free_noise_settings(self) -> FreeNoiseSettings | None:
+        """The windows' settings (`context_length`, `context_stride`, ..., and `windows(num_frames)`), if enabled."""
+        return self._free_noise
+
     def enable_free_noise(
         self,
         context_length: int | None = 16,

@@ -8,7 +8,7 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 
 from .frames import frames_of
 from .pipeline_harivo import HarivoPipeline, extends_call
-from .pipeline_harivo_video2video import HarivoVideoToVideoPipeline, _VideoInput, check_strength
+from .pipeline_harivo_video2video import HarivoVideoToVideoPipeline, VideoInput, check_strength
 
 
 class HarivoImageToVideoPipeline(HarivoVideoToVideoPipeline):
@@ -80,7 +80,7 @@ class HarivoImageToVideoPipeline(HarivoVideoToVideoPipeline):
                 "FreeInit restarts from noise and would drop the input: call `pipe.disable_free_init()` (it is for"
                 " text-to-video)."
             )
-        self._video = _VideoInput([frames], float(strength), bound.arguments["num_inference_steps"])
+        self._video = VideoInput([frames], float(strength), bound.arguments["num_inference_steps"])
         try:
             return HarivoPipeline.__call__(self, *bound.args[1:], **bound.kwargs)
         finally:

@@ -13,7 +13,9 @@ from .pipeline_harivo import HarivoPipeline, extends_call
 
 
 @dataclass
-class _VideoInput:
+class VideoInput:
+    """The input video(s) of one video-to-video (or image-to-video) call, and how much of them is re-generated."""
+
     frames: list[torch.Tensor]  # one video, or one per prompt: (F, 3, H, W) in [0, 1]; one frame is a still video
     strength: float
     num_inference_steps: int
@@ -32,7 +34,7 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
     input (estimated from the frames, `video_motion_path`), a tensor for another path, or nothing for no path.
     """
 
-    _video: _VideoInput | None = None
+    _video: VideoInput | None = None
 
     def _reads_predicted_path(self) -> bool:
         return self._video is None
@@ -121,7 +123,7 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
             count = num_frames if isinstance(num_frames, int) and num_frames >= 1 else shortest
             paths = torch.stack([video_motion_path(frames[:count]) for frames in videos]) / self.vae_scale_factor
             call["motion_path"] = paths_per_video(paths, videos_per_prompt(call))
-        self._video = _VideoInput(videos, float(strength), steps)
+        self._video = VideoInput(videos, float(strength), steps)
         try:
             return super().__call__(*bound.args[1:], **bound.kwargs)
         finally:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harivo import HarivoLoss, LossWeights
-from harivo.data.shapes import ShapeScene, _to_model_range, render_clip
+from harivo.data.shapes import ShapeScene, render_clip, to_model_range
 from harivo.models import HarivoAdapter, HarivoUNet, MotionPathPredictor, estimate_displacements, warped_noise
 from tests.helpers import randomize_temporal_layers
 
@@ -80,7 +80,7 @@ def test_estimated_displacements_match_a_rendered_trajectory():
         "a small blue triangle moving up on a plain grey background",
     ):
         frames, trajectory = render_clip(ShapeScene.from_caption(caption), 12, rng)
-        measured = estimate_displacements(_to_model_range(frames)[None])[0]  # (F, 2)
+        measured = estimate_displacements(to_model_range(frames)[None])[0]  # (F, 2)
         truth = torch.as_tensor(trajectory.centers - trajectory.centers[0], dtype=torch.float32)
         torch.testing.assert_close(measured, truth, atol=0.5, rtol=0)
     # further than half the frame: a large object that crosses most of it (shifts are known only modulo the frame)
@@ -88,7 +88,7 @@ def test_estimated_displacements_match_a_rendered_trajectory():
     frames, trajectory = render_clip(scene, 16, np.random.default_rng(4))
     travel = trajectory.centers[-1, 0] - trajectory.centers[0, 0]
     assert travel > 32
-    measured = estimate_displacements(_to_model_range(frames)[None])[0]
+    measured = estimate_displacements(to_model_range(frames)[None])[0]
     assert abs(measured[-1, 0].item() - travel) < 0.5
     with pytest.raises(ValueError, match="batch, frames, channels"):
         estimate_displacements(torch.zeros(12, 3, 64, 64))

@@ -1,0 +1,57 @@
+"""LoRAs on a HARIVO pipeline from `PATH[:SCALE]` values (`--lora`, the UI, settings files): checked before any model
+loads, then loaded side by side and mixed at their scales."""
+
+import math
+from pathlib import Path
+
+from .loading import WEIGHT_SUFFIXES, looks_like_local_path
+
+MAX_LORA_SCALE = 10.0  # past it a LoRA only makes noise
+
+
+def parse_loras(values: list[str] | None) -> list[tuple[str, float]]:
+    """`--lora PATH[:SCALE]` values as `(path, scale)`, checked before any model loads."""
+    loras = []
+    for value in values or ():
+        path, _, tail = value.rpartition(":")
+        try:
+            scale = float(tail) if path else None
+        except ValueError:  # a colon inside the path (e.g. C:\...)
+            scale = None
+        if scale is None:
+            path, scale = value, 1.0
+        if not math.isfinite(scale) or abs(scale) > MAX_LORA_SCALE:
+            value = value if value.isprintable() else repr(value)
+            raise ValueError(
+                f"--lora {value}: the scale must be a number from -{MAX_LORA_SCALE:g} to {MAX_LORA_SCALE:g} (usually"
+                f" 0 to 1; below 0 inverts the LoRA), e.g. {path}:0.8."
+            )
+        missing = not path.strip() or not Path(path).expanduser().exists()
+        if missing and (looks_like_local_path(path) or Path(path).suffix in WEIGHT_SUFFIXES or not is_hub_id(path)):
+            shown = path if path.isprintable() else repr(path)  # a line break in it must not break the message
+            raise FileNotFoundError(f"--lora {shown}: no such file or folder (nor a hub id, org/name).")
+        loras.append((path, scale))
+    return loras
+
+
+def is_hub_id(text: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return "/" in text  # a LoRA on the hub lives in a user's or an organisation's repository
+
+
+def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
+    """Load each LoRA under its own name and mix them at their scales (`set_adapters`)."""
+    if not loras:
+        return
+    names = [f"lora_{index}" for index in range(len(loras))]
+    for name, (path, _) in zip(names, loras):
+        try:
+            pipe.load_lora_weights(path, adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ValueError(f"--lora {path}: {' '.join(str(error).split())}") from error
+    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
