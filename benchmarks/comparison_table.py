@@ -23,7 +23,7 @@ prompts and seeds:
 
 Key rows are trained with three seeds (`TRAINING_SEEDS`): their spread is over training and sampling seeds
 together. Plus the MG alpha sweep (0 / 10 / 40 / 150) on full HARIVO. Everything lands in `--output`:
-`results.json` (all numbers), `table.md`, `compact.md` (the README's one-table summary), `samples.png` (one row of
+`results.json` (all numbers), `table.md`, `compact.md` (docs/results.md's one-table summary of the components), `samples.png` (one row of
 frames per method) and `mg_sweep.png`.
 Finished rows are cached there (trained adapters, every clip and the scores), so a rerun after a crash continues
 where it stopped; key rows are computed first; `--rescore` scores the cached clips again (after a metric changed).
@@ -63,6 +63,11 @@ from harivo.schedulers import default_guidance_rescale
 from harivo.training import Trainer, load_config
 from harivo.training.config import STAGES
 from harivo.video_io import contact_sheet
+
+try:
+    from benchmarks.results_page import publish
+except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on the path
+    from results_page import publish
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes" / "harivo.yaml"
 STORE = Path(__file__).resolve().parent / "results" / "comparison_rows.json"  # the full table's scored rows
@@ -283,7 +288,10 @@ def main() -> None:
         " benchmarks/results for the full table, none with --quick; 'none' for none).",
     )  # fmt: skip
     parser.add_argument("--rescore", action="store_true", help="Score the cached clips again.")
+    parser.add_argument("--publish", action="store_true", help="Also write the table into docs/results.md.")
     args = parser.parse_args()
+    if args.publish and args.quick:
+        parser.error("--publish writes the full run's numbers into docs/results.md: drop --quick")
 
     quick = args.quick
     output = Path(args.output or ("outputs/comparison-quick" if quick else "outputs/comparison"))
@@ -414,9 +422,11 @@ def report(rows, training_seeds, groups, prompts, reference, settings, training,
     plot_mg_sweep(results, folder / "mg_sweep.png")
     print(format_table(results), flush=True)
     print(f"Wrote {folder}/results.json, table.md, compact.md, samples.png and mg_sweep.png", flush=True)
+    if args.publish:
+        publish("comparison_components", compact_table(results, costs))
 
 
-# The README's one-table summary: column name and decimals of each headline metric.
+# docs/results.md's one-table summary: column name and decimals of each headline metric.
 COMPACT = {
     "fidelity": ("fidelity", 2),
     "fidelity_style": ("style", 2),

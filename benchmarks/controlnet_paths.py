@@ -31,6 +31,11 @@ from harivo.evaluation.metrics import mean_scores
 from harivo.pipelines import HarivoControlNetPipeline
 from harivo.schedulers import default_guidance_rescale
 
+try:
+    from benchmarks.results_page import publish
+except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on the path
+    from results_page import publish
+
 PROMPTS = {
     "inside": ["a large red circle on a plain black background", "a large blue square on a plain white background"],
     "outside": [
@@ -48,7 +53,7 @@ ROWS = {
     "HARIVO + the ControlNet twice (0.5 + 0.5)": {"twice": True, "adapter": "twice"},
     "AnimateDiff recipe + ControlNet": {"adapter": "animatediff"},
 }
-# What the README's table ran (about 50 min on 2 CPU cores, 25 of them training the AnimateDiff-recipe adapter)
+# What docs/results.md's table ran (about 50 min on 2 CPU cores, 25 of them training the AnimateDiff-recipe adapter)
 DEFAULT_PATHS = ["diagonal", "arc", "zig-zag", "fast up-left"]
 DEFAULT_ROWS = [
     name for name in ROWS if "twice" not in name and name != "T2I + ControlNet frame by frame, keyframes only"
@@ -200,8 +205,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=DEFAULT_ROWS)
     parser.add_argument("--quick", action="store_true", help="1 seed, 4 frames, 3 steps, 2 paths.")
     parser.add_argument("--rescore", action="store_true", help="Score the cached clips again.")
+    parser.add_argument("--publish", action="store_true", help="Also write the table into docs/results.md.")
     parser.add_argument("--output", default="outputs/controlnet_paths")
     args = parser.parse_args(argv)
+    if args.publish and args.quick:
+        parser.error("--publish writes the full run's numbers into docs/results.md: drop --quick")
     if args.quick:
         args.seeds, args.num_frames, args.steps, args.paths = [0], 4, 3, ["diagonal", "arc"]
     output = Path(args.output)
@@ -252,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     (output / "results.md").write_text(text)
     print(text)
+    if args.publish:
+        publish("controlnet_paths", table)
     return rows
 
 

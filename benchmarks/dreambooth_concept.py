@@ -30,6 +30,11 @@ from harivo.defaults import DEFAULT_MODEL_DIR
 from harivo.evaluation.metrics import score_clip
 from harivo.training import Trainer, load_config
 
+try:
+    from benchmarks.results_page import publish
+except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on the path
+    from results_page import publish
+
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes" / "dreambooth.yaml"
 CONCEPT = [  # the new shape, named by the identifier "v": (prompt, the scene it asks for)
     (
@@ -95,7 +100,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--publish", action="store_true", help="Also write the table into docs/results.md.")
     args = parser.parse_args()
+    if args.publish and args.quick:
+        parser.error("--publish writes the full run's numbers into docs/results.md: drop --quick")
     output = Path(args.output or ("outputs/dreambooth-quick" if args.quick else "outputs/dreambooth"))
     render_concept_images(output / "heart_images", "v", shape="heart", count=20)
     render_concept_images(output / "orange_images", "q", colour="orange", count=20)
@@ -146,6 +154,8 @@ def main() -> None:
             (output / "results.json").write_text(json.dumps(results, indent=2))
     (output / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if args.publish:
+        publish("dreambooth_concept", "\n".join(lines))
 
 
 if __name__ == "__main__":
