@@ -313,7 +313,9 @@ def generate(request: GenerateRequest, model: LoadedModel | None = None, on_step
     for text in prompt.values() if isinstance(prompt, dict) else [prompt]:
         warn_truncated(pipe.tokenizer, text)
     warn_truncated(pipe.tokenizer, request.negative_prompt, "negative prompt")
-    if request.base_model is None:  # the embedded base model and its closed vocabulary
+    if (
+        request.base_model is None and not request.lora
+    ):  # the embedded model's closed vocabulary (a LoRA may add words)
         for text in prompt.values() if isinstance(prompt, dict) else [prompt]:
             warn_unknown_words(text)
     pipe.memory_check = not request.skip_memory_check

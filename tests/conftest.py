@@ -15,6 +15,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers 
 
 
 @pytest.fixture(autouse=True)
+def same_thread_count():
+    """A test (or a benchmark's `main` it calls) that changes torch's thread count must not change it for the tests
+    after it: two workers with two threads each on two cores run many times slower than with one each."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def fresh_accelerator_state():
     """Accelerate keeps one global state per process, and a test that trains leaves it set (e.g. without mixed
     precision); the parallel workers run tests of every module in any order, so each test ends by clearing it."""
