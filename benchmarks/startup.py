@@ -18,6 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+try:
+    from benchmarks.results_page import publish
+except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on the path
+    from results_page import publish
+
 HARIVO = [sys.executable, "-m", "harivo.cli"]
 PROMPT = "a large red circle moving right on a plain white background"
 
@@ -32,7 +37,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 frames, 3 steps, one run of each.")
     parser.add_argument("--runs", type=int, default=None, help="Runs per number (default: 3, or 1 with --quick).")
+    parser.add_argument("--publish", action="store_true", help="Also write the table into docs/results.md.")
     args = parser.parse_args()
+    if args.publish and args.quick:
+        parser.error("--publish writes the full run's numbers into docs/results.md: drop --quick")
     runs = args.runs or (1 if args.quick else 3)
     frames, steps = (4, 3) if args.quick else (16, None)
 
@@ -60,10 +68,11 @@ def main() -> None:
     rows["  of which the rest (start, imports, loading, writing)"] = generate - sampling
 
     width = max(len(name) for name in rows)
-    print(f"| {'what':<{width}} | seconds |")
-    print(f"|{'-' * (width + 2)}|--------:|")
-    for name, seconds in rows.items():
-        print(f"| {name:<{width}} | {seconds:7.2f} |")
+    lines = [f"| {'what':<{width}} | seconds |", f"|{'-' * (width + 2)}|--------:|"]
+    lines += [f"| {name:<{width}} | {seconds:7.2f} |" for name, seconds in rows.items()]
+    print("\n".join(lines))
+    if args.publish:
+        publish("startup", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ import subprocess
 import sys
 import time
 
+try:
+    from benchmarks.results_page import publish
+except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on the path
+    from results_page import publish
+
 # name: (frame tokens, LossWeights(diffusion, reg, trsa, dc), share of the frames L_reg compares)
 ROWS = {
     "AnimateDiff recipe (diffusion loss only)": (0, (1.0, 0.0, 0.0, 0.0), 1.0),
@@ -98,6 +103,7 @@ def main() -> None:
     parser.add_argument("--mixed-precision", action="store_true", help="bf16 autocast (GPU).")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # one row, in a child process
+    parser.add_argument("--publish", action="store_true", help="Also write the table into docs/results.md.")
     args = parser.parse_args()
     if args.row:
         print(json.dumps(measure(args.row, args)))
@@ -106,8 +112,11 @@ def main() -> None:
         f"SD-1.5 widths, {args.clips} clips x {args.frames} frames of {args.side}x{args.side} px on {args.device}"
         f"{', gradient checkpointing' if args.checkpointing else ''}; median of {args.steps} steps"
     )
-    print(f"| {'configuration':50s} | s / step | x recipe | peak MiB | x recipe |")
-    print(f"|{'-' * 52}|---------:|---------:|---------:|---------:|")
+    lines = [
+        f"| {'configuration':50s} | s / step | x recipe | peak MiB | x recipe |",
+        f"|{'-' * 52}|---------:|---------:|---------:|---------:|",
+    ]
+    print("\n".join(lines), flush=True)
     first = None
     for name in args.rows:
         forwarded = [a for a in sys.argv[1:] if a != "--rows" and a not in ROWS]
@@ -115,15 +124,17 @@ def main() -> None:
             [sys.executable, __file__, *forwarded, "--row", name], capture_output=True, text=True, check=False
         )
         if result.returncode:
-            print(f"| {name:50s} | failed: {result.stderr.strip().splitlines()[-1]} |")
-            continue
-        row = json.loads(result.stdout.strip().splitlines()[-1])
-        first = first or row
-        print(
-            f"| {name:50s} | {row['seconds']:8.2f} | {row['seconds'] / first['seconds']:8.2f} |"
-            f" {row['peak_mib']:8.0f} | {row['peak_mib'] / first['peak_mib']:8.2f} |",
-            flush=True,
-        )
+            lines.append(f"| {name:50s} | failed: {result.stderr.strip().splitlines()[-1]} |")
+        else:
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            first = first or row
+            lines.append(
+                f"| {name:50s} | {row['seconds']:8.2f} | {row['seconds'] / first['seconds']:8.2f} |"
+                f" {row['peak_mib']:8.0f} | {row['peak_mib'] / first['peak_mib']:8.2f} |"
+            )
+        print(lines[-1], flush=True)
+    if args.publish:
+        publish("training_cost", "\n".join(lines))
 
 
 if __name__ == "__main__":
