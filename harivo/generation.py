@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .loading import WEIGHT_SUFFIXES
-from .loras import apply_loras, parse_loras
+from .loras import apply_loras, parse_loras, set_lora_scales
 from .request import GenerateRequest
 
 if TYPE_CHECKING:
@@ -194,16 +194,15 @@ def load_model(request: GenerateRequest, dtype: "torch.dtype"):
         pipe.load_ip_adapter(
             str(weights.parent), subfolder="", weight_name=weights.name, image_encoder_folder="image_encoder"
         )
-        if request.ip_adapter_scale is not None:
-            pipe.set_ip_adapter_scale(request.ip_adapter_scale)
     return pipe
 
 
 class LoadedModel:
     """
     The model of the last request, kept for the next one (`harivo ui` makes many videos on one model); loaded again
-    only when the options that pick it change (`GenerateRequest.model_key`). Each request runs on its own pipeline
-    object over these components, so a request's sampler, windows or FreeInit never reach the next one.
+    only when the options that pick it change (`GenerateRequest.model_key`: not the LoRA and IP-Adapter scales, which
+    are set for each request). Each request runs on its own pipeline object over these components, so a request's
+    sampler, windows or FreeInit never reach the next one.
     """
 
     def __init__(self):
@@ -214,6 +213,9 @@ class LoadedModel:
         if key != self.key:
             self.key, self.pipe = None, None  # the old model goes before the new one loads
             self.pipe, self.key = load_model(request, dtype), key
+        set_lora_scales(self.pipe, parse_loras(request.lora))
+        if request.ip_adapter:
+            self.pipe.set_ip_adapter_scale(1.0 if request.ip_adapter_scale is None else request.ip_adapter_scale)
         return self.pipe
 
 

@@ -54,4 +54,11 @@ def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
             pipe.load_lora_weights(path, adapter_name=name)
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise ValueError(f"--lora {path}: {' '.join(str(error).split())}") from error
-    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+    set_lora_scales(pipe, loras)
+
+
+def set_lora_scales(pipe, loras: list[tuple[str, float]]) -> None:
+    """Mix the LoRAs `apply_loras` loaded (the same paths, in order) at these scales, without loading them again."""
+    if loras:
+        names = [f"lora_{index}" for index in range(len(loras))]
+        pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])

@@ -23,6 +23,7 @@ from .loras import parse_loras
 SCHEDULER_NAMES = ("ddim", "ddpm", "pndm", "euler", "euler-ancestral", "dpm-solver++", "unipc", "lcm", "tcd")
 TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")  # schedulers.TIMESTEP_SPACINGS
 DTYPES = ("float32", "float16", "bfloat16")
+WINDOW_WEIGHTINGS = ("flat", "pyramid", "overlap-linear", "gaussian")  # free_noise.WEIGHTING_SCHEMES
 # The options that say which model to load, and how to run it: the other commands that load a model take them too
 MODEL_OPTIONS = ("base_model", "base_config", "adapter", "lora", "allow_pickle")
 RUNTIME_OPTIONS = ("scheduler", "timestep_spacing", "device", "dtype")
@@ -153,7 +154,7 @@ class GenerateRequest:
     window_weighting: str = option(
         "pyramid",
         "How overlapping windows blend (default: pyramid).",
-        choices=("flat", "pyramid", "overlap-linear", "gaussian"),
+        choices=WINDOW_WEIGHTINGS,
     )
     ip_adapter: str | None = option(
         None,
@@ -531,10 +532,12 @@ class GenerateRequest:
         return [str(default_controlnet_path())]
 
     def model_key(self) -> tuple:
-        """What picks the loaded model: requests with the same key run on the same one."""
+        """What picks the loaded model: requests with the same key run on the same one (LoRA and IP-Adapter scales
+        are set for each request, on the loaded model)."""
+        loras = tuple(path for path, _ in parse_loras(self.lora))
         return (
-            self.base_model, self.base_config, self.adapter, tuple(self.controlnets() or ()), tuple(self.lora or ()),
-            self.ip_adapter, self.ip_adapter_scale, self.allow_pickle,
+            self.base_model, self.base_config, self.adapter, tuple(self.controlnets() or ()), loras, self.ip_adapter,
+            self.allow_pickle,
         )  # fmt: skip
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .errors import USER_ERRORS
 from .generation import LoadedModel, generate, quiet_libraries, runtime
-from .request import SCHEDULER_NAMES, GenerateRequest
+from .loras import parse_loras
+from .request import SCHEDULER_NAMES, WINDOW_WEIGHTINGS, GenerateRequest
 from .settings import settings_path
 
 MODEL_DEFAULT = "the model's"
@@ -35,6 +36,7 @@ class Studio:
 
     def __init__(self, model: dict, output_dir: str | os.PathLike):
         self.model_options = {name: value for name, value in model.items() if value not in (None, False, [])}
+        self.loras = parse_loras(self.model_options.get("lora"))  # each with a slider in the page
         self.output_dir = Path(output_dir).expanduser().resolve()
         self.model = LoadedModel()
         self._names, self._names_lock = set(), threading.Lock()  # the output paths given out
@@ -98,6 +100,28 @@ class Studio:
                 options["control_frames"] = form["control_frames"].replace(" ", "")
         else:
             options.pop("controlnet", None)  # the launch's ControlNets serve condition videos only
+        if form.get("motion_scale", 1) != 1:
+            options["motion_scale"] = str(form["motion_scale"])
+        for name in ("pag_scale", "loop", "window_weighting"):
+            if form.get(name) is not None:
+                options[name] = form[name]
+        for name in ("free_init", "context_length", "context_stride"):  # 0 or empty: the default
+            if form.get(name):
+                options[name] = int(form[name])
+        if form.get("ip_adapter_image"):
+            if not self.model_options.get("ip_adapter"):
+                raise ValueError(
+                    "An IP-Adapter image needs an IP-Adapter: start the app with harivo ui --ip-adapter FILE."
+                )
+            options.update(
+                ip_adapter_image=self.keep(form["ip_adapter_image"]), ip_adapter_scale=form["ip_adapter_scale"]
+            )
+        else:
+            options.pop("ip_adapter", None)  # loaded on the first click with an image
+        if self.loras:
+            options["lora"] = [
+                f"{path}:{form.get(f'lora_{index}', scale)}" for index, (path, scale) in enumerate(self.loras)
+            ]
         return GenerateRequest.from_options(options, "the form")
 
     def generate(self, form: dict, on_step=None) -> tuple[str, str]:
@@ -159,6 +183,46 @@ def build_app(studio: Studio):
                 with gr.Accordion("ControlNet", open=False):
                     control = gr.Video(label="Condition video (silhouettes, white on black)", sources=["upload"])
                     control_frames = gr.Textbox(label="Controlled frames, e.g. 0,15 (empty: every frame)")
+                with gr.Accordion("Motion strength, PAG, FreeInit", open=False), gr.Row():
+                    motion_scale = gr.Slider(
+                        0, 1.5, value=1, step=0.05, elem_id="motion-scale",
+                        label="Motion scale (1: the trained model; 0: the image model frame by frame)",
+                    )  # fmt: skip
+                    pag_scale = gr.Slider(
+                        0, 5, value=0, step=0.5, elem_id="pag-scale",
+                        label="Perturbed-attention guidance (0: off; about 1.5x the time)",
+                    )  # fmt: skip
+                    free_init = gr.Number(
+                        0, precision=0, minimum=0, elem_id="free-init",
+                        label="FreeInit samplings (0: off; each one more costs a sampling)",
+                    )  # fmt: skip
+                with gr.Accordion("Long videos and loops", open=False), gr.Row():
+                    context_length = gr.Number(
+                        0, precision=0, minimum=0, label="Frames per window (0: 16)", elem_id="context-length"
+                    )
+                    context_stride = gr.Number(
+                        0, precision=0, minimum=0, label="Frames between windows (0: 4)", elem_id="context-stride"
+                    )
+                    weighting = gr.Dropdown(
+                        WINDOW_WEIGHTINGS, value="pyramid", label="How windows blend", elem_id="window-weighting"
+                    )
+                    loop = gr.Checkbox(label="Seamless loop (more frames than a window)", elem_id="loop")
+                with gr.Accordion("IP-Adapter: the look of an image", open=False):
+                    if not studio.model_options.get("ip_adapter"):
+                        gr.Markdown("Start the app with `harivo ui --ip-adapter FILE` to use an image's look.")
+                    with gr.Row():
+                        ip_image = gr.Image(
+                            label="Image to look like", type="filepath", sources=["upload"], elem_id="ip-image"
+                        )
+                        ip_scale = gr.Slider(0, 1.5, value=1, step=0.05, label="IP-Adapter scale", elem_id="ip-scale")
+                lora_sliders = {}
+                if studio.loras:
+                    with gr.Accordion("LoRAs", open=True):
+                        for index, (path, scale) in enumerate(studio.loras):
+                            lora_sliders[f"lora_{index}"] = gr.Slider(
+                                -1, 2, value=scale, step=0.05, label=f"{Path(path).name} (0: off)",
+                                elem_id=f"lora-{index}",
+                            )  # fmt: skip
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 video_out = gr.Video(label="Video", autoplay=True, loop=True, elem_id="video")
@@ -173,6 +237,9 @@ def build_app(studio: Studio):
             "guidance_scale": guidance, "mg_scale": mg, "height": height, "width": width, "scheduler": scheduler,
             "seed": seed, "motion": motion, "speed": speed, "keyframes": keyframes, "video": video_in,
             "image": image_in, "strength": strength, "control": control, "control_frames": control_frames,
+            "motion_scale": motion_scale, "pag_scale": pag_scale, "free_init": free_init,
+            "context_length": context_length, "context_stride": context_stride, "window_weighting": weighting,
+            "loop": loop, "ip_adapter_image": ip_image, "ip_adapter_scale": ip_scale, **lora_sliders,
         }  # fmt: skip
         names = list(inputs)
         dice.click(lambda: random.randrange(2**32), outputs=seed, api_visibility="private")
@@ -196,7 +263,7 @@ def launch(
     studio = Studio(model, output_dir)
     studio.output_dir.mkdir(parents=True, exist_ok=True)
     print("Loading the model ...", flush=True)
-    options = {name: value for name, value in studio.model_options.items() if name != "controlnet"}
+    options = {name: value for name, value in studio.model_options.items() if name not in ("controlnet", "ip_adapter")}
     first = GenerateRequest.from_options({"prompt": "-", **options}, "harivo ui")  # what every click carries
     studio.model.get(first, runtime(first.device, first.dtype)[1])
     app = build_app(studio)

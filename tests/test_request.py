@@ -15,6 +15,13 @@ from harivo.request import GenerateRequest
 PACKAGE = Path(harivo.__file__).parent
 
 
+def test_the_requests_choices_are_the_libraries():
+    from harivo.pipelines.free_noise import WEIGHTING_SCHEMES
+    from harivo.request import WINDOW_WEIGHTINGS
+
+    assert WINDOW_WEIGHTINGS == WEIGHTING_SCHEMES
+
+
 def test_the_generate_command_is_made_from_the_request():
     """Every option of `harivo generate` is a field of the request with the same default, and back (`--from` aside)."""
     actions = {a.dest: a for a in build_parser().subcommands["generate"]._actions if a.dest not in ("help", "run")}
@@ -138,3 +145,37 @@ def test_a_word_the_embedded_model_does_not_know_is_named(tmp_path):
     with pytest.warns(UserWarning, match="does not know the prompt's word\\(s\\) 'magénta'"):
         main(["generate", prompt, "-o", str(out), "--num-frames", "2", "--steps", "1"])
     assert out.is_file()
+
+
+def test_lora_and_ip_adapter_scales_change_without_loading_the_model_again(tmp_path):
+    """A held model (the UI's) takes a new LoRA scale for the next request, and gives what a fresh load at that
+    scale gives."""
+    import imageio.v3 as iio
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    from harivo.defaults import default_model_paths
+    from harivo.generation import LoadedModel, generate
+    from tests.helpers import kohya_lora
+
+    base = default_model_paths()[0]
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+    text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
+    lora = tmp_path / "style.safetensors"
+    save_file(kohya_lora(unet, text_encoder), lora)
+
+    def request(scale: float, name: str) -> GenerateRequest:
+        return GenerateRequest(
+            "a large red circle moving right on a plain black background", output=str(tmp_path / name),
+            num_frames=2, steps=1, lora=[f"{lora}:{scale}"],
+        )  # fmt: skip
+
+    held = LoadedModel()
+    generate(request(0.8, "a.mp4"), held)
+    pipe = held.pipe
+    generate(request(0.3, "b.mp4"), held)
+    assert held.pipe is pipe  # not loaded again
+    generate(request(0.3, "c.mp4"), LoadedModel())
+    frames = [iio.imread(tmp_path / name, index=None, plugin="pyav") for name in ("a.mp4", "b.mp4", "c.mp4")]
+    assert (frames[1] == frames[2]).all() and not (frames[0] == frames[1]).all()

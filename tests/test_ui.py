@@ -83,6 +83,84 @@ def test_generate_in_the_browser_and_download_the_video(app, browser, tmp_path):
     assert app.studio.model.pipe is loaded  # no reload between calls
 
 
+@pytest.fixture(scope="module")
+def app_with_lora_and_ip_adapter(tmp_path_factory):
+    """The app on the embedded model with a LoRA of its base model and an IP-Adapter (tiny random weights)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    from harivo import load_default_pipeline
+    from harivo.defaults import default_model_paths
+    from harivo.ui import launch
+    from tests.helpers import kohya_lora, save_tiny_ip_adapter
+
+    folder = tmp_path_factory.mktemp("rich")
+    base = default_model_paths()[0]
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+    text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
+    save_file(kohya_lora(unet, text_encoder, std=0.05), folder / "style.safetensors")
+    (folder / "ip").mkdir()
+    weights = folder / "ip" / save_tiny_ip_adapter(load_default_pipeline().unet, folder / "ip")
+    model = {"lora": [f"{folder / 'style.safetensors'}:0.8"], "ip_adapter": str(weights)}
+    app = launch(model, folder / "out", port=free_port(), block=False)
+    yield app
+    app.close()
+
+
+def generate_and_read_settings(page, app) -> dict:
+    """Press Generate, wait for the video (or fail with the page's error), return the new video's settings."""
+    before = set(app.studio.output_dir.glob("*.mp4.json"))
+    page.click("#generate")
+    errors = page.locator(".toast-body")
+    for _ in range(600):  # the page shows the new video (the old one is still there) or an error
+        written = set(app.studio.output_dir.glob("*.mp4.json")) - before
+        if written or errors.count():
+            break
+        page.wait_for_timeout(200)
+    assert not errors.count(), errors.first.inner_text()
+    (written,) = written
+    page.wait_for_selector("#video video", timeout=30_000)
+    return json.loads(written.read_text())
+
+
+def test_every_power_user_control_in_the_browser(app_with_lora_and_ip_adapter, browser, tmp_path):
+    """Motion scale, PAG, FreeInit, windows with a loop and a LoRA's slider, then an IP-Adapter image (PAG does not
+    combine with it), set in the page: the videos' settings hold each of them."""
+    app = app_with_lora_and_ip_adapter
+    look = tmp_path / "look.png"
+    iio.imwrite(look, np.full((32, 32, 3), (30, 30, 200), np.uint8))
+    page = open_page(browser, app)
+    fill(page, "a large red circle moving right on a plain black background", frames=12, steps=2, seed=5)
+    page.click("text=Motion strength, PAG, FreeInit")
+    page.click("text=Long videos and loops")
+    for selector, value in (("#motion-scale input[type=number]", "0.5"), ("#pag-scale input[type=number]", "1.5"),
+                            ("#free-init input", "2"), ("#context-length input", "8"), ("#context-stride input", "4"),
+                            ("#lora-0 input[type=number]", "0.3")):  # fmt: skip
+        page.fill(selector, value)
+        page.keyboard.press("Tab")
+    page.check("#loop input[type=checkbox]")
+    page.click("#window-weighting input")
+    page.get_by_role("option", name="gaussian").click()
+    settings = generate_and_read_settings(page, app)
+    options = settings["options"]
+    assert (options["motion_scale"], options["pag_scale"], options["free_init"]) == ("0.5", 1.5, 2)
+    assert (options["context_length"], options["context_stride"], options["loop"]) == (8, 4, True)
+    assert options["window_weighting"] == "gaussian" and options["lora"] == [f"{app.studio.loras[0][0]}:0.3"]
+    assert options["ip_adapter"] is None and settings["resolved"]["frames"] == 12
+
+    page.fill("#pag-scale input[type=number]", "0")
+    page.keyboard.press("Tab")
+    page.click("text=IP-Adapter: the look of an image")
+    page.fill("#ip-scale input[type=number]", "0.6")
+    page.keyboard.press("Tab")
+    page.set_input_files("#ip-image input[type=file]", str(look))
+    page.wait_for_selector("#ip-image img", timeout=30_000)
+    options = generate_and_read_settings(page, app)["options"]
+    assert options["ip_adapter"] and options["ip_adapter_scale"] == 0.6 and options["pag_scale"] == 0
+    assert options["ip_adapter_image"].startswith(str(app.studio.output_dir))
+
+
 def test_a_bad_input_shows_the_cli_error_in_the_page(app, browser):
     page = open_page(browser, app)
     fill(page, "a large red circle moving right", frames=8, steps=3, seed=0)
@@ -133,6 +211,37 @@ def test_the_form_becomes_the_generate_request(tmp_path):
             studio.request({**form, **bad})
 
 
+def test_the_power_user_controls_become_request_options(tmp_path):
+    """Motion strength, PAG, FreeInit, windows and loops, the IP-Adapter image and the LoRAs' sliders reach the
+    request under generate's names; an IP-Adapter image without an IP-Adapter is one line."""
+    from harivo.ui import Studio
+
+    image = tmp_path / "look.png"
+    iio.imwrite(image, np.zeros((8, 8, 3), np.uint8))
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"")
+    form = {
+        **GOOD_FORM, "num_frames": 24, "motion_scale": 0.5, "pag_scale": 3, "free_init": 2, "context_length": 8,
+        "context_stride": 2, "window_weighting": "gaussian", "loop": True, "lora_0": 0.25,
+    }  # fmt: skip
+    request = Studio({"lora": [f"{lora}:0.8"]}, tmp_path / "out").request(form)
+    assert (request.motion_scale, request.pag_scale, request.free_init) == ("0.5", 3.0, 2)
+    assert (request.context_length, request.context_stride, request.window_weighting, request.loop) == (
+        8, 2, "gaussian", True
+    )  # fmt: skip
+    assert request.lora == [f"{lora}:0.25"] and request.ip_adapter is None
+    with pytest.raises(ValueError, match="start the app with harivo ui --ip-adapter FILE"):
+        Studio({}, tmp_path / "out").request({**form, "ip_adapter_image": str(image)})
+    weights = tmp_path / "ip" / "ip.safetensors"
+    (weights.parent / "image_encoder").mkdir(parents=True)
+    weights.write_bytes(b"")
+    studio = Studio({"ip_adapter": str(weights)}, tmp_path / "out")
+    request = studio.request({**form, "ip_adapter_image": str(image), "ip_adapter_scale": 0.6})
+    assert request.ip_adapter == str(weights) and request.ip_adapter_scale == 0.6
+    assert request.ip_adapter_image.startswith(str(studio.output_dir / "inputs"))
+    assert studio.request(form).ip_adapter is None  # no image: no IP-Adapter for this video
+
+
 def test_clicks_in_one_second_with_one_seed_get_their_own_files(tmp_path):
     """Four users pressing Generate with seed 7 in the same second: four outputs, none over another or an old one."""
     from concurrent.futures import ThreadPoolExecutor
@@ -151,7 +260,8 @@ GOOD_FORM = {
     "prompt": "a large red circle moving right", "negative_prompt": "", "num_frames": 2, "steps": 1,
     "guidance_scale": 7.5, "mg_scale": 0, "height": 0, "width": 0, "scheduler": "the model's", "seed": 0,
     "motion": "from the prompt", "speed": 1, "keyframes": "", "video": None, "image": None, "strength": 0.8,
-    "control": None, "control_frames": "",
+    "control": None, "control_frames": "", "motion_scale": 1, "pag_scale": 0, "free_init": 0, "context_length": 0,
+    "context_stride": 0, "window_weighting": "pyramid", "loop": False, "ip_adapter_image": None, "ip_adapter_scale": 1,
 }  # fmt: skip
 ODD_VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=12),
@@ -160,7 +270,10 @@ ODD_VALUES = st.one_of(
 
 
 @settings(max_examples=24, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(name=st.sampled_from([n for n in GOOD_FORM if n not in ("video", "image", "control")]), value=ODD_VALUES)
+@given(
+    name=st.sampled_from([n for n in GOOD_FORM if n not in ("video", "image", "control", "ip_adapter_image")]),
+    value=ODD_VALUES,
+)
 def test_the_generate_endpoint_answers_any_value_with_a_video_or_a_message(app, name, value):
     """The page's API, called as any client may: each odd value gives a video or a message (never a bare "Error"):
     one line from harivo, or gradio's own naming the field for a value no form can send (a string for a slider);

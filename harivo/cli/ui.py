@@ -9,7 +9,7 @@ def add_command(commands) -> None:
     ui = commands.add_parser(
         "ui", help="A local web app (Gradio) on one model: prompt, settings, the video and how it was made."
     )
-    add_arguments(ui, MODEL_OPTIONS)
+    add_arguments(ui, (*MODEL_OPTIONS, "ip_adapter"))
     ui.add_argument(
         "--controlnet", action="append", default=None, metavar="DIR",
         help="A ControlNet for condition videos given in the page (default with the embedded model: the Shapes one).",
@@ -31,5 +31,5 @@ def add_command(commands) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..ui import launch
 
-    model = {name: getattr(args, name) for name in (*MODEL_OPTIONS, "controlnet", "device", "dtype")}
+    model = {name: getattr(args, name) for name in (*MODEL_OPTIONS, "ip_adapter", "controlnet", "device", "dtype")}
     launch(model, args.output_dir, host=args.host, port=args.port, share=args.share)
