@@ -32,13 +32,14 @@ def main() -> None:
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 1040})
+                page = browser.new_page(viewport={"width": 1280, "height": 1200})
                 page.goto(app.local_url)
                 page.wait_for_selector("#prompt textarea", timeout=60_000)
                 page.fill("#prompt textarea", args.prompt)
                 page.click("#generate")
                 page.wait_for_selector("#video video", timeout=300_000)
                 time.sleep(1.5)  # a few frames into the loop
+                page.evaluate("window.scrollTo(0, 0)")  # the whole form, from its top
                 page.screenshot(path=args.output)
                 browser.close()
         finally:
