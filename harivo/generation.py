@@ -188,7 +188,7 @@ def load_model(request: GenerateRequest, dtype: "torch.dtype"):
         request.base_model, request.adapter, request.controlnets(), request.base_config,
         allow_pickle=request.allow_pickle, torch_dtype=dtype,
     )  # fmt: skip
-    apply_loras(pipe, loras)
+    apply_loras(pipe, loras, request.allow_pickle)
     if request.ip_adapter:
         weights = Path(request.ip_adapter).expanduser()
         pipe.load_ip_adapter(

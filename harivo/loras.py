@@ -44,14 +44,15 @@ def is_hub_id(text: str) -> bool:
     return "/" in text  # a LoRA on the hub lives in a user's or an organisation's repository
 
 
-def apply_loras(pipe, loras: list[tuple[str, float]]) -> None:
-    """Load each LoRA under its own name and mix them at their scales (`set_adapters`)."""
+def apply_loras(pipe, loras: list[tuple[str, float]], allow_pickle: bool = False) -> None:
+    """Load each LoRA under its own name and mix them at their scales (`set_adapters`); pickle files only with
+    `allow_pickle`."""
     if not loras:
         return
     names = [f"lora_{index}" for index in range(len(loras))]
     for name, (path, _) in zip(names, loras):
         try:
-            pipe.load_lora_weights(path, adapter_name=name)
+            pipe.load_lora_weights(path, adapter_name=name, allow_pickle=allow_pickle)
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise ValueError(f"--lora {path}: {' '.join(str(error).split())}") from error
     set_lora_scales(pipe, loras)

@@ -98,7 +98,7 @@ def evaluate(args: argparse.Namespace) -> None:
         pipe = load_pipeline(
             args.base_model, args.adapter, None, args.base_config, allow_pickle=args.allow_pickle, torch_dtype=dtype
         )
-        apply_loras(pipe, loras)
+        apply_loras(pipe, loras, args.allow_pickle)
         pipe = prepare_pipeline(pipe, args.scheduler, device, args.timestep_spacing)
     if args.through_vae:
         clips = through_vae(render_reference_clips(prompts, settings.seeds, settings.num_frames), pipe.vae)

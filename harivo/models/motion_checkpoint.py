@@ -1,6 +1,7 @@
 """Motion modules from one weight file: AnimateDiff's own checkpoints (`mm_sd_v15_v2.ckpt`, `v3_sd15_mm.ckpt`; their
 original key layout) and files in diffusers' `MotionAdapter` layout (AnimateDiff-Lightning's `*_diffusers.safetensors`,
-AnimateLCM's motion module), so `--adapter FILE` takes what AnimateDiff users already have.
+AnimateLCM's motion module), so `--adapter FILE` takes what AnimateDiff users already have; and AnimateDiff's motion
+LoRAs in their original layout (`v2_lora_ZoomIn.ckpt`, ...), renamed for diffusers' `load_lora_weights` (`--lora FILE`).
 
 The original layout is renamed with diffusers' own `convert_animatediff_checkpoint_to_diffusers`; the architecture is
 read from the weights' shapes (channels per level, motion layers per block, transformer layers, mid block, the
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 from diffusers import MotionAdapter
+from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
 
 from ..errors import HarivoLoadError
 from ..loading import check_weight_format
@@ -64,8 +66,6 @@ def motion_adapter_from_file(
         )
     positions = [value for key, value in state.items() if key.endswith(("pos_encoder.pe", "pos_embed.pe"))]
     if any(".temporal_transformer." in key or ".attention_blocks." in key for key in state):
-        from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
-
         state = convert_animatediff_checkpoint_to_diffusers(state)
     config = _config_of(state, positions)
     config["motion_num_attention_heads"] = num_attention_heads or 8
@@ -106,3 +106,51 @@ def _config_of(state: dict[str, torch.Tensor], positions: list[torch.Tensor]) ->
         ),
         "motion_max_seq_length": positions[0].shape[1] if positions else 32,
     }
+
+
+# An original motion LoRA names each projection's LoRA after diffusers' old attention-processor LoRA:
+# `<motion module path>.attention_blocks.0.processor.to_q_lora.down.weight` (down: A, up: B; no alpha, so a scale of 1
+# adds `up @ down` to the weight)
+ORIGINAL_LORA_KEY = re.compile(
+    r"^(?P<module>.+)\.processor\.(?P<projection>to_q|to_k|to_v|to_out)_lora\.(?P<part>down|up)\.weight$"
+)
+
+
+def is_original_motion_lora(keys) -> bool:
+    """Whether a file's keys are an AnimateDiff motion LoRA in its original layout."""
+    keys = list(keys)
+    return bool(keys) and all(".motion_modules." in key and ORIGINAL_LORA_KEY.match(key) for key in keys)
+
+
+def motion_lora_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An original-layout motion LoRA as diffusers' (peft) LoRA state dict of the video U-Net (`unet.` prefix)."""
+    converted = {}
+    for key, value in state.items():
+        match = ORIGINAL_LORA_KEY.match(key)
+        if match is None:
+            raise HarivoLoadError(f"{key}: not a key of an AnimateDiff motion LoRA.")
+        (module,) = convert_animatediff_checkpoint_to_diffusers({match["module"]: None})
+        projection = "to_out.0" if match["projection"] == "to_out" else match["projection"]
+        part = "lora_A" if match["part"] == "down" else "lora_B"
+        converted[f"unet.{module}.{projection}.{part}.weight"] = value
+    return converted
+
+
+def read_motion_lora(path: str | os.PathLike, allow_pickle: bool = False) -> dict[str, torch.Tensor] | None:
+    """The diffusers LoRA state dict of an original-layout motion LoRA file, or `None` where the file is something
+    else (a LoRA in diffusers' or kohya's format, which diffusers reads itself). A pickle file needs
+    `allow_pickle`."""
+    path = Path(path).expanduser()
+    if not path.is_file() or path.suffix not in (*SAFE_SUFFIXES, ".ckpt", ".pt", ".pth", ".bin"):
+        return None
+    if path.suffix in SAFE_SUFFIXES:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                if not is_original_motion_lora(handle.keys()):
+                    return None
+        except Exception:  # not a safetensors file: diffusers' loader says what it is
+            return None
+    state = read_weights(path, allow_pickle)
+    return motion_lora_to_diffusers(state) if is_original_motion_lora(state) else None

@@ -212,20 +212,38 @@ class HarivoLoadingMixin:
             (config[0] if isinstance(config, tuple) else config).pop("adapter", None)
         return config
 
-    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs):
+    def load_lora_weights(
+        self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, *, allow_pickle: bool = False,
+        **kwargs,
+    ):  # fmt: skip
         """
         diffusers' `load_lora_weights`: an image LoRA (U-Net and text encoder), a motion LoRA (the temporal layers)
-        or both, in diffusers' format or the kohya / A1111 community format (converted by diffusers). Several load
-        side by side under their `adapter_name`s; `pipe.set_adapters(names, adapter_weights=...)` mixes them (a
-        weight of 0 gives exactly the output without that LoRA), `pipe.fuse_lora()` / `unfuse_lora()` bake them in.
+        or both, in diffusers' format, the kohya / A1111 community format (converted by diffusers) or, for motion
+        LoRAs, AnimateDiff's original layout (`v2_lora_ZoomIn.ckpt`; a pickle file only with `allow_pickle=True`).
+        Several load side by side under their `adapter_name`s; `pipe.set_adapters(names, adapter_weights=...)` mixes
+        them (a weight of 0 gives exactly the output without that LoRA), `pipe.fuse_lora()` / `unfuse_lora()` bake
+        them in.
 
         Raises:
             `ValueError`: The LoRA was made for a base model of another architecture (one line, naming a layer);
                 nothing of it stays loaded.
         """
+        from ..models.motion_checkpoint import read_motion_lora
+
+        if isinstance(pretrained_model_name_or_path_or_dict, str | os.PathLike):
+            original = read_motion_lora(pretrained_model_name_or_path_or_dict, allow_pickle)
+            if original is not None:  # renamed for diffusers; the name stays in messages
+                return self._load_lora(
+                    original, adapter_name, Path(pretrained_model_name_or_path_or_dict).name, kwargs
+                )
+        return self._load_lora(pretrained_model_name_or_path_or_dict, adapter_name, None, kwargs)
+
+    def _load_lora(self, source, adapter_name: str | None, name: str | None, kwargs: dict) -> None:
+        if getattr(self, "unet", None) is not None and getattr(self, "adapter", None) is not None:
+            _ = self.video_unet  # the U-Net takes the adapter's temporal layers first: a motion LoRA lands in them
         before = {name for names in self.get_list_adapters().values() for name in names}
         try:
-            super().load_lora_weights(pretrained_model_name_or_path_or_dict, adapter_name=adapter_name, **kwargs)
+            super().load_lora_weights(source, adapter_name=adapter_name, **kwargs)
         except RuntimeError as error:
             mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), None)
             if mismatch is None:
@@ -233,11 +251,7 @@ class HarivoLoadingMixin:
             added = {name for names in self.get_list_adapters().values() for name in names} - before
             if added:
                 self.delete_adapters(sorted(added))
-            what = (
-                Path(pretrained_model_name_or_path_or_dict).name
-                if isinstance(pretrained_model_name_or_path_or_dict, str | os.PathLike)
-                else "given"
-            )
+            what = name or (Path(source).name if isinstance(source, str | os.PathLike) else "given")
             raise ValueError(
                 f"The LoRA {what} was made for a base model of another architecture ({mismatch.rstrip('.')}): use a"
                 " LoRA trained on this base model."
