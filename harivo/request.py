@@ -146,8 +146,8 @@ class GenerateRequest:
     loop: bool = option(
         False,
         (
-            "A seamless loop: the windows wrap around so the last frame flows into the first (needs more frames "
-            "than --context-length, default 16)."
+            "A seamless loop: the windows wrap around and the motion goes out along the path and back, so the last "
+            "frame flows into the first (needs more frames than --context-length, default 16)."
         ),
         action="store_true",
     )

@@ -8,6 +8,7 @@ HARIVO adds per clip (frame tokens, motion conditioner, at most `max_frames` pos
 The names and options are diffusers'.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,7 @@ class FreeNoiseSettings:
         frame (diffusers' order); one window when the clip fits. In a closed loop the windows start every
         `context_stride` frames all the way round and wrap past the last frame to the first, so the seam between
         them is denoised like any other pair of neighbours."""
-        if self.closed_loop and num_frames > self.context_length:
+        if self.loops(num_frames):
             return [
                 [(start + k) % num_frames for k in range(self.context_length)]
                 for start in range(0, num_frames, self.context_stride)
@@ -42,6 +43,10 @@ class FreeNoiseSettings:
         if starts[-1] + self.context_length < num_frames:
             starts.append(num_frames - self.context_length)
         return [range(start, start + self.context_length) for start in starts]
+
+    def loops(self, num_frames: int) -> bool:
+        """Whether a clip of `num_frames` is made as a closed loop."""
+        return self.closed_loop and num_frames > self.context_length
 
     def weights(self, length: int) -> torch.Tensor:
         """Blending weights `(length,)` of a window's frames: equal (`flat`), highest in the middle (`pyramid`, and
@@ -60,6 +65,21 @@ class FreeNoiseSettings:
         return torch.cat([half, half.flip(0)[length % 2 :]])
 
 
+def loop_path(path: torch.Tensor) -> torch.Tensor:
+    """
+    A motion path `(B, F, 2)` (offsets from the first frame) made periodic for a seamless loop [ours]: the content goes
+    out along the path's mean direction and comes back, `offset(t) = a (1 - cos(2 pi t / F)) / 2`, with the amplitude
+    `a = v F / pi` that keeps the path's mean speed `v` as the loop's top speed; frame `F` would be frame 0 again.
+    """
+    num_frames = path.shape[1]
+    if num_frames < 2:
+        return path
+    velocity = (path[:, -1] - path[:, 0]) / (num_frames - 1)  # (B, 2)
+    phase = torch.arange(num_frames, device=path.device, dtype=torch.float32) / num_frames
+    shape = (1 - torch.cos(2 * math.pi * phase)) / 2  # (F,), 0 at both ends of the loop
+    return (velocity * num_frames / math.pi)[:, None, :].to(path.dtype) * shape[None, :, None].to(path.dtype)
+
+
 class HarivoFreeNoiseMixin:
     """`enable_free_noise` / `disable_free_noise` for [`HarivoPipeline`]: any `num_frames`, in windows."""
 
@@ -68,6 +88,10 @@ class HarivoFreeNoiseMixin:
     @property
     def free_noise_enabled(self) -> bool:
         return self._free_noise is not None
+
+    def _loop_path(self, path: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The call's motion path `(B, F, 2)`, made to go out and back when the clip is a closed loop."""
+        return loop_path(path) if self._free_noise is not None and self._free_noise.loops(num_frames) else path
 
     @property
     def free_noise_settings(self) -> FreeNoiseSettings | None:
@@ -98,7 +122,9 @@ class HarivoFreeNoiseMixin:
                 `context_stride`, FreeNoise's), `"repeat_context"` (the same, unshuffled) or `"random"`. Noise an
                 adapter warps along the motion path is already correlated along the clip and is kept as it is.
             closed_loop (`bool`, defaults to `False`): A seamless loop: the windows wrap around past the last frame
-                to the first, so the last frame flows into the first (needs more frames than `context_length`).
+                to the first, so the last frame flows into the first (needs more frames than `context_length`), and
+                the motion path goes out along its direction and back (`loop_path`): content that only travelled
+                one way could not return to where the first frame has it.
         """
         max_frames = self.adapter.max_frames if getattr(self, "adapter", None) is not None else None
         if context_length is None:

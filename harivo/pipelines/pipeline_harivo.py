@@ -560,7 +560,7 @@ class HarivoPipeline(
                     "`motion_path` would not be used: set `motion_path_projection` > 0 or `mg_energy='motion_path'`"
                     " (or use an adapter whose path predictor warps the noise)."
                 )
-            motion_path = batched_path(motion_path, num_videos, num_frames).to(device)
+            motion_path = self._loop_path(batched_path(motion_path, num_videos, num_frames), num_frames).to(device)
         elif uses_path:
             raise ValueError(
                 "`motion_path_projection` and `mg_energy='motion_path'` need a path: pass `motion_path`, or use an"

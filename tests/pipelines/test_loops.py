@@ -58,3 +58,43 @@ def test_loop_from_the_command_line(base_dir, mapped_adapter_path, tmp_path, cap
     assert "A closed loop needs more frames than one window (4, --context-length): raise --num-frames" in (
         capsys.readouterr().err
     )
+
+
+def test_a_loops_path_goes_out_and_back_at_the_paths_speed():
+    import math
+
+    from harivo.pipelines.free_noise import loop_path
+
+    num_frames = 32
+    path = torch.arange(num_frames, dtype=torch.float32)[None, :, None] * torch.tensor([[[0.5, -0.25]]])  # one way
+    looped = loop_path(path)
+    assert looped.shape == path.shape and torch.equal(looped[:, 0], torch.zeros(1, 2))
+    steps = looped.diff(dim=1).norm(dim=-1)
+    assert abs(float(steps.max()) - math.hypot(0.5, 0.25)) < 0.01  # the top speed is the path's speed
+    seam = float((looped[:, -1] - looped[:, 0]).norm())
+    assert seam <= float(steps.max())  # the last frame is as close to the first as neighbours are
+    top = looped[0, num_frames // 2]
+    assert top[0] > 0 > top[1]  # out along the path's direction (right and up), then back
+    torch.testing.assert_close(loop_path(torch.zeros(1, num_frames, 2)), torch.zeros(1, num_frames, 2))
+
+
+def test_a_moving_loop_on_the_embedded_model_is_seamless():
+    """The object travels the prompted way and comes back: the jump from the last frame to the first is no larger
+    than between neighbouring frames (the open clip's is about 6 times larger; benchmarks/loops.py)."""
+    import sys
+    from pathlib import Path
+
+    from harivo import load_default_pipeline
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from loops import seam_ratio
+
+    pipe = load_default_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_free_noise(context_length=16, context_stride=8, closed_loop=True)
+    frames = pipe(
+        "a large red circle moving right on a plain black background", num_frames=24, num_inference_steps=6,
+        guidance_rescale=0.7, output_type="np", generator=torch.Generator().manual_seed(0),
+    ).frames[0]  # fmt: skip
+    seam, neighbours = seam_ratio(frames)
+    assert seam <= neighbours and neighbours > 1.0, (seam, neighbours)
