@@ -335,7 +335,9 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(clips_file, **{str(seed): np.stack(videos) for seed, videos in clips.items()})
         clips_file.with_suffix(".json").write_text(json.dumps({"name": row.name, "cost": cost}))
-        report(rows, training_seeds, groups, prompts, reference, settings, training, output, args, recipe, store)
+        report(
+            rows, training_seeds, groups, prompts, reference, settings, training, output, args, recipe, store, False
+        )
     report(rows, training_seeds, groups, prompts, reference, settings, training, output, args, recipe, store)
 
 
@@ -364,9 +366,13 @@ def write_store(store: Path, entries: dict) -> None:
     partial.replace(store)
 
 
-def report(rows, training_seeds, groups, prompts, reference, settings, training, output, args, recipe, store) -> None:
-    """Score every row from its cached runs (scores are cached too, and kept in `store`) and write the table and
-    figures; a row whose clips are not here but whose runs `store` holds, all of them, takes its numbers from there."""
+def report(
+    rows, training_seeds, groups, prompts, reference, settings, training, output, args, recipe, store, final=True
+) -> None:  # fmt: skip
+    """Score every row from its cached runs (scores are cached too, and kept in `store`) and write the table, and with
+    `final` the figures (after each row only the tables: a killed run keeps its numbers, and the next run, which
+    computes nothing again, draws them); a row whose clips are not here but whose runs `store` holds, all of them,
+    takes its numbers from there."""
     results, samples, costs, partial = {}, {}, {}, {}
     entries = read_store(store)
     for row in rows:
@@ -414,6 +420,8 @@ def report(rows, training_seeds, groups, prompts, reference, settings, training,
     }
     folder = write_results(output, results, extra)
     (folder / "compact.md").write_text(compact_table(results, costs) + "\n")
+    if not final:
+        return
     starts = np.cumsum([0] + [len(group) for group in groups.values()])[:-1]  # first prompt of each group
     videos = [samples[name][i] for i in starts for name in samples]
     labels = [f"{name}: {prompts[i]}" for i in starts for name in samples]
