@@ -36,6 +36,7 @@ from harivo.evaluation.suite import (
     through_vae,
 )
 from harivo.generation import load_pipeline
+from harivo.loras import FAST_CONFIG
 from harivo.schedulers import default_guidance_rescale, make_scheduler
 
 try:
@@ -88,17 +89,31 @@ def run_row(pipe, options: dict, prompts: list[str], settings: EvalSettings) -> 
         return through_vae(render_reference_clips(prompts, settings.seeds, settings.num_frames), pipe.vae)
     frame_by_frame = options.pop("frame_by_frame", False)
     sampler = options.pop("scheduler", None)
+    spacing = None
     cache = options.pop("cache", None)  # DeepCache's interval
+    fast = options.pop("fast", None)  # a few-step variant's folder: its LoRA, sampled as it was distilled
+    if fast is not None:
+        variant = json.loads((Path(fast) / FAST_CONFIG).read_text())
+        sampler, spacing = variant["scheduler"], variant["timestep_spacing"]
+        options.setdefault("guidance_scale", variant["guidance_scale"])
     names = {item.name for item in fields(EvalSettings)} - {"extra"}
     chosen = {key: options.pop(key) for key in list(options) if key in names}
     row_settings = EvalSettings(**{**asdict(settings), **chosen, "extra": options})
     if sampler is not None or cache is not None:  # a pipeline of its own over the same components
         pipe = type(pipe).from_pipe(pipe)
         if sampler is not None:
-            pipe.scheduler = make_scheduler(sampler, pipe.scheduler)
+            pipe.scheduler = make_scheduler(sampler, pipe.scheduler, spacing)
         if cache is not None:
             pipe.enable_deep_cache(cache_interval=cache)
         pipe.set_progress_bar_config(disable=True)
+    if fast is not None:  # merged into the shared U-Net for this row only, as `harivo generate --fast` merges it
+        pipe.load_lora_weights(fast, adapter_name="fast")
+        pipe.fuse_lora(components=["unet"], lora_scale=1.0, adapter_names=["fast"])
+        try:
+            return generate_clips(pipe, prompts, row_settings)
+        finally:
+            pipe.unfuse_lora(components=["unet"])
+            pipe.unload_lora_weights()
     if frame_by_frame:
         with pipe.video_unet.temporal_layers_disabled():
             return generate_clips(pipe, prompts, row_settings)

@@ -58,10 +58,11 @@ def export_default_model(
     adapter: str | Path,
     destination: Path = DEFAULT_MODEL_DIR,
     controlnet: str | Path | None = None,
+    fast: str | Path | None = None,
 ) -> Path:
     """
-    Copy a trained base model and adapter (and a ControlNet) into `destination` (default: the package's embedded
-    model).
+    Copy a trained base model and adapter (and a ControlNet, and the adapter's few-step variant: the folder the
+    distill stage wrote) into `destination` (default: the package's embedded model).
 
     The base folder keeps only what `StableDiffusionPipeline.from_pretrained` needs; the model card
     (`destination/README.md`) is left as it is.
@@ -76,6 +77,12 @@ def export_default_model(
     pipe = StableDiffusionPipeline.from_pretrained(base_model, safety_checker=None, requires_safety_checker=False)
     pipe.save_pretrained(staging / "base")
     HarivoAdapter.from_pretrained(adapter).save_pretrained(staging / "adapter", include_projection_head=False)
+    if fast is not None:
+        from .loras import FAST_CONFIG, FAST_FOLDER
+
+        (staging / "adapter" / FAST_FOLDER).mkdir()
+        for name in (FAST_CONFIG, "pytorch_lora_weights.safetensors"):
+            shutil.copyfile(Path(fast) / name, staging / "adapter" / FAST_FOLDER / name)
     names = ["base", "adapter"]
     if controlnet is not None:
         from diffusers import ControlNetModel

@@ -181,13 +181,74 @@ def load_pipeline(
         ) from error
 
 
+def fast_variant(request: GenerateRequest) -> tuple[Path, dict] | None:
+    """
+    The few-step variant `--fast` asks for: its folder (a LoRA and `harivo_fast.json`) and what it was distilled for
+    (`num_inference_steps`, `scheduler`, `timestep_spacing`, `guidance_scale`), checked before any model loads.
+
+    Raises:
+        `ValueError`: One line: no variant there, or steps it was not distilled for.
+    """
+    from .defaults import default_model_paths
+    from .loras import FAST_CONFIG, FAST_FOLDER
+    from .pipelines.loading import has_component
+    from .request import FAST_OF_ADAPTER
+
+    if request.fast is None:
+        return None
+    if request.fast == FAST_OF_ADAPTER:
+        if request.adapter:
+            adapter = Path(request.adapter).expanduser()
+        elif request.base_model and has_component(Path(request.base_model), "adapter"):
+            adapter = Path(request.base_model) / "adapter"
+        else:  # the embedded adapter, also on a base model of the Shapes world (DreamBooth)
+            adapter = default_model_paths()[1]
+        folder = adapter / FAST_FOLDER
+        if not (folder / FAST_CONFIG).is_file():
+            raise ValueError(
+                f"--fast: the adapter {adapter} has no few-step variant ({folder} does not exist); distil one with"
+                " harivo train (stage: distill, e.g. configs/shapes/distill.yaml) and pass --fast OUTPUT_DIR/final."
+            )
+    else:
+        folder = Path(request.fast).expanduser()
+        if not (folder / FAST_CONFIG).is_file():
+            raise ValueError(
+                f"--fast {request.fast}: not a few-step variant (no {FAST_CONFIG} in it); harivo train with stage:"
+                " distill writes one into OUTPUT_DIR/final."
+            )
+    try:
+        variant = json.loads((folder / FAST_CONFIG).read_text(encoding="utf-8"))
+        steps = [int(step) for step in variant["num_inference_steps"]]
+        variant = {**variant, "num_inference_steps": steps}
+        for key in ("scheduler", "timestep_spacing", "guidance_scale"):
+            variant[key]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"--fast: {folder / FAST_CONFIG} is not readable ({type(error).__name__}: {error})."
+        ) from None
+    if request.steps is not None and request.steps not in steps:
+        raise ValueError(
+            f"--fast: {folder} was distilled for {' or '.join(map(str, steps))} steps; use --steps {steps[0]} or"
+            " leave --steps out."
+        )
+    return folder, variant
+
+
 def load_model(request: GenerateRequest, dtype: "torch.dtype"):
     """The pipeline of a request's model options (base model, adapter, ControlNets, LoRAs, IP-Adapter)."""
     loras = parse_loras(request.lora)
+    fast = fast_variant(request)
     pipe = load_pipeline(
         request.base_model, request.adapter, request.controlnets(), request.base_config,
         allow_pickle=request.allow_pickle, torch_dtype=dtype,
     )  # fmt: skip
+    if fast is not None:  # merged into the weights: the few-step model samples at the plain model's speed
+        try:
+            pipe.load_lora_weights(str(fast[0]), adapter_name="fast")
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ValueError(f"--fast {fast[0]}: {' '.join(str(error).split())}") from error
+        pipe.fuse_lora(components=["unet"], lora_scale=1.0, adapter_names=["fast"])
+        pipe.unload_lora_weights()
     apply_loras(pipe, loras, request.allow_pickle)
     if request.ip_adapter:
         weights = Path(request.ip_adapter).expanduser()
@@ -304,13 +365,17 @@ def generate(request: GenerateRequest, model: LoadedModel | None = None, on_step
     from .video_io import interrupts_deferred, save_video
 
     output = request.output or "out.mp4"
+    fast = fast_variant(request)
     inputs = read_inputs(request)
     device, dtype = runtime(request.device, request.dtype)
     loaded = (model or LoadedModel()).get(request, dtype)
-    recommended = loaded.adapter.sampling_defaults  # the sampler and steps the adapter was measured best with
-    steps = request.steps if request.steps is not None else recommended.get("num_inference_steps", 25)
+    # the sampler and steps the adapter was measured best with, or those its few-step variant was distilled for
+    recommended = loaded.adapter.sampling_defaults if fast is None else fast[1]
+    steps = request.steps if request.steps is not None else _first(recommended.get("num_inference_steps", 25))
     scheduler = request.scheduler or recommended.get("scheduler")
-    pipe = prepare_pipeline(task_pipeline(loaded, inputs), scheduler, device, request.timestep_spacing)
+    spacing = request.timestep_spacing or recommended.get("timestep_spacing")
+    guidance_scale = request.guidance_scale if fast is None else fast[1]["guidance_scale"]
+    pipe = prepare_pipeline(task_pipeline(loaded, inputs), scheduler, device, spacing)
     prompt = request.keyframes()
     for text in prompt.values() if isinstance(prompt, dict) else [prompt]:
         warn_truncated(pipe.tokenizer, text)
@@ -353,7 +418,7 @@ def generate(request: GenerateRequest, model: LoadedModel | None = None, on_step
         height=request.height,
         width=request.width,
         num_inference_steps=steps,
-        guidance_scale=request.guidance_scale,
+        guidance_scale=guidance_scale,
         guidance_rescale=guidance_rescale,
         eta=request.eta,
         mg_scale=request.mg_scale,
@@ -373,7 +438,8 @@ def generate(request: GenerateRequest, model: LoadedModel | None = None, on_step
     resolved = {
         "video": str(Path(output).resolve()), "frames": len(frames), "height": frames[0].height,
         "width": frames[0].width, "steps": steps, "scheduler": type(pipe.scheduler).__name__,
-        "guidance_rescale": guidance_rescale,
+        "guidance_scale": guidance_scale, "guidance_rescale": guidance_rescale,
+        **({"fast": str(fast[0].resolve())} if fast is not None else {}),
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "sampling_seconds": round(seconds, 2),
         "harivo": __version__, "torch": torch.__version__,
     }  # fmt: skip
@@ -383,6 +449,10 @@ def generate(request: GenerateRequest, model: LoadedModel | None = None, on_step
         write_settings(path, settings)
     print(f"Wrote {path} and its settings ({len(frames)} frames, {seconds:.1f} s of sampling on {device}).")
     return path
+
+
+def _first(steps):
+    return steps[0] if isinstance(steps, list) else steps
 
 
 class _DropNoise(logging.Filter):

@@ -7,6 +7,8 @@ from pathlib import Path
 from .loading import WEIGHT_SUFFIXES, looks_like_local_path
 
 MAX_LORA_SCALE = 10.0  # past it a LoRA only makes noise
+FAST_FOLDER = "fast"  # an adapter's few-step variant (a distilled LoRA), `--fast` without a folder
+FAST_CONFIG = "harivo_fast.json"  # beside a few-step LoRA: the steps and sampler it was distilled for
 
 
 def parse_loras(values: list[str] | None) -> list[tuple[str, float]]:

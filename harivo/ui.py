@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import USER_ERRORS
 from .generation import LoadedModel, generate, quiet_libraries, runtime
 from .loras import parse_loras
-from .request import SCHEDULER_NAMES, WINDOW_WEIGHTINGS, GenerateRequest
+from .request import FAST_OF_ADAPTER, SCHEDULER_NAMES, WINDOW_WEIGHTINGS, GenerateRequest
 from .settings import settings_path
 
 MODEL_DEFAULT = "the model's"
@@ -79,6 +79,10 @@ class Studio:
             options["negative_prompt"] = form["negative_prompt"]
         if form["scheduler"] and form["scheduler"] != MODEL_DEFAULT:
             options["scheduler"] = form["scheduler"]
+        if form.get("fast"):  # the few-step variant samples with its own steps and sampler, without guidance
+            for name in ("steps", "guidance_scale", "scheduler"):
+                options.pop(name, None)
+            options["fast"] = FAST_OF_ADAPTER
         if form["motion"] in MOTIONS:
             dx, dy = MOTIONS[form["motion"]]
             options["motion"] = [dx * form["speed"], dy * form["speed"]]
@@ -155,6 +159,11 @@ def build_app(studio: Studio):
                 with gr.Row():
                     frames = gr.Slider(1, 128, value=16, step=1, label="Frames", elem_id="frames")
                     steps = gr.Slider(1, 100, value=25, step=1, label="Steps", elem_id="steps")
+                    fast = gr.Checkbox(
+                        label="Fast: the model's few-step variant (4 steps, no guidance; steps, guidance and sampler"
+                        " ignored)",
+                        elem_id="fast",
+                    )  # fmt: skip
                 with gr.Row():
                     guidance = gr.Slider(1, 20, value=7.5, step=0.5, label="Guidance scale")
                     mg = gr.Slider(
@@ -233,7 +242,7 @@ def build_app(studio: Studio):
                     label="Settings (harivo generate --from this file makes it again)", language="json", max_lines=16
                 )
         inputs = {
-            "prompt": prompt, "negative_prompt": negative, "num_frames": frames, "steps": steps,
+            "prompt": prompt, "negative_prompt": negative, "num_frames": frames, "steps": steps, "fast": fast,
             "guidance_scale": guidance, "mg_scale": mg, "height": height, "width": width, "scheduler": scheduler,
             "seed": seed, "motion": motion, "speed": speed, "keyframes": keyframes, "video": video_in,
             "image": image_in, "strength": strength, "control": control, "control_frames": control_frames,

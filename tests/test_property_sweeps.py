@@ -282,3 +282,34 @@ def test_workflow_inputs_run_or_raise_one_line(pipe, name, workflow, data):
         finally:
             runner.disable_free_noise()
     assert torch.isfinite(video).all()
+
+
+DISTILL_VALUES = {
+    "distill.num_inference_steps": st.integers(-1, 5),
+    "distill.teacher_steps": st.integers(-1, 9),
+    "distill.teacher_guidance_scale": NUMBERS,
+    "distill.num_frames": st.integers(-1, 12),
+    "distill.lora_rank": st.integers(-1, 3),
+    "distill.num_trajectories": st.integers(-1, 3),
+}
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(name=st.sampled_from(sorted(DISTILL_VALUES)), data=st.data())
+def test_distillation_values_train_or_stop_with_one_line(base_dir, cli_adapter, tmp_path_factory, name, data):
+    value = data.draw(DISTILL_VALUES[name], label=name)
+    folder = tmp_path_factory.mktemp("distill-sweep")
+    overrides = ["stage=distill", f"distill.base_model={base_dir}", f"distill.adapter={cli_adapter}",
+                 f"output_dir={folder}", "max_steps=1", "batch_size=2", "checkpoint_every=1",
+                 "num_validation_samples=0", "distill.num_trajectories=2", "distill.num_frames=2",
+                 "distill.teacher_steps=4", "distill.num_inference_steps=2", "distill.lora_rank=2",
+                 "distill.prompts=[a red circle]", f"{name}={value}"]  # fmt: skip
+    with time_limit(120):
+        try:
+            Trainer(load_config(None, overrides)).train()
+        except ONE_LINE_ERRORS as error:
+            assert str(error) and "\n" not in str(error), repr(error)
+            return
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+    assert (folder / "final" / "harivo_fast.json").is_file()

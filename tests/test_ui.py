@@ -240,6 +240,8 @@ def test_the_power_user_controls_become_request_options(tmp_path):
     assert request.ip_adapter == str(weights) and request.ip_adapter_scale == 0.6
     assert request.ip_adapter_image.startswith(str(studio.output_dir / "inputs"))
     assert studio.request(form).ip_adapter is None  # no image: no IP-Adapter for this video
+    fast = studio.request({**form, "fast": True, "steps": 30, "guidance_scale": 3.0, "scheduler": "euler"})
+    assert (fast.fast, fast.steps, fast.guidance_scale, fast.scheduler) == ("adapter", None, 7.5, None)
 
 
 def test_clicks_in_one_second_with_one_seed_get_their_own_files(tmp_path):
@@ -257,7 +259,7 @@ def test_clicks_in_one_second_with_one_seed_get_their_own_files(tmp_path):
 
 
 GOOD_FORM = {
-    "prompt": "a large red circle moving right", "negative_prompt": "", "num_frames": 2, "steps": 1,
+    "prompt": "a large red circle moving right", "negative_prompt": "", "num_frames": 2, "steps": 1, "fast": False,
     "guidance_scale": 7.5, "mg_scale": 0, "height": 0, "width": 0, "scheduler": "the model's", "seed": 0,
     "motion": "from the prompt", "speed": 1, "keyframes": "", "video": None, "image": None, "strength": 0.8,
     "control": None, "control_frames": "", "motion_scale": 1, "pag_scale": 0, "free_init": 0, "context_length": 0,

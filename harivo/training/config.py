@@ -1,6 +1,7 @@
 """One typed configuration per training run: a YAML file plus `section.key=value` overrides.
 
-A run of any stage is a `TrainConfig`; the stage-specific section (`vae`, `t2i`, `harivo`, `controlnet` or `dreambooth`) holds the model
+A run of any stage is a `TrainConfig`; the stage-specific section (`vae`, `t2i`, `harivo`, `controlnet`, `dreambooth` or
+`distill`) holds the model
 and loss settings of that stage, the others are ignored. `harivo train --dry-run` prints the resolved config,
 and every run writes it into its folder as `config.yaml`.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-STAGES = ("vae", "t2i", "harivo", "controlnet", "dreambooth")
+STAGES = ("vae", "t2i", "harivo", "controlnet", "dreambooth", "distill")
 # Accelerate's trackers and the package each needs
 TRACKERS = {
     "tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "comet_ml", "aim": "aim", "mlflow": "mlflow",
@@ -111,6 +112,13 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "controlnet.motion_phrase_probability": (0, 1, False),
     "controlnet.validation_steps": (1, None, False),
     "controlnet.validation_guidance_scale": (0, None, False),
+    "distill.num_inference_steps": (1, None, False),
+    "distill.teacher_steps": (1, None, False),
+    "distill.teacher_guidance_scale": (0, None, False),
+    "distill.num_trajectories": (1, None, False),
+    "distill.trajectory_batch": (1, None, False),
+    "distill.num_frames": (1, None, False),
+    "distill.lora_rank": (1, None, False),
 }
 
 
@@ -323,8 +331,40 @@ class DreamBoothStageConfig:
 
 
 @dataclass
+class DistillStageConfig:
+    """Few-step distillation of a whole HARIVO video model [ours]: a LoRA on the video U-Net (its spatial and temporal
+    layers) that takes, in each of `num_inference_steps` deterministic DDIM steps ("trailing" timesteps, no
+    classifier-free guidance), the teacher's path through `teacher_steps` of its own sampling: its sampler, its
+    guidance, its temporal and motion-path windows, its mapping network's noise. The teacher's paths are computed once
+    before training, into `<output_dir>/trajectories` (resumable). The result loads with `--fast` / `--lora`."""
+
+    base_model: str = "outputs/shapes/t2i/final"  # the teacher's text-to-image model (diffusers folder or hub id)
+    adapter: str = "outputs/shapes/path_predictor/final"  # the teacher's HARIVO adapter (the Shapes recipe's last)
+    num_inference_steps: int = 4  # the student's steps; the teacher's must be a multiple of them
+    teacher_steps: int = 16
+    teacher_scheduler: str = "dpm-solver++"  # `harivo generate --scheduler` names
+    teacher_guidance_scale: float = 7.5
+    teacher_guidance_rescale: float | None = None  # default: what the base model's noise schedule wants
+    # What the teacher samples: these prompts, or one per line of `prompts_file`; neither: random Shapes-world
+    # captions (every shape, colour, background and direction, so textures and motion both)
+    prompts: tuple[str, ...] = ()
+    prompts_file: str | None = None
+    num_trajectories: int = 256
+    trajectory_batch: int = 8  # clips the teacher samples at once
+    num_frames: int = 16
+    lora_rank: int = 16
+    # every attention projection and feed-forward layer, spatial and temporal
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
+    validation_prompts: tuple[str, ...] = (
+        "a small red circle moving left on a plain black background",
+        "a large yellow star moving right on a striped black background",
+        "a large magenta triangle moving down on a checkered white background",
+    )
+
+
+@dataclass
 class TrainConfig:
-    stage: str = "harivo"  # "vae", "t2i", "harivo", "controlnet" or "dreambooth"
+    stage: str = "harivo"  # "vae", "t2i", "harivo", "controlnet", "dreambooth" or "distill"
     output_dir: str = "outputs/run"
     seed: int = 0
     max_steps: int = 1000
@@ -346,6 +386,7 @@ class TrainConfig:
     harivo: HarivoStageConfig = field(default_factory=HarivoStageConfig)
     controlnet: ControlNetStageConfig = field(default_factory=ControlNetStageConfig)
     dreambooth: DreamBoothStageConfig = field(default_factory=DreamBoothStageConfig)
+    distill: DistillStageConfig = field(default_factory=DistillStageConfig)
 
     def validate(self) -> None:
         if self.stage not in STAGES:
@@ -428,6 +469,8 @@ class TrainConfig:
                     )
         if self.stage == "dreambooth":
             self._validate_dreambooth()
+        if self.stage == "distill":
+            self._validate_distill()
         if self.t2i.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
                 f"t2i.prediction_type must be 'epsilon' or 'v_prediction', not {self.t2i.prediction_type!r}."
@@ -461,6 +504,27 @@ class TrainConfig:
             raise ValueError(f"dreambooth.prior_loss_weight must be at least 0, not {settings.prior_loss_weight}.")
         if settings.prior_loss_weight and settings.class_prompts and not settings.num_class_images:
             raise ValueError("dreambooth.num_class_images is 0 but class_prompts are set: give a number of images.")
+
+    def _validate_distill(self) -> None:
+        from ..schedulers import SCHEDULERS
+
+        settings = self.distill
+        if settings.teacher_steps % settings.num_inference_steps:
+            raise ValueError(
+                f"distill.teacher_steps ({settings.teacher_steps}) must be a multiple of distill.num_inference_steps"
+                f" ({settings.num_inference_steps}), so that every student step spans whole teacher steps."
+            )
+        if settings.teacher_scheduler not in SCHEDULERS:
+            raise ValueError(
+                f"distill.teacher_scheduler must be one of {', '.join(SCHEDULERS)}, not"
+                f" {settings.teacher_scheduler!r}."
+            )
+        if settings.prompts and settings.prompts_file:
+            raise ValueError("Set distill.prompts or distill.prompts_file, not both.")
+        if settings.prompts_file and not Path(settings.prompts_file).is_file():
+            raise ValueError(f"distill.prompts_file {settings.prompts_file!r} does not exist (one prompt per line).")
+        if not settings.lora_targets:
+            raise ValueError("distill.lora_targets is empty: name the layers the LoRA trains (e.g. to_q, to_k).")
 
     def _get(self, key: str) -> Any:
         value = self

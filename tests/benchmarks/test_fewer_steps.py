@@ -9,7 +9,7 @@ import where_style_is_lost
 
 
 def test_a_sampler_and_cache_row_leaves_the_models_pipeline_alone(tmp_path, monkeypatch):
-    row = "dpm-solver++, 15 steps, DeepCache every 3rd step"  # another sampler and the cache, on a pipeline of its own
+    row = "dpm-solver++, 15 steps, DeepCache every 2nd step"  # another sampler and the cache, on a pipeline of its own
     used = []
     run_row = where_style_is_lost.run_row
 

@@ -31,7 +31,7 @@ def resolve_base_model(path: str, key: str, accelerator: Accelerator) -> str:
     if local.exists():
         return path
     if (
-        key in ("harivo.base_model", "controlnet.base_model", "dreambooth.base_model")
+        key in ("harivo.base_model", "controlnet.base_model", "dreambooth.base_model", "distill.base_model")
         and path == HarivoStageConfig.base_model
     ):
         base, _ = default_model_paths()
