@@ -51,7 +51,14 @@ METRICS = {
 
 def main(argv: list[str] | None = None) -> dict:
     return where_style_is_lost.main(
-        argv, ROWS, "outputs/fewer_steps", METRICS, __doc__, prompts_per_group=4, seeds=(0, 1, 2)
+        argv,
+        ROWS,
+        "outputs/fewer_steps",
+        METRICS,
+        __doc__,
+        prompts_per_group=4,
+        seeds=(0, 1, 2),
+        publish_as="fewer_steps",
     )
 
 

@@ -71,7 +71,9 @@ def plot(rows: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    rows = where_style_is_lost.main(argv, ROWS, "outputs/mg_cost", METRICS, __doc__, prompts_per_group=4, seeds=(0, 1))
+    rows = where_style_is_lost.main(
+        argv, ROWS, "outputs/mg_cost", METRICS, __doc__, prompts_per_group=4, seeds=(0, 1), publish_as=None
+    )
     output = Path(argv[argv.index("--output") + 1]) if "--output" in argv else Path("outputs/mg_cost")
     plot(rows, output / "mg_cost.png")
     (output / "rows.json").write_text(json.dumps(rows))

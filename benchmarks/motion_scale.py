@@ -34,7 +34,7 @@ METRICS = {
 
 def main(argv: list[str] | None = None) -> dict:
     return where_style_is_lost.main(
-        argv, ROWS, "outputs/motion_scale", METRICS, __doc__, prompts_per_group=4, seeds=(0, 1)
+        argv, ROWS, "outputs/motion_scale", METRICS, __doc__, prompts_per_group=4, seeds=(0, 1), publish_as=None
     )
 
 

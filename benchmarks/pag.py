@@ -25,7 +25,9 @@ METRICS = {"fidelity": "higher", "fidelity_style": "higher", "motion_correct": "
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return where_style_is_lost.main(argv, ROWS, "outputs/pag", METRICS, __doc__, prompts_per_group=4, seeds=(0, 1))
+    return where_style_is_lost.main(
+        argv, ROWS, "outputs/pag", METRICS, __doc__, prompts_per_group=4, seeds=(0, 1), publish_as=None
+    )
 
 
 if __name__ == "__main__":

@@ -150,9 +150,10 @@ def main(
     description: str = __doc__,
     prompts_per_group: int = 6,
     seeds: tuple[int, ...] = (0, 1, 2),
+    publish_as: str | None = "where_style_is_lost",
 ) -> dict:
     """Sample, score and tabulate `rows` (each cached in `--output`; `seconds_per_clip` is each row's sampling time
-    over its clips)."""
+    over its clips). `--publish` writes the table into docs/results.md's block `publish_as` (None: refused)."""
     parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--base-model")
     parser.add_argument("--adapter")
@@ -166,6 +167,10 @@ def main(
     parser.add_argument("--publish", action="store_true", help="Also write the table into docs/results.md.")
     parser.add_argument("--output", default=output)
     args = parser.parse_args(argv)
+    if args.publish and publish_as is None:
+        parser.error(
+            "--publish: this benchmark's table has no block in docs/results.md (its numbers are in the model card)"
+        )
     if args.publish and args.quick:
         parser.error("--publish writes the full run's numbers into docs/results.md: drop --quick")
     if args.quick:
@@ -219,7 +224,7 @@ def main(
     (output / "results.json").write_text(json.dumps({"rows": rows, "prompts": groups, "settings": asdict(settings)}))
     print(table)
     if args.publish:
-        publish("where_style_is_lost", table)
+        publish(publish_as, table)
     return rows
 
 

@@ -152,13 +152,22 @@ def test_every_power_user_control_in_the_browser(app_with_lora_and_ip_adapter, b
     page.fill("#pag-scale input[type=number]", "0")
     page.keyboard.press("Tab")
     page.click("text=IP-Adapter: the look of an image")
-    page.fill("#ip-scale input[type=number]", "0.6")
-    page.keyboard.press("Tab")
     page.set_input_files("#ip-image input[type=file]", str(look))
     page.wait_for_selector("#ip-image img", timeout=30_000)
+    page.fill("#ip-scale input[type=number]", "0.6")  # after the upload, which may redraw the accordion
+    page.keyboard.press("Tab")
     options = generate_and_read_settings(page, app)["options"]
     assert options["ip_adapter"] and options["ip_adapter_scale"] == 0.6 and options["pag_scale"] == 0
     assert options["ip_adapter_image"].startswith(str(app.studio.output_dir))
+
+
+def test_the_fast_switch_samples_the_models_few_step_variant(app, browser):
+    page = open_page(browser, app)
+    fill(page, "a large red circle moving right on a plain black background", frames=6, steps=30, seed=2)
+    page.check("#fast input[type=checkbox]")
+    settings = generate_and_read_settings(page, app)
+    assert settings["options"]["fast"] == "adapter" and settings["options"]["steps"] is None
+    assert (settings["resolved"]["steps"], settings["resolved"]["guidance_scale"]) == (4, 1.0)
 
 
 def test_a_bad_input_shows_the_cli_error_in_the_page(app, browser):

@@ -100,3 +100,25 @@ def test_a_csv_that_is_not_utf8_names_the_file_and_line(tmp_path):
     path.write_bytes("videoid,name,path\n1,a red ball,a.mp4\n2,caf\xe9 scene,b.mp4\n".encode("latin-1"))
     with pytest.raises(ValueError, match=rf"{path} line 3 is not UTF-8 text \(byte 0xe9\)"):
         read_webvid_csv(path)
+
+
+def test_loader_workers_decode_after_the_parent_wrote_and_read_a_video(tmp_path):
+    """PyAV's shared RGB converter, made in the parent by writing and reading a video, has scaling threads that a
+    forked DataLoader worker does not have; decoding there must not wait for them (it hung before)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import numpy as np, torch
+from torch.utils.data import DataLoader, Dataset
+from harivo.data.webvid import decode_frames
+from harivo.video_io import save_video
+save_video(np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8), {str(tmp_path / "c.mp4")!r})
+decode_frames({str(tmp_path / "c.mp4")!r}, 4, 1)
+class Clips(Dataset):
+    def __len__(self): return 4
+    def __getitem__(self, i): return torch.from_numpy(decode_frames({str(tmp_path / "c.mp4")!r}, 4, 1))
+print(sum(len(b) for b in DataLoader(Clips(), batch_size=2, num_workers=2)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr

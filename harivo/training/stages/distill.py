@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDIMScheduler
 from torch.utils.data import Dataset
@@ -267,8 +266,10 @@ class DistillStage(Stage):
             prediction[rows] = predicted_clean_latents(
                 output, start[rows], alpha_t[rows], self.noise_scheduler.config.prediction_type
             )
-        loss = F.mse_loss(prediction, target)
-        return loss, {"total": loss.item()}
+        errors = (prediction - target).pow(2).flatten(1).mean(dim=1)
+        loss = errors.mean()
+        per_step = {f"step_{int(k)}": errors[steps == k].mean().item() for k in steps.unique()}
+        return loss, {**per_step, "total": loss.item()}
 
     def pipeline(self) -> HarivoPipeline:
         """The student: the video U-Net with the LoRA, DDIM with trailing timesteps."""
