@@ -6,7 +6,10 @@ import signal
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import PIL.Image
@@ -14,10 +17,12 @@ import PIL.ImageDraw
 import torch
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
-CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}  # else H.264 (imageio's default), which WebM cannot hold
+CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}  # else H.264, which WebM cannot hold
+CODEC_OPTIONS = {"libx264": {"crf": "18"}, "libvpx-vp9": {"crf": "30", "b:v": "0"}}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FrameInput = list[PIL.Image.Image] | np.ndarray | torch.Tensor
-# ffmpeg takes the metadata comment as one command-line argument, which Linux caps at 128 KiB
+# Past this a video's comment tag is left out: players and tag readers (and the ffmpeg command line, which Linux caps at
+# 128 KiB per argument) are not made for metadata this long
 MAX_COMMENT_BYTES = 100_000
 
 
@@ -102,7 +107,7 @@ def check_output_path(path: str | os.PathLike, fps: int = 8) -> Path:
 
 def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8, comment: str | None = None) -> Path:
     """
-    Write frames to `.mp4` (or another ffmpeg container: `.webm`, `.mov`, `.mkv`, `.avi`) or `.gif`.
+    Write frames to `.mp4` (or another container: `.webm`, `.mov`, `.mkv`, `.avi`) or `.gif`.
 
     The file is written under a unique temporary name in the same folder and renamed at the end, so an interrupted
     write never leaves a truncated video at `path`, and concurrent writers to one path each leave a complete video.
@@ -120,7 +125,7 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8, commen
     """
     path = check_output_path(path, fps)
     suffix = path.suffix.lower()
-    images = to_pil_frames(frames)
+    array = to_numpy_frames(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
     os.close(handle)
@@ -130,32 +135,69 @@ def save_video(frames: FrameInput, path: str | os.PathLike, fps: int = 8, commen
         os.umask(umask)
         partial.chmod(0o666 & ~umask)  # what a plain open() would give, not mkstemp's owner-only mode
         if suffix == ".gif":
+            images = to_pil_frames(array)
             images[0].save(
                 partial, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0, optimize=False,
                 comment=(comment or "").encode(),
             )  # fmt: skip
         else:
-            import imageio.v2 as imageio
-
             if comment and len(comment.encode()) > MAX_COMMENT_BYTES:
                 warnings.warn(
-                    f"The comment ({len(comment.encode())} bytes) is longer than a video's metadata can take from"
-                    f" ffmpeg ({MAX_COMMENT_BYTES}); {path.name} is written without it.",
+                    f"The comment ({len(comment.encode())} bytes) is longer than a video's metadata should hold"
+                    f" ({MAX_COMMENT_BYTES}); {path.name} is written without it.",
                     stacklevel=2,
                 )
                 comment = None
-            metadata = ["-metadata", f"comment={comment}"] if comment else None
-            # macro_block_size=1 keeps the exact size (small Shapes-world frames are not multiples of 16)
-            with imageio.get_writer(
-                partial, fps=fps, codec=CODECS.get(suffix, "libx264"), quality=5.0, macro_block_size=1,
-                output_params=metadata, format="FFMPEG",
-            ) as writer:  # fmt: skip
-                for image in images:
-                    writer.append_data(np.asarray(image))
+            encode_video(array, partial, fps=fps, codec=CODECS.get(suffix, "libx264"), comment=comment)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def encode_video(
+    frames: np.ndarray,
+    file: str | os.PathLike | BinaryIO,
+    fps: float = 8,
+    codec: str = "libx264",
+    comment: str | None = None,
+    format: str | None = None,
+) -> None:
+    """
+    Encode `(F, H, W, 3)` `uint8` frames into `file` (a path, whose suffix picks the container, or a binary file
+    object with `format`, e.g. `"mp4"`) with PyAV, in this process: an ffmpeg subprocess would fork, and a fork of a
+    threaded process (a web server, a data loader) can hang in the child. Even sizes are encoded as 4:2:0 (what every
+    player plays), odd ones as 4:4:4 where the codec has it, so no pixel is cropped.
+    """
+    import av
+
+    target = str(file) if isinstance(file, str | os.PathLike) else file
+    with av.open(target, "w", format=format) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width = frames.shape[1:3]
+        even = frames.shape[1] % 2 == 0 and frames.shape[2] % 2 == 0
+        stream.pix_fmt = "yuv420p" if even or codec == "mpeg4" else "yuv444p"
+        stream.options = CODEC_OPTIONS.get(codec, {})
+        if comment:
+            container.metadata["comment"] = comment
+        for array in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+        container.mux(stream.encode())
+
+
+def rgb_frames(container, stream) -> Iterator:
+    """
+    The decoded frames of `stream` (of the PyAV input `container`) as RGB (`rgb24`) `av.VideoFrame`s, converted by a converter of this call's own.
+
+    PyAV's `to_ndarray` / `to_image` convert with one shared converter per thread, which keeps scaling threads alive
+    with it; a process forked later (a data loader's worker, a subprocess started with `preexec_fn`) inherits the
+    converter but not its threads, and hangs for ever when it frees it.
+    """
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+    for frame in container.decode(stream):
+        yield reformatter.reformat(frame, format="rgb24")
 
 
 def read_video_comment(path: str | os.PathLike) -> str | None:
@@ -269,9 +311,9 @@ def read_frames(path: str | os.PathLike, budget: int | None = None) -> list[PIL.
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             check_input_size(path, max(stream.frames, 1), width, height, budget)
-            for frame in container.decode(stream):
+            for frame in rgb_frames(container, stream):
                 check_input_size(path, len(frames) + 1, frame.width, frame.height, budget)
-                frames.append(frame.to_image().convert("RGB"))
+                frames.append(PIL.Image.fromarray(frame.to_ndarray()))
     except (av.error.FFmpegError, IndexError) as error:
         raise ValueError(f"{path} is not a readable video ({_reason(error)}).") from None
     if not frames:

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import imageio.v3 as iio
 import numpy as np
 import PIL.Image
@@ -61,3 +64,23 @@ def test_contact_sheet_long_exposure_is_the_mean_of_every_frame():
     np.testing.assert_array_equal(pixels[:, :24], np.asarray(plain))  # the frames shown are unchanged
     # the streak: the path's pixels are lit in the exposure, partly, and the rows above it are not
     assert pixels[2, 26 + 3].max() == 80 and pixels[0, 26:].max() == 0
+
+
+def test_a_threaded_server_reads_and_writes_videos_without_hanging_a_fork(tmp_path):
+    """
+    The web UI's hang: a worker thread read an uploaded video (PyAV's per-thread converter keeps scaling threads), then
+    another thread wrote a video through an ffmpeg subprocess started with `preexec_fn`; the forked child freed the
+    converter of the first thread and waited for ever for threads it does not have. Reading now converts with its
+    own converter and writing encodes in this process; any fork of such a process stays safe.
+    """
+    code = (
+        "import os, subprocess, threading\nimport numpy as np\nfrom harivo.video_io import read_frames, save_video\n"
+        "save_video(np.zeros((4, 16, 16, 3), np.uint8), 'in.mp4')\nread = threading.Event()\n"
+        "def worker():\n    read_frames('in.mp4')\n    read.set()\n    threading.Event().wait()  # alive, as a server's\n"
+        "threading.Thread(target=worker, daemon=True).start()\nread.wait()\n"
+        "subprocess.run(['true'], preexec_fn=os.setpgrp, check=True)\n"
+        "threading.Thread(target=save_video, args=(np.zeros((4, 16, 16, 3), np.uint8), 'out.mp4')).start()\n"
+    )  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert iio.imread(tmp_path / "out.mp4", index=None).shape == (4, 16, 16, 3)

@@ -28,6 +28,7 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import ShardError
+from ..video_io import encode_video
 from .webvid import VIDEO_EXTENSIONS, decode_clip, model_pixels
 
 VIDEO_KEYS = tuple(suffix.lstrip(".") for suffix in VIDEO_EXTENSIONS)
@@ -275,17 +276,8 @@ def _reason(error: Exception, url: str) -> str:
 
 def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:
     """`(F, H, W, 3)` `uint8` frames as H.264 mp4 bytes (in memory)."""
-    import av
-
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for array in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-        container.mux(stream.encode())
+    encode_video(frames, buffer, fps=fps, format="mp4")
     return buffer.getvalue()
 
 

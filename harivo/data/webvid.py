@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
+from ..video_io import rgb_frames
+
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 
 
@@ -87,21 +89,16 @@ def decode_frames(
     """Decode frames `start, start + stride, ...` (`num_frames` of them; with `at_least`, as many as there are, up to
     `num_frames`) of a video file or of an open binary file (a video held in memory) as `(F, H, W, 3)` `uint8`."""
     import av
-    from av.video.reformatter import VideoReformatter
 
     wanted = set(range(start, start + num_frames * stride, stride))
     last = max(wanted)
     frames = []
-    # This call's own converter to RGB: PyAV's shared one (per thread) may have been made before a fork, e.g. by a
-    # video written before a DataLoader's workers start, and its scaling threads do not exist in the worker, which
-    # then waits for them forever.
-    reformatter = VideoReformatter()
     with av.open(str(source) if isinstance(source, str | os.PathLike) else source) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
+        for index, frame in enumerate(rgb_frames(container, stream)):  # not PyAV's per-thread converter: see there
             if index in wanted:
-                frames.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
+                frames.append(frame.to_ndarray())
             if index >= last:
                 break
     if len(frames) < (num_frames if at_least is None else at_least):
