@@ -146,7 +146,16 @@ def default_pipeline():
     return pipe
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "euler", "dpm-solver++", "unipc"])
+# Every sampler with both of MG's gradients (where the clamped last step acts), every energy with at least two samplers
+MG_SETTINGS_OF_SAMPLER = {
+    "ddim": [MG_SETTINGS[0], MG_SETTINGS[3], MG_SETTINGS[4]],
+    "euler": [MG_SETTINGS[2], MG_SETTINGS[1]],
+    "dpm-solver++": [MG_SETTINGS[0], MG_SETTINGS[4]],
+    "unipc": [MG_SETTINGS[2], MG_SETTINGS[3]],
+}
+
+
+@pytest.mark.parametrize("sampler", sorted(MG_SETTINGS_OF_SAMPLER))
 def test_mg_on_every_step_draws_the_prompt_with_every_offered_sampler(default_pipeline, sampler):
     """MG over the whole schedule, as the README recommends, must not break the clip with any sampler the CLI offers.
 
@@ -164,7 +173,7 @@ def test_mg_on_every_step_draws_the_prompt_with_every_offered_sampler(default_pi
     scene = ShapeScene.from_caption(prompt)
     try:
         pipe.scheduler = make_scheduler(sampler, base)
-        for energy, gradient in MG_SETTINGS:
+        for energy, gradient in MG_SETTINGS_OF_SAMPLER[sampler]:
             for mg_scale in (40.0,):
                 frames = pipe(
                     prompt, num_frames=8, num_inference_steps=10, mg_scale=mg_scale, mg_window=(0.0, 1.0),
