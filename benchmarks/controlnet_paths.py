@@ -52,6 +52,15 @@ ROWS = {
     "T2I + ControlNet frame by frame, keyframes only": {"frame_by_frame": True, "keyframes": True},
     "HARIVO + the ControlNet twice (0.5 + 0.5)": {"twice": True, "adapter": "twice"},
     "AnimateDiff recipe + ControlNet": {"adapter": "animatediff"},
+    # Twice --num-frames, in long-video windows of --num-frames (stride a quarter of it): each window's ControlNet
+    # reads its own frames' conditions
+    "HARIVO + ControlNet, twice as long in windows": {"long": True},
+    "HARIVO + ControlNet, keyframes only, twice as long in windows": {"keyframes": True, "long": True},
+    "HARIVO + ControlNet, keyframes + path from control, twice as long in windows": {
+        "keyframes": True,
+        "motion_path": "control",
+        "long": True,
+    },
 }
 # What docs/results.md's table ran (about 50 min on 2 CPU cores, 25 of them training the AnimateDiff-recipe adapter)
 DEFAULT_PATHS = ["diagonal", "arc", "zig-zag", "fast up-left"]
@@ -86,6 +95,11 @@ def cases(args) -> list[tuple[str, str, str]]:
     return [(g, p, path) for g, prompts in PROMPTS.items() for p in prompts for path in args.paths]
 
 
+def row_frames(name: str, args) -> int:
+    """The frames of a row's clips: twice `--num-frames` for the long-video rows."""
+    return args.num_frames * (2 if ROWS[name].get("long") else 1)
+
+
 def controlled_frames(name: str, num_frames: int) -> list[int]:
     return [0, num_frames - 1] if ROWS[name].get("keyframes") else list(range(num_frames))
 
@@ -93,24 +107,27 @@ def controlled_frames(name: str, num_frames: int) -> list[int]:
 def run_row(pipe, name: str, args) -> tuple[np.ndarray, float]:
     """`(clips (calls * seeds, F, H, W, 3) uint8, seconds per clip)` of one row."""
     options = dict(ROWS[name])
-    for key in ("adapter", "keyframes", "frame_by_frame", "twice"):
+    for key in ("adapter", "keyframes", "frame_by_frame", "twice", "long"):
         options.pop(key, None)
-    controlled = controlled_frames(name, args.num_frames)
+    num_frames = row_frames(name, args)
+    controlled = controlled_frames(name, num_frames)
     clips, elapsed = [], 0.0
     for _, prompt, path_name in cases(args):
         scene = ShapeScene.from_caption(prompt)
-        conditions = silhouette_clip(scene, control_path(path_name, args.num_frames))[controlled]
+        conditions = silhouette_clip(scene, control_path(path_name, num_frames))[controlled]
         kwargs = {"conditioning_frames": conditions, **options}
         if ROWS[name].get("keyframes"):
             kwargs["controlnet_frame_indices"] = controlled
         if ROWS[name].get("twice"):
             kwargs.update(conditioning_frames=[conditions, conditions], controlnet_conditioning_scale=[0.5, 0.5])
         bypass = pipe.video_unet.temporal_layers_disabled() if ROWS[name].get("frame_by_frame") else None
+        if ROWS[name].get("long"):
+            pipe.enable_free_noise(context_length=args.num_frames, context_stride=max(args.num_frames // 4, 1))
         start = time.perf_counter()
         with bypass or contextlib.nullcontext():
             frames = pipe(
                 [prompt] * len(args.seeds),
-                num_frames=args.num_frames,
+                num_frames=num_frames,
                 num_inference_steps=args.steps,
                 guidance_rescale=default_guidance_rescale(pipe.scheduler),
                 generator=[torch.Generator().manual_seed(seed) for seed in args.seeds],
@@ -118,6 +135,7 @@ def run_row(pipe, name: str, args) -> tuple[np.ndarray, float]:
                 **kwargs,
             ).frames
         elapsed += time.perf_counter() - start
+        pipe.disable_free_noise()
         clips += [(np.asarray(video) * 255).round().clip(0, 255).astype(np.uint8) for video in frames]
     return np.stack(clips), elapsed / len(clips)
 
@@ -125,13 +143,14 @@ def run_row(pipe, name: str, args) -> tuple[np.ndarray, float]:
 def score_row(clips: np.ndarray, name: str, args) -> dict:
     """Mean scores per prompt group. With keyframes only, the path to follow is the straight line between the two
     keyframes' silhouettes (all that two frames say); otherwise the path the silhouettes were drawn along."""
-    controlled = controlled_frames(name, args.num_frames)
+    num_frames = row_frames(name, args)
+    controlled = controlled_frames(name, num_frames)
     keyframes = bool(ROWS[name].get("keyframes"))
     scores = {group: [] for group in PROMPTS}
     for index, (group, prompt, path_name) in enumerate(cases(args)):
-        centers = control_path(path_name, args.num_frames)
+        centers = control_path(path_name, num_frames)
         if keyframes:
-            progress = np.linspace(0.0, 1.0, args.num_frames)[:, None]
+            progress = np.linspace(0.0, 1.0, num_frames)[:, None]
             centers = centers[0] + progress * (centers[-1] - centers[0])
         scene = ShapeScene.from_caption(prompt)
         for clip in clips[index * len(args.seeds) : (index + 1) * len(args.seeds)]:
@@ -179,7 +198,7 @@ def figure(output: Path, args, rows: dict) -> None:
     labels = [f"condition: {path_name} ({prompt})"]
     for name in args.rows:
         clips = np.load(row_file(output, name, ".npz"))["clips"]
-        videos.append(clips[position])
+        videos.append(clips[position][:: row_frames(name, args) // args.num_frames])  # a long clip: every other frame
         labels.append(name)
     contact_sheet(videos, labels, scale=2).save(output / "figure.png")
 

@@ -376,6 +376,10 @@ def test_generate_with_a_controlnet_on_every_frame_or_keyframes(base_dir, adapte
     keys = _condition_folder(tmp_path / "keys", 2)
     main([*common, "--control", str(keys), "--control-frames", "0,3", "--control-path", "-o", str(tmp_path / "k.gif")])
     assert iio.imread(tmp_path / "k.gif", index=None).shape == (4, 16, 16, 3)
+    # Keyframes of a video longer than a window: each window's net reads the conditions of its own frames
+    longer = [*common[:7], "8", *common[8:], "--context-length", "4"]
+    main([*longer, "--control", str(keys), "--control-frames", "0,7", "--control-path", "-o", str(tmp_path / "l.gif")])
+    assert iio.imread(tmp_path / "l.gif", index=None).shape == (8, 16, 16, 3)
     # A video file works as the condition too, and two nets take one --control each
     iio.imwrite(tmp_path / "masks.mp4", iio.imread(tmp_path / "dense.gif", index=None), fps=8, macro_block_size=1)
     main([*common, "--controlnet", str(controlnet_path), "--control", str(dense), "--control",

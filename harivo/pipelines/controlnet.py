@@ -7,7 +7,7 @@ frames get none and follow from the temporal layers.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,26 @@ class ControlInputs:
             return images.expand(videos, *images.shape[1:])
         per_half = images.repeat_interleave(self.videos_per_prompt, 0)
         return per_half.repeat(videos // per_half.shape[0], *([1] * (images.ndim - 1)))
+
+
+def in_window(control: ControlInputs, frames: Sequence[int]) -> ControlInputs | None:
+    """
+    The controls of one long-video window `frames` (the clip's frame numbers, in the window's order; a loop's window
+    wraps past the last frame): the controlled frames inside it, numbered by their place in the window, so each
+    window's nets see the conditions of its own frames [ours]. `None` where the window holds no controlled frame
+    (it gets no residual, as an uncontrolled frame of a short clip gets none from an image ControlNet).
+    """
+    place = {frame: position for position, frame in enumerate(frames)}
+    kept = sorted(
+        (k for k, frame in enumerate(control.frame_indices) if frame in place),
+        key=lambda k: place[control.frame_indices[k]],
+    )
+    if not kept:
+        return None
+    return replace(
+        control, images=[images[:, kept] for images in control.images],
+        frame_indices=[place[control.frame_indices[k]] for k in kept], num_frames=len(place),
+    )  # fmt: skip
 
 
 def as_multi(controlnet: Any) -> MultiControlNetModel | ControlNetModel:

@@ -257,7 +257,7 @@ class HarivoPipeline(
                 self._motion_scaling.frames = frames  # a per-frame scale reads this window's frames
             if frames is not None and text.ndim == 4:
                 text = text[:, list(frames)]  # a loop's window may wrap past the last frame
-            residuals = self._unet_residuals(sample, t, text)
+            residuals = self._unet_residuals(sample, t, text, frames)
             return self.video_unet(
                 sample, t, text, cross_attention_kwargs=cross_attention_kwargs,
                 added_cond_kwargs=self._added_cond_kwargs, **residuals,
@@ -292,9 +292,10 @@ class HarivoPipeline(
 
     # The extension points of the denoising loop; the ControlNet, video-to-video and image-to-video pipelines fill
     # them in for one call.
-    def _unet_residuals(self, model_input, t, prompt_embeds) -> dict[str, Any]:
+    def _unet_residuals(self, model_input, t, prompt_embeds, frames=None) -> dict[str, Any]:
         """Extra inputs of the video U-Net for `model_input` `(B, C, F, h, w)` at the current step
-        (`self._step_index`), e.g. ControlNet residuals; none in plain text-to-video."""
+        (`self._step_index`), e.g. ControlNet residuals; none in plain text-to-video. `frames`: the clip's frames
+        `model_input` holds in a long video's window (`None`: the whole clip)."""
         return {}
 
     def _reads_predicted_path(self) -> bool:

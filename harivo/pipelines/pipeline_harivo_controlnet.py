@@ -109,11 +109,14 @@ class HarivoControlNetPipeline(HarivoPipeline):
         kwargs["controlnet"] = _load_controlnets(controlnet, allow_pickle, kwargs)
         return super().from_single_file(pretrained_model_link_or_path, adapter, allow_pickle=allow_pickle, **kwargs)
 
-    def _unet_residuals(self, model_input, t, prompt_embeds) -> dict[str, Any]:
-        if self._control is None:
+    def _unet_residuals(self, model_input, t, prompt_embeds, frames=None) -> dict[str, Any]:
+        inputs = self._control
+        if inputs is not None and frames is not None:  # a long video's window: its own frames' conditions
+            inputs = control.in_window(inputs, list(frames))
+        if inputs is None:
             return {}
         return control.control_residuals(
-            self.controlnet, self._control, model_input, t, prompt_embeds, self._step_index, self.num_timesteps,
+            self.controlnet, inputs, model_input, t, prompt_embeds, self._step_index, self.num_timesteps,
             self.do_classifier_free_guidance,
         )  # fmt: skip
 
@@ -163,15 +166,6 @@ class HarivoControlNetPipeline(HarivoPipeline):
                 " `HarivoControlNetPipeline.from_pretrained(base_model, adapter=..., controlnet=...)`."
             )
         control.check_controlnet(self.controlnet, self.video_unet.config)
-        if (
-            self.free_noise_enabled
-            and isinstance(call["num_frames"], int)
-            and call["num_frames"] > (self._free_noise.context_length)
-        ):
-            raise ValueError(
-                "ControlNets do not run in FreeNoise windows yet: generate at most `context_length`"
-                f" ({self._free_noise.context_length}) frames, or call `pipe.disable_free_noise()`."
-            )
         height, width = self._video_size(call["height"], call["width"])
         inputs = control.prepare_control(
             self.controlnet, conditioning_frames, controlnet_frame_indices, controlnet_conditioning_scale,

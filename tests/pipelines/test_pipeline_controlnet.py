@@ -9,7 +9,7 @@ from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from harivo import HarivoControlNetPipeline, HarivoPipeline
 from harivo.models import HarivoAdapter
-from harivo.pipelines.controlnet import ControlInputs, control_residuals, path_from_conditions
+from harivo.pipelines.controlnet import ControlInputs, control_residuals, in_window, path_from_conditions
 from harivo.utils.tiny import tiny_unet
 from tests.helpers import randomize_temporal_layers
 
@@ -307,3 +307,29 @@ def test_control_composes_with_mg_sampling_and_a_given_path(pipes, conditions):
     path = torch.arange(4)[:, None] * torch.tensor([1.0, 0.0])
     along = run(pipe, conditioning_frames=conditions, motion_path=path, motion_path_mask="frame")
     assert (along - controlled).abs().max() > 1e-4
+
+
+def test_controls_run_inside_long_video_windows(pipes):
+    """Each window's nets see the conditions of its own frames: with the frames independent (an empty temporal window)
+    and the same noise, a windowed call is the one-pass call, every frame controlled or keyframes only."""
+    pipe, plain = pipes
+    long = {"num_frames": 8, "temporal_window": (0.0, 0.0)}
+    conditions = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    for frames in ([0, 1, 2, 3, 4, 5, 6, 7], [0, 7]):
+        controls = {"conditioning_frames": conditions[frames], "controlnet_frame_indices": frames}
+        whole = run(pipe, **long, **controls)
+        pipe.enable_free_noise(context_length=4, context_stride=2, noise_type="random")
+        try:
+            windowed = run(pipe, **long, **controls)
+        finally:
+            pipe.disable_free_noise()
+        torch.testing.assert_close(windowed, whole, atol=1e-5, rtol=0)
+    assert (run(plain, **long) - whole).abs().amax() > 1e-3  # the keyframes' control acts
+
+
+def test_a_window_holds_the_controlled_frames_inside_it_numbered_by_their_place():
+    inputs = ControlInputs([torch.arange(3.0).view(1, 3, 1, 1, 1)], [0, 5, 7], 8, [1.0], [0.0], [1.0], False)
+    window = in_window(inputs, [6, 7, 0, 1])  # a loop's window wraps past the last frame
+    assert window.frame_indices == [1, 2] and window.num_frames == 4
+    assert window.images[0].flatten().tolist() == [2.0, 0.0]  # frames 7 and 0
+    assert in_window(inputs, range(1, 5)) is None  # no controlled frame: no residual
