@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .loading import WEIGHT_SUFFIXES
-from .loras import apply_loras, parse_loras, set_lora_scales
+from .loras import apply_loras, carried_motion_path, parse_loras, set_lora_scales
 from .request import GenerateRequest
 
 if TYPE_CHECKING:
@@ -388,12 +388,6 @@ def generate(request: GenerateRequest, model: LoadedModel | None = None, on_step
     pipe.memory_check = not request.skip_memory_check
     num_frames = inputs.pop("num_frames")
     enable_windows(pipe, request, num_frames)
-    window = pipe.free_noise_settings.context_length if pipe.free_noise_enabled else None
-    if request.control and window is not None and num_frames > window:
-        raise ValueError(
-            f"--control works on at most {window} frames (one window of the temporal layers) for now; lower"
-            f" --num-frames to {window}."
-        )
     if request.free_init is not None:
         try:
             pipe.enable_free_init(num_iters=request.free_init)
@@ -405,6 +399,10 @@ def generate(request: GenerateRequest, model: LoadedModel | None = None, on_step
         inputs["motion_path"] = torch.arange(max(num_frames, 1))[:, None] * torch.tensor(request.motion)
     elif request.follows_control_path():
         inputs["motion_path"] = "control"
+    elif "motion_path" not in inputs and not request.control:  # a motion LoRA's own path, unless told another
+        carried = carried_motion_path(request.lora, num_frames)
+        if carried is not None:
+            inputs["motion_path"] = carried
     guidance_rescale = guidance_rescale_for(request.guidance_rescale, pipe.scheduler)
     if on_step is not None:
         inputs["callback_on_step_end"] = lambda call, step, timestep, tensors: (

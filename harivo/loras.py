@@ -9,6 +9,7 @@ from .loading import WEIGHT_SUFFIXES, looks_like_local_path
 MAX_LORA_SCALE = 10.0  # past it a LoRA only makes noise
 FAST_FOLDER = "fast"  # an adapter's few-step variant (a distilled LoRA), `--fast` without a folder
 FAST_CONFIG = "harivo_fast.json"  # beside a few-step LoRA: the steps and sampler it was distilled for
+MOTION_CONFIG = "harivo_motion.json"  # beside a motion LoRA: the motion path of the clips it learned from
 
 
 def parse_loras(values: list[str] | None) -> list[tuple[str, float]]:
@@ -65,3 +66,42 @@ def set_lora_scales(pipe, loras: list[tuple[str, float]]) -> None:
     if loras:
         names = [f"lora_{index}" for index in range(len(loras))]
         pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+
+
+def carried_motion_path(values: list[str] | None, num_frames: int):
+    """
+    The motion path a motion LoRA among `--lora` values carries (`harivo_motion.json` beside its weights, written by
+    the motion_lora stage), fitted to `num_frames`: its first frames, or continued at its mean velocity past its end.
+    `None` when none carries one; two that do are a one-line `ValueError`.
+
+    Returns:
+        `torch.Tensor` or `None`: `(num_frames, 2)` offsets from the first frame in latent pixels.
+    """
+    import json
+
+    import torch
+
+    carried = []
+    for path, _ in parse_loras(values):
+        folder = Path(path).expanduser()
+        folder = folder if folder.is_dir() else folder.parent
+        if (folder / MOTION_CONFIG).is_file():
+            try:
+                steps = torch.tensor(json.loads((folder / MOTION_CONFIG).read_text(encoding="utf-8"))["motion_path"])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"--lora {path}: {MOTION_CONFIG} is not readable ({error}).") from None
+            if steps.ndim != 2 or steps.shape[1] != 2 or len(steps) < 2:
+                raise ValueError(f"--lora {path}: {MOTION_CONFIG} holds no motion path of (x, y) offsets per frame.")
+            carried.append((path, steps.float()))
+    if len(carried) > 1:
+        raise ValueError(
+            f"--lora {carried[0][0]} and {carried[1][0]} both carry a motion path; choose one with --motion DX DY."
+        )
+    if not carried:
+        return None
+    steps = carried[0][1]
+    if num_frames <= len(steps):
+        return steps[:num_frames]
+    velocity = (steps[-1] - steps[0]) / (len(steps) - 1)
+    more = steps[-1] + torch.arange(1, num_frames - len(steps) + 1)[:, None] * velocity
+    return torch.cat([steps, more])

@@ -1,10 +1,12 @@
 """Property-based sweeps: every numeric input of the pipeline, the CLI and the training config either runs or ends
 with a one-line error, and nothing hangs (each example runs under an alarm)."""
 
+import json
 import math
 import signal
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState
@@ -312,3 +314,42 @@ def test_distillation_values_train_or_stop_with_one_line(base_dir, cli_adapter, 
                  "distill.prompts=[a red circle]", f"{name}={value}"]  # fmt: skip
     if trains_or_stops_with_one_line(overrides):
         assert (folder / "final" / "harivo_fast.json").is_file()
+
+
+MOTION_LORA_VALUES = {
+    "motion_lora.num_frames": st.integers(-1, 6),
+    "motion_lora.lora_rank": st.integers(-1, 3),
+    "motion_lora.spatial_lora_rank": st.integers(-1, 3),
+    "motion_lora.spatial_loss_weight": NUMBERS,
+    "motion_lora.max_videos": st.integers(-1, 2),
+    "motion_lora.prompt": st.text(max_size=8),
+}
+
+
+@pytest.fixture(scope="module")
+def reference_clips(tmp_path_factory):
+    from harivo.video_io import save_video
+
+    folder = tmp_path_factory.mktemp("motion-clips")
+    for index in range(2):
+        frames = np.zeros((5, 16, 16, 3), np.uint8)
+        for t in range(5):
+            frames[t, 4 + t : 8 + t, 4 + t : 8 + t] = (220, 40, 40)
+        save_video(frames, folder / f"clip{index}.mp4")
+    (folder / "clip0.txt").write_text("a small red circle")
+    return folder
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(name=st.sampled_from(sorted(MOTION_LORA_VALUES)), data=st.data())
+def test_motion_lora_values_train_or_stop_with_one_line(
+    base_dir, cli_adapter, reference_clips, tmp_path_factory, name, data
+):
+    value = data.draw(MOTION_LORA_VALUES[name], label=name)
+    folder = tmp_path_factory.mktemp("motion-lora-sweep")
+    overrides = ["stage=motion_lora", f"motion_lora.base_model={base_dir}", f"motion_lora.adapter={cli_adapter}",
+                 f"motion_lora.videos={reference_clips}", f"output_dir={folder}", "max_steps=1", "batch_size=2",
+                 "checkpoint_every=1", "num_validation_samples=0", "data.resolution=16", "motion_lora.num_frames=4",
+                 "motion_lora.lora_rank=2", "motion_lora.prompt=a red circle", f"{name}={json.dumps(value)}"]  # fmt: skip
+    if trains_or_stops_with_one_line(overrides):
+        assert (folder / "final" / "harivo_motion.json").is_file()

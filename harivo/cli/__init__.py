@@ -1,5 +1,5 @@
-"""Command line: `harivo generate`, `ui`, `train`, `precompute`, `dreambooth`, `eval` and `eval-videos`, a module per
-command (or pair of commands). The CLI parses and prints; what a video request means lives in `harivo.request` and
+"""Command line: `harivo generate`, `ui`, `train`, `precompute`, `dreambooth`, `motion-lora`, `eval` and
+`eval-videos`, a module per command (or pair of commands). The CLI parses and prints; what a video request means lives in `harivo.request` and
 `harivo.generation`, what training does in `harivo.training`."""
 
 import argparse

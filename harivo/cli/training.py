@@ -1,4 +1,5 @@
-"""`harivo train`, `harivo precompute` and `harivo dreambooth`: training from a YAML config or from flags."""
+"""`harivo train`, `harivo precompute`, `harivo dreambooth` and `harivo motion-lora`: training from a YAML config or
+from flags."""
 
 import argparse
 import json
@@ -48,6 +49,33 @@ def add_commands(commands) -> None:
 
     booth.set_defaults(run=dreambooth)
 
+    motion = commands.add_parser(
+        "motion-lora",
+        help="Learn a motion from 1-5 reference clips as a LoRA on the temporal layers (MotionDirector); the result"
+        " loads with --lora and moves other subjects that way.",
+    )
+    motion.add_argument(
+        "--videos", required=True, metavar="DIR", help="Folder of 1-5 clips of the motion (<clip>.txt: its caption)."
+    )
+    motion.add_argument("--prompt", default="", help="Caption of the clips without a .txt, e.g. 'a red circle'.")
+    motion.add_argument(
+        "--base-model", help="The text-to-image model: diffusers folder or hub id (default: the embedded Shapes base)."
+    )
+    motion.add_argument("--adapter", help="The HARIVO adapter the LoRA is for (default: the embedded one).")
+    motion.add_argument("--num-frames", type=int, default=16, help="Frames per training window (default: 16).")
+    motion.add_argument("--lora-rank", type=int, default=8, help="Rank of the motion LoRA (default: 8).")
+    motion.add_argument(
+        "--spatial-lora-rank", type=int, default=8,
+        help="Rank of the appearance LoRA trained beside it and dropped (default: 8; 0: none).",
+    )  # fmt: skip
+    motion.add_argument("--max-steps", type=int, default=300, help="Training steps (default: 300).")
+    motion.add_argument("--learning-rate", type=float, default=5e-4, help="Default: 5e-4.")
+    motion.add_argument("--batch-size", type=int, default=2, help="Clip windows per step (default: 2).")
+    motion.add_argument("-o", "--output-dir", default="outputs/motion_lora", help="Default: outputs/motion_lora.")
+    motion.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint of --output-dir.")
+    motion.add_argument("overrides", nargs="*", help="More section.key=value settings (docs/training.md).")
+    motion.set_defaults(run=motion_lora)
+
     pre = commands.add_parser(
         "precompute",
         help="Run the base model's VAE and text encoder over a harivo config's data once: data.kind latents then"
@@ -60,7 +88,8 @@ def add_commands(commands) -> None:
     pre.set_defaults(run=precompute_latents)
 
     command = commands.add_parser(
-        "train", help="Train a stage (vae, t2i, harivo, controlnet, dreambooth) from a YAML config."
+        "train",
+        help="Train a stage (vae, t2i, harivo, controlnet, dreambooth, distill, motion_lora) from a YAML config.",
     )
     command.add_argument("--config", help="YAML training config (see configs/).")
     command.add_argument(
@@ -172,6 +201,43 @@ def dreambooth(args: argparse.Namespace) -> None:
     use = f"--lora {final}" if config.dreambooth.lora_rank else f"--base-model {final}"
     print(
         f"Done: {final}. Generate with `harivo generate PROMPT {use}` (plus --adapter for a base other than the embedded one)."
+    )
+
+
+def motion_lora(args: argparse.Namespace) -> None:
+    """`harivo motion-lora`: the motion_lora stage from flags (docs/personalisation.md)."""
+    from ..defaults import default_model_paths
+    from ..training import Trainer, load_config
+
+    base = args.base_model or str(default_model_paths()[0])
+    if not 0 < args.learning_rate <= 1:
+        raise ValueError(f"--learning-rate must be in (0, 1], got {args.learning_rate}.")
+    for flag, value, least in (("--max-steps", args.max_steps, 1), ("--batch-size", args.batch_size, 1)):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}.")
+    settings = {
+        "stage": "motion_lora",
+        "output_dir": args.output_dir,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "checkpoint_every": max(args.max_steps // 4, 1),
+        "validate_every": 0,
+        "data.resolution": base_resolution(base),
+        "optim.learning_rate": args.learning_rate,
+        "optim.lr_warmup_steps": min(20, args.max_steps // 10),
+        "motion_lora.base_model": args.base_model or "",
+        "motion_lora.adapter": args.adapter or "",
+        "motion_lora.videos": args.videos,
+        "motion_lora.prompt": args.prompt,
+        "motion_lora.num_frames": args.num_frames,
+        "motion_lora.lora_rank": args.lora_rank,
+        "motion_lora.spatial_lora_rank": args.spatial_lora_rank,
+    }
+    config = load_config(None, [f"{key}={json.dumps(value)}" for key, value in settings.items()] + args.overrides)
+    final = Trainer(config, resume=args.resume).train()
+    adapter = f" --adapter {args.adapter}" if args.adapter else ""
+    print(
+        f"Done: {final}. Generate with `harivo generate PROMPT --lora {final}{adapter}` (it follows the clips' path)."
     )
 
 

@@ -1,7 +1,7 @@
 """One typed configuration per training run: a YAML file plus `section.key=value` overrides.
 
 A run of any stage is a `TrainConfig`; the stage-specific section (`vae`, `t2i`, `harivo`, `controlnet`, `dreambooth` or
-`distill`) holds the model
+`distill` or `motion_lora`) holds the model
 and loss settings of that stage, the others are ignored. `harivo train --dry-run` prints the resolved config,
 and every run writes it into its folder as `config.yaml`.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-STAGES = ("vae", "t2i", "harivo", "controlnet", "dreambooth", "distill")
+STAGES = ("vae", "t2i", "harivo", "controlnet", "dreambooth", "distill", "motion_lora")
 # Accelerate's trackers and the package each needs
 TRACKERS = {
     "tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "comet_ml", "aim": "aim", "mlflow": "mlflow",
@@ -119,6 +119,12 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "distill.trajectory_batch": (1, None, False),
     "distill.num_frames": (1, None, False),
     "distill.lora_rank": (1, None, False),
+    "motion_lora.num_frames": (2, None, False),
+    "motion_lora.lora_rank": (1, None, False),
+    "motion_lora.spatial_lora_rank": (0, None, False),
+    "motion_lora.spatial_loss_weight": (0, None, False),
+    "motion_lora.validation_steps": (1, None, False),
+    "motion_lora.validation_guidance_scale": (0, None, False),
 }
 
 
@@ -363,8 +369,30 @@ class DistillStageConfig:
 
 
 @dataclass
+class MotionLoraStageConfig:
+    """A motion LoRA from a few reference clips (MotionDirector, Zhao et al. 2024, on HARIVO): a LoRA on the adapter's
+    temporal attention learns the clips' motion; a spatial LoRA on the frozen image model's attention, trained on
+    single frames, absorbs their appearance and is dropped at export, so the motion moves to other subjects. The
+    export (`pytorch_lora_weights.safetensors`, loaded with `--lora`) carries the clips' mean motion path
+    (`harivo_motion.json`), which `generate` follows unless given another."""
+
+    base_model: str = ""  # default: the embedded Shapes base model
+    adapter: str = ""  # default: the embedded adapter
+    videos: str = ""  # folder of 1-5 reference clips (video files or GIFs); `<clip>.txt` beside one is its caption
+    prompt: str = ""  # the caption of clips without a `.txt`
+    max_videos: int = 5
+    num_frames: int = 16  # frames per training window (a clip must have at least this many)
+    lora_rank: int = 8  # the motion LoRA: temporal attention
+    spatial_lora_rank: int = 8  # the appearance LoRA: spatial attention, trained on single frames; 0: none
+    spatial_loss_weight: float = 1.0
+    validation_prompts: tuple[str, ...] = ()  # default: the clips' captions
+    validation_steps: int = 15
+    validation_guidance_scale: float = 7.5
+
+
+@dataclass
 class TrainConfig:
-    stage: str = "harivo"  # "vae", "t2i", "harivo", "controlnet", "dreambooth" or "distill"
+    stage: str = "harivo"  # "vae", "t2i", "harivo", "controlnet", "dreambooth", "distill" or "motion_lora"
     output_dir: str = "outputs/run"
     seed: int = 0
     max_steps: int = 1000
@@ -387,6 +415,7 @@ class TrainConfig:
     controlnet: ControlNetStageConfig = field(default_factory=ControlNetStageConfig)
     dreambooth: DreamBoothStageConfig = field(default_factory=DreamBoothStageConfig)
     distill: DistillStageConfig = field(default_factory=DistillStageConfig)
+    motion_lora: MotionLoraStageConfig = field(default_factory=MotionLoraStageConfig)
 
     def validate(self) -> None:
         if self.stage not in STAGES:
@@ -471,6 +500,8 @@ class TrainConfig:
             self._validate_dreambooth()
         if self.stage == "distill":
             self._validate_distill()
+        if self.stage == "motion_lora":
+            self._validate_motion_lora()
         if self.t2i.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
                 f"t2i.prediction_type must be 'epsilon' or 'v_prediction', not {self.t2i.prediction_type!r}."
@@ -525,6 +556,15 @@ class TrainConfig:
             raise ValueError(f"distill.prompts_file {settings.prompts_file!r} does not exist (one prompt per line).")
         if not settings.lora_targets:
             raise ValueError("distill.lora_targets is empty: name the layers the LoRA trains (e.g. to_q, to_k).")
+
+    def _validate_motion_lora(self) -> None:
+        settings = self.motion_lora
+        if not settings.videos:
+            raise ValueError("motion_lora.videos is not set: give the folder of the reference clips (1 to 5).")
+        if not Path(settings.videos).is_dir():
+            raise ValueError(f"motion_lora.videos {settings.videos!r} is not a folder (of 1 to 5 reference clips).")
+        if settings.max_videos < 1:
+            raise ValueError(f"motion_lora.max_videos must be at least 1, not {settings.max_videos}.")
 
     def _get(self, key: str) -> Any:
         value = self

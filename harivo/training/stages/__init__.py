@@ -1,5 +1,5 @@
 """The training stages: the Shapes world's autoencoder and text-to-image model, HARIVO itself, ControlNets,
-DreamBooth and few-step distillation, one module each.
+DreamBooth, few-step distillation and motion LoRAs, one module each.
 
 A stage owns its models and its loss; the `Trainer` owns the loop. Each stage trains only its own parameters:
 the HARIVO stage trains the adapter and never writes the frozen base model into a checkpoint.
@@ -14,11 +14,12 @@ from .controlnet import ControlNetStage
 from .distill import DistillStage
 from .dreambooth import DreamBoothStage
 from .harivo import HarivoStage
+from .motion_lora import MotionLoraStage
 from .text_to_image import TextToImageStage
 from .vae import VAEStage
 
 __all__ = [
-    "ControlNetStage", "DistillStage", "DreamBoothStage", "HarivoStage", "Stage", "TextToImageStage", "VAEStage", "build_stage",
+    "ControlNetStage", "DistillStage", "DreamBoothStage", "HarivoStage", "MotionLoraStage", "Stage", "TextToImageStage", "VAEStage", "build_stage",
     "resolve_base_model",
 ]  # fmt: skip
 
@@ -31,6 +32,7 @@ def build_stage(config: TrainConfig, accelerator: Accelerator, generator: torch.
         "controlnet": ControlNetStage,
         "dreambooth": DreamBoothStage,
         "distill": DistillStage,
+        "motion_lora": MotionLoraStage,
     }
     stage_cls = stages[config.stage]
     return stage_cls(config, accelerator, generator)
