@@ -474,10 +474,6 @@ class GenerateRequest:
             raise ValueError("--video-motion needs --video (the input video).")
         if self.video and self.image:
             raise ValueError("Pass at most one of --video and --image.")
-        if self.free_init is not None and (self.video or self.image):
-            raise ValueError(
-                "--free-init restarts from noise, so it is for text-to-video: drop it with --video / --image."
-            )
         if self.control and (self.video or self.image):
             raise ValueError("--control does not combine with --video or --image yet; use one of them.")
         if self.video_motion and self.motion is not None:

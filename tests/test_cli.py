@@ -553,7 +553,7 @@ def test_generate_with_prompt_travel_a_long_video_and_video_and_image_inputs(bas
           "--context-stride", "2", "--free-init", "2"])  # the adapter takes 8 frames: windows  # fmt: skip
     assert iio.imread(tmp_path / "long.gif", index=None).shape == (11, 16, 16, 3)
     main(["generate", "a small blue circle", "-o", str(tmp_path / "v2v.gif"), *common, "--video",
-          str(tmp_path / "long.gif"), "--strength", "0.5", "--video-motion"])  # fmt: skip
+          str(tmp_path / "long.gif"), "--strength", "0.5", "--video-motion", "--free-init", "2"])  # fmt: skip
     assert iio.imread(tmp_path / "v2v.gif", index=None).shape == (11, 16, 16, 3)  # the input's length
     PIL.Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "first.png")
     main(["generate", "a small red circle moving left", "-o", str(tmp_path / "i2v.gif"), "--num-frames", "4",

@@ -100,18 +100,34 @@ class HarivoFreeInitMixin:
         return self._free_init.num_iters if self._free_init is not None else 1
 
     def _free_init_restart(
-        self, result: torch.Tensor, first_noise: torch.Tensor, generator: torch.Generator | list | None
+        self,
+        result: torch.Tensor,
+        first_noise: torch.Tensor,
+        generator: torch.Generator | list | None,
+        start: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The next iteration's start: `result` `(B, C, F, h, w)` diffused to the last training step with the first
-        iteration's noise, low-passed, plus fresh (mapped) noise high-passed."""
-        last = self.scheduler.config.get("num_train_timesteps", 1000) - 1
+        """
+        The next iteration's start: `result` `(B, C, F, h, w)` diffused to the last training step with the first
+        iteration's (mapped) noise `first_noise`, low-passed, plus fresh mapped noise high-passed. With `start` (an
+        input video's or image's first step) [ours]: `result` noised to that step with noise whose low frequencies
+        are the first noise's and high ones fresh, so the input's part of the schedule runs again from there.
+        """
         sigma = self.scheduler.init_noise_sigma
+        fresh = randn_tensor(result.shape, generator=generator, device=result.device, dtype=result.dtype)
+        fresh = self.adapter.mapping_network(fresh).float()
+        low = self._free_init.low_pass(tuple(result.shape[2:]), result.device)
+        if start is not None:
+            noise = self._mix_frequencies(first_noise.float() / sigma, fresh, low)
+            timesteps = start.reshape(1).repeat(result.shape[0])
+            return self.scheduler.add_noise(result, noise.to(result.dtype), timesteps)
+        last = self.scheduler.config.get("num_train_timesteps", 1000) - 1
         timesteps = torch.full((result.shape[0],), last, device=result.device, dtype=torch.long)
         diffused = self.scheduler.add_noise(result, first_noise / sigma, timesteps).float()
-        fresh = randn_tensor(result.shape, generator=generator, device=result.device, dtype=result.dtype)
-        fresh = (self.adapter.mapping_network(fresh) * sigma).float()
-        low = self._free_init.low_pass(tuple(result.shape[2:]), result.device)
-        spectrum = torch.fft.fftn(diffused, dim=(-3, -2, -1)) * low + torch.fft.fftn(fresh, dim=(-3, -2, -1)) * (
-            1 - low
-        )
-        return torch.fft.ifftn(spectrum, dim=(-3, -2, -1)).real.to(result.dtype)
+        return self._mix_frequencies(diffused, fresh * sigma, low).to(result.dtype)
+
+    @staticmethod
+    def _mix_frequencies(low_source: torch.Tensor, high_source: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """`low_source`'s spatio-temporal frequencies where the filter `low` passes, `high_source`'s elsewhere."""
+        dims = (-3, -2, -1)
+        spectrum = torch.fft.fftn(low_source, dim=dims) * low + torch.fft.fftn(high_source, dim=dims) * (1 - low)
+        return torch.fft.ifftn(spectrum, dim=dims).real

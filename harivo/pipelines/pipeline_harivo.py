@@ -298,6 +298,11 @@ class HarivoPipeline(
         `model_input` holds in a long video's window (`None`: the whole clip)."""
         return {}
 
+    def _restart_step(self, timesteps: torch.Tensor) -> torch.Tensor | None:
+        """The step FreeInit diffuses a result back to before sampling again: `None`, the last training step (text
+        to video); an input video's or image's start step (`timesteps[0]`) in the pipelines that start there."""
+        return None
+
     def _reads_predicted_path(self) -> bool:
         """Whether this call may use the path the adapter predicts from the prompt (not when a control or an input
         video already says where things are)."""
@@ -571,6 +576,7 @@ class HarivoPipeline(
             num_videos, self.video_unet.config.in_channels, num_frames, height, width, prompt_embeds.dtype, device,
             generator, latents, motion_path if warp_noise else None,
         )  # fmt: skip
+        first_noise = latents  # z_T = m(eps): FreeInit's restarts keep its low frequencies
         latents = self._initial_latents(latents, timesteps)
 
         # 6. Prepare extra step kwargs; a sampler's per-step noise goes through the mapping network like z_T's
@@ -582,14 +588,14 @@ class HarivoPipeline(
         use_mg = mg_scale > 0 and num_frames > 1
 
         # 7. Denoising loop; MG guidance inside the window; the subject's cross-attention recorded for the projection
-        first_noise = latents
         for iteration in range(self._free_init_iterations()):  # one, unless FreeInit samples again
             if self.free_init_enabled:
                 self.scheduler.set_timesteps(self._free_init.steps(iteration, num_inference_steps), device=device)
-                timesteps = self.scheduler.timesteps
-                skipped, total, self._num_timesteps = 0, len(timesteps), len(timesteps)
+                timesteps = self._timesteps(self.scheduler.timesteps)  # an input's part of the schedule
+                total = len(self.scheduler.timesteps)
+                skipped, self._num_timesteps = total - len(timesteps), len(timesteps)
                 if iteration > 0:  # restart from the last result's low frequencies and fresh high ones
-                    latents = self._free_init_restart(latents, first_noise, generator)
+                    latents = self._free_init_restart(latents, first_noise, generator, self._restart_step(timesteps))
             capture = (
                 self.video_unet.capture(token_weights=token_weights, latent_size=tuple(latents.shape[-2:]))
                 if token_weights is not None

@@ -75,10 +75,10 @@ class HarivoImageToVideoPipeline(HarivoVideoToVideoPipeline):
         bound = inspect.signature(HarivoPipeline.__call__).bind(self, *args, **kwargs)
         bound.apply_defaults()
         check_strength(strength, bound.arguments["num_inference_steps"])
-        if self.free_init_enabled:
+        if self.free_init_enabled and self._free_init.use_fast_sampling:
             raise ValueError(
-                "FreeInit restarts from noise and would drop the input: call `pipe.disable_free_init()` (it is for"
-                " text-to-video)."
+                "FreeInit's fast sampling changes the number of steps, and with them where an input image starts:"
+                " call `pipe.enable_free_init(..., use_fast_sampling=False)`."
             )
         self._video = VideoInput([frames], float(strength), bound.arguments["num_inference_steps"])
         try:

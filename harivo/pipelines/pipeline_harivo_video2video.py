@@ -39,6 +39,9 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
     def _reads_predicted_path(self) -> bool:
         return self._video is None
 
+    def _restart_step(self, timesteps: torch.Tensor) -> torch.Tensor | None:
+        return None if self._video is None else timesteps[:1]
+
     def _timesteps(self, timesteps: torch.Tensor) -> torch.Tensor:
         if self._video is None:
             return timesteps
@@ -112,10 +115,10 @@ class HarivoVideoToVideoPipeline(HarivoPipeline):
             )
         steps = call["num_inference_steps"]
         check_strength(strength, steps)
-        if self.free_init_enabled:
+        if self.free_init_enabled and self._free_init.use_fast_sampling:
             raise ValueError(
-                "FreeInit restarts from noise and would drop the input: call `pipe.disable_free_init()` (it is for"
-                " text-to-video)."
+                "FreeInit's fast sampling changes the number of steps, and with them where an input video starts:"
+                " call `pipe.enable_free_init(..., use_fast_sampling=False)`."
             )
         if isinstance(call["motion_path"], str):
             if call["motion_path"] != "video":

@@ -194,6 +194,36 @@ def test_video_to_video_runs_the_last_strength_share_of_the_steps(video2video, c
     assert seen == [int(t) for t in video2video.scheduler.timesteps[-1:]]  # the last step only
 
 
+def test_free_init_with_an_input_video_runs_the_inputs_steps_again_from_the_result(video2video, clip):
+    """FreeInit with an input [ours]: every iteration runs the input's share of the schedule, each restart re-noises
+    the last result to the input's first step with noise whose low frequencies are the first iteration's."""
+    seen = []
+
+    def count(pipe, step, timestep, tensors):
+        seen.append(int(timestep))
+        return tensors
+
+    plain = run(video2video, video=list(clip[0]), strength=0.5, num_frames=8)
+    video2video.enable_free_init(num_iters=1)
+    try:
+        assert torch.equal(run(video2video, video=list(clip[0]), strength=0.5, num_frames=8), plain)
+        video2video.enable_free_init(num_iters=2)
+        again = run(video2video, video=list(clip[0]), strength=0.5, num_frames=8, callback_on_step_end=count)
+        # with an all-pass filter the restart is the result noised to the start step with the first noise
+        video2video.enable_free_init(
+            num_iters=2, method="box", spatial_stop_frequency=1.0, temporal_stop_frequency=1.0
+        )
+        result, first = torch.randn(1, 4, 8, 8, 8), torch.randn(1, 4, 8, 8, 8)
+        start = video2video.scheduler.timesteps[2:3]
+        restart = video2video._free_init_restart(result, first, torch.Generator().manual_seed(1), start)
+        expected = video2video.scheduler.add_noise(result, first / video2video.scheduler.init_noise_sigma, start)
+    finally:
+        video2video.disable_free_init()
+    assert seen == [int(t) for t in video2video.scheduler.timesteps[-2:]] * 2  # the last 2 of 4 steps, twice
+    assert not torch.equal(again, plain) and torch.isfinite(again).all()
+    torch.testing.assert_close(restart, expected, atol=1e-5, rtol=0)
+
+
 def test_video_to_video_starts_from_the_input_noised_to_the_strength_step(video2video, clip):
     frames = to_tensor_frames(clip[0])
     with torch.no_grad():
@@ -511,12 +541,14 @@ def test_bad_free_init_options_are_refused(pipe, kwargs, match):
     assert not pipe.free_init_enabled
 
 
-def test_free_init_is_refused_with_an_input_video_or_image(video2video, image2video, clip):
+def test_free_init_with_an_input_runs_and_its_fast_sampling_is_refused(video2video, image2video, clip):
     for runner, given in ((video2video, {"video": list(clip[0])}), (image2video, {"image": clip[0][0]})):
-        runner.enable_free_init()
+        runner.enable_free_init(num_iters=2, use_fast_sampling=True)
         try:
-            with pytest.raises(ValueError, match="disable_free_init"):
+            with pytest.raises(ValueError, match="use_fast_sampling=False"):
                 run(runner, **given)
+            runner.enable_free_init(num_iters=2)
+            assert torch.isfinite(run(runner, **given, strength=0.5)).all()
         finally:
             runner.disable_free_init()
 
