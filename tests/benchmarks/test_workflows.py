@@ -13,7 +13,8 @@ def test_quick_workflows_benchmark_writes_every_section(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["workflows.py", "--quick", "--output", str(out)])
     workflows.main()
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["video-to-video", "image-to-video", "prompt travel", "long videos", "FreeInit"]
+    assert list(results) == ["video-to-video", "image-to-video", "prompt travel", "long videos", "FreeInit",
+                            "FreeInit with an input video"]  # fmt: skip
     assert results["image-to-video"]["image-to-video"]["psnr frame 0 dB"] > 20  # the image is frame 0
     assert set(results["long videos"]) >= {"64 frames, FreeNoise", "cost at 16 frames"}
     assert (out / "workflows.png").is_file() and "| strength 0.8, path video |" in (out / "table.md").read_text()
