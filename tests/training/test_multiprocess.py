@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,15 @@ def launch(output_dir, base_dir, max_steps, *extra):
     return {r["step"]: r["total"] for r in records if "total" in r}
 
 
+def stopped_at_step_2(run: Path, copy: Path) -> Path:
+    """A copy of a finished 4-step run as it stood when it had written checkpoint-2: what a run killed after
+    step 2 leaves (its checkpoint-4 and final removed; `--resume` cuts its log back to the checkpoint)."""
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoint-4")
+    shutil.rmtree(copy / "final")
+    return copy
+
+
 def test_two_processes_checkpoint_every_rank_and_resume_the_same_loss_curve(base_dir, tmp_path):
     reference = launch(tmp_path / "reference", base_dir, 4)
     assert list(reference) == [1, 2, 3, 4]  # one process logs
@@ -40,9 +50,7 @@ def test_two_processes_checkpoint_every_rank_and_resume_the_same_loss_curve(base
     assert not [p for p in state.iterdir() if p.suffix not in (".json", ".safetensors")]
     HarivoAdapter.from_pretrained(tmp_path / "reference" / "final")
 
-    stopped = launch(tmp_path / "stopped", base_dir, 2)
-    assert stopped == {step: reference[step] for step in (1, 2)}
-    resumed = launch(tmp_path / "stopped", base_dir, 4, "--resume")
+    resumed = launch(stopped_at_step_2(tmp_path / "reference", tmp_path / "stopped"), base_dir, 4, "--resume")
     assert list(resumed) == [1, 2, 3, 4]
     assert [resumed[step] for step in (3, 4)] == pytest.approx([reference[step] for step in (3, 4)], rel=1e-5)
 
@@ -58,9 +66,8 @@ def test_two_processes_stream_their_own_shards_and_resume_the_same_loss_curve(ba
             "data.shuffle_buffer=4"]  # fmt: skip
     reference = launch(tmp_path / "reference", base_dir, 4, *data)
     assert list(reference) == [1, 2, 3, 4]
-    stopped = launch(tmp_path / "stopped", base_dir, 2, *data)
-    assert stopped == {step: reference[step] for step in (1, 2)}
-    resumed = launch(tmp_path / "stopped", base_dir, 4, *data, "--resume")
+    stopped = stopped_at_step_2(tmp_path / "reference", tmp_path / "stopped")
+    resumed = launch(stopped, base_dir, 4, *data, "--resume")
     assert [resumed[step] for step in (3, 4)] == pytest.approx([reference[step] for step in (3, 4)], rel=1e-5)
 
 
@@ -106,8 +113,8 @@ def test_fsdp_trains_like_ddp_checkpoints_safetensors_and_resumes_the_same_loss_
     state = find_checkpoints(tmp_path / "fsdp")[-1][1] / "state"
     assert not [p for p in state.iterdir() if p.suffix not in (".json", ".safetensors")]
 
-    accelerate_launch(ACCELERATE_CONFIGS / "fsdp.yaml", tmp_path / "stopped", base_dir, 2)
-    resumed = accelerate_launch(ACCELERATE_CONFIGS / "fsdp.yaml", tmp_path / "stopped", base_dir, 4, "--resume")
+    stopped = stopped_at_step_2(tmp_path / "fsdp", tmp_path / "stopped")
+    resumed = accelerate_launch(ACCELERATE_CONFIGS / "fsdp.yaml", stopped, base_dir, 4, "--resume")
     assert [resumed[step] for step in (3, 4)] == pytest.approx([fsdp[step] for step in (3, 4)], rel=1e-5)
 
 
