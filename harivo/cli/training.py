@@ -161,7 +161,6 @@ def precompute_latents(args: argparse.Namespace) -> None:
 def dreambooth(args: argparse.Namespace) -> None:
     """`harivo dreambooth`: the DreamBooth stage from flags (docs/personalisation.md)."""
     from ..defaults import default_model_paths
-    from ..training import Trainer, load_config
 
     base = args.base_model or str(default_model_paths()[0])
     if Path(base).suffix in WEIGHT_SUFFIXES:
@@ -173,20 +172,13 @@ def dreambooth(args: argparse.Namespace) -> None:
         raise ValueError(f"--resolution must be at least 8 pixels, got {args.resolution}.")
     if args.learning_rate is not None and not 0 < args.learning_rate <= 1:
         raise ValueError(f"--learning-rate must be in (0, 1], got {args.learning_rate}.")
-    settings = {
-        "stage": "dreambooth",
-        "output_dir": args.output_dir,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "checkpoint_every": max(args.max_steps // 4, 1),
-        "validate_every": 0,
+    config, final = train_from_flags(args, "dreambooth", {
         "data.resolution": args.resolution if args.resolution is not None else base_resolution(base),
         "optim.learning_rate": args.learning_rate
         if args.learning_rate is not None
         else 1e-3
         if args.lora_rank
         else 1e-4,
-        "optim.lr_warmup_steps": min(20, args.max_steps // 10),
         "dreambooth.base_model": base,
         "dreambooth.instance_data": args.instance_data,
         "dreambooth.instance_prompt": args.instance_prompt,
@@ -195,9 +187,7 @@ def dreambooth(args: argparse.Namespace) -> None:
         "dreambooth.num_class_images": args.num_class_images,
         "dreambooth.lora_rank": args.lora_rank,
         "dreambooth.train_text_encoder": args.train_text_encoder,
-    }
-    config = load_config(None, [f"{key}={json.dumps(value)}" for key, value in settings.items()] + args.overrides)
-    final = Trainer(config, resume=args.resume).train()
+    })  # fmt: skip
     use = f"--lora {final}" if config.dreambooth.lora_rank else f"--base-model {final}"
     print(
         f"Done: {final}. Generate with `harivo generate PROMPT {use}` (plus --adapter for a base other than the embedded one)."
@@ -207,24 +197,13 @@ def dreambooth(args: argparse.Namespace) -> None:
 def motion_lora(args: argparse.Namespace) -> None:
     """`harivo motion-lora`: the motion_lora stage from flags (docs/personalisation.md)."""
     from ..defaults import default_model_paths
-    from ..training import Trainer, load_config
 
     base = args.base_model or str(default_model_paths()[0])
     if not 0 < args.learning_rate <= 1:
         raise ValueError(f"--learning-rate must be in (0, 1], got {args.learning_rate}.")
-    for flag, value, least in (("--max-steps", args.max_steps, 1), ("--batch-size", args.batch_size, 1)):
-        if value < least:
-            raise ValueError(f"{flag} must be at least {least}, got {value}.")
-    settings = {
-        "stage": "motion_lora",
-        "output_dir": args.output_dir,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "checkpoint_every": max(args.max_steps // 4, 1),
-        "validate_every": 0,
+    _, final = train_from_flags(args, "motion_lora", {
         "data.resolution": base_resolution(base),
         "optim.learning_rate": args.learning_rate,
-        "optim.lr_warmup_steps": min(20, args.max_steps // 10),
         "motion_lora.base_model": args.base_model or "",
         "motion_lora.adapter": args.adapter or "",
         "motion_lora.videos": args.videos,
@@ -232,13 +211,28 @@ def motion_lora(args: argparse.Namespace) -> None:
         "motion_lora.num_frames": args.num_frames,
         "motion_lora.lora_rank": args.lora_rank,
         "motion_lora.spatial_lora_rank": args.spatial_lora_rank,
-    }
-    config = load_config(None, [f"{key}={json.dumps(value)}" for key, value in settings.items()] + args.overrides)
-    final = Trainer(config, resume=args.resume).train()
+    })  # fmt: skip
     adapter = f" --adapter {args.adapter}" if args.adapter else ""
     print(
         f"Done: {final}. Generate with `harivo generate PROMPT --lora {final}{adapter}` (it follows the clips' path)."
     )
+
+
+def train_from_flags(args: argparse.Namespace, stage: str, settings: dict):
+    """Train `stage` from a command's flags: what every such command shares (`--output-dir`, `--max-steps`,
+    `--batch-size`, four checkpoints, validation at the end, a warm-up of a tenth of the steps up to 20), then
+    `settings`, then the command's `section.key=value` overrides; `--resume` continues. Returns the config and the
+    exported folder."""
+    from ..training import Trainer, load_config
+
+    shared = {
+        "stage": stage, "output_dir": args.output_dir, "max_steps": args.max_steps, "batch_size": args.batch_size,
+        "checkpoint_every": max(args.max_steps // 4, 1), "validate_every": 0,
+        "optim.lr_warmup_steps": min(20, args.max_steps // 10),
+    }  # fmt: skip
+    overrides = [f"{key}={json.dumps(value)}" for key, value in {**shared, **settings}.items()]
+    config = load_config(None, overrides + args.overrides)
+    return config, Trainer(config, resume=args.resume).train()
 
 
 def base_resolution(base: str) -> int:
