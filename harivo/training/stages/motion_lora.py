@@ -117,9 +117,7 @@ class MotionLoraStage(Stage):
             if rank:
                 lora = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets)
                 self.unet.add_adapter(lora, adapter_name=name)
-        self.unet.set_adapters(self.names)
-        for parameter_name, parameter in self.unet.named_parameters():  # set_adapters leaves the LoRAs trainable
-            parameter.requires_grad_(".lora_" in parameter_name)
+        self.unet.set_adapters(self.names)  # both active, both trainable; the rest stays frozen
         self.model.train()
         self.loss_fn = HarivoLoss(LossWeights(1.0, 0.0, 0.0, 0.0, path=0.0)).to(self.device)
         self.path = self._mean_path()
